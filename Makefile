@@ -1,0 +1,39 @@
+# Cordon: `make run` serves the example plugins; `make test` runs every test.
+# Both install what they need (the wasm32-wasip2 target) and build the plugins first.
+
+CARGO        ?= cargo
+GUEST_TARGET := wasm32-wasip2
+GUEST_DIR    := target/guests
+# Guest crates: <workspace manifest> → where their .wasm files go.
+PLUGINS_MANIFEST := plugins/Cargo.toml
+FIXTURES_MANIFEST := tests/plugins/Cargo.toml
+
+.PHONY: run test plugins toolchain build lint fmt clean
+
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
+
+plugins: toolchain
+	$(CARGO) build --release --target $(GUEST_TARGET) --target-dir $(GUEST_DIR) --manifest-path $(PLUGINS_MANIFEST)
+	$(CARGO) build --release --target $(GUEST_TARGET) --target-dir $(GUEST_DIR) --manifest-path $(FIXTURES_MANIFEST)
+	@scripts/collect-plugins.sh $(GUEST_DIR)/$(GUEST_TARGET)/release
+
+build:
+	$(CARGO) build -p cordon-host
+
+run: plugins
+	$(CARGO) run --release -p cordon-host --bin cordon -- serve --plugins plugins/dist
+
+test: plugins build
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf plugins/dist tests/plugins/dist

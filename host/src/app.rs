@@ -1,0 +1,71 @@
+//! [`Cordon`]: the running host — sandbox, compile cache and the catalog being served — shared
+//! by every transport (stdio, HTTP, the in-process `cordon call`).
+
+use crate::config::Config;
+use crate::registry::cache::CompileCache;
+use crate::registry::{self, Catalog};
+use crate::sandbox::Sandbox;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Where Cordon reads plugins and keeps its data.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The plugins folder.
+    pub plugins: PathBuf,
+    /// The data directory.
+    pub data: PathBuf,
+}
+
+/// The running host.
+pub struct Cordon {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) config: Config,
+    cache: Arc<CompileCache>,
+    paths: Paths,
+    /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
+    catalog: RwLock<Arc<Catalog>>,
+}
+
+impl Cordon {
+    /// Builds the engine and loads every plugin in `paths.plugins`.
+    pub async fn start(config: Config, paths: Paths) -> Result<Arc<Cordon>> {
+        let sandbox = Sandbox::new(&config.pool)?;
+        let cache = Arc::new(CompileCache::new(
+            &paths.data.join("compile-cache"),
+            sandbox.engine(),
+        ));
+        let catalog = registry::load_dir(&sandbox, &cache, &config, &paths.plugins).await?;
+        Ok(Arc::new(Cordon {
+            sandbox,
+            config,
+            cache,
+            paths,
+            catalog: RwLock::new(Arc::new(catalog)),
+        }))
+    }
+
+    /// The catalog now being served.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The plugins folder.
+    pub fn plugins_dir(&self) -> &Path {
+        &self.paths.plugins
+    }
+
+    /// Compile-cache (hits, misses) since start.
+    pub fn compile_cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
+    }
+}

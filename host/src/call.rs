@@ -1,0 +1,211 @@
+//! The per-call path, top to bottom in one place:
+//!
+//! 1. **authenticate** — the transport hands over an authenticated [`Principal`];
+//! 2. **resolve** — the published tool name, in the catalog snapshot taken at the start;
+//! 3. **validate** — size cap, then the strict input schema (`invalid_arguments`);
+//! 4. **idempotency** — (seam: the durable store arrives with the idempotency issue);
+//! 5. **limits** — an instance slot within `max_concurrency`, waiting at most `queue_timeout`;
+//! 6. **instance** — a fresh instance under fuel, timeout and memory caps ([`crate::sandbox`]);
+//! 7. **grants** — (seam: outbound HTTP and credentials arrive with the grants issue);
+//! 8. **result** — output size cap, JSON and output-schema checks, then the reply.
+
+use crate::app::Cordon;
+use crate::error::{ErrorType, ToolError};
+use crate::registry::ToolEntry;
+use crate::sandbox::bindings::CallContext;
+use crate::sandbox::{GuestReply, Invocation};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The authenticated caller of a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub Arc<str>);
+
+impl Principal {
+    /// A principal with the given name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+}
+
+/// One tool call as a transport received it.
+pub struct CallRequest {
+    /// Published tool name.
+    pub tool: String,
+    /// Arguments; `None` is an empty object.
+    pub arguments: Option<Map<String, Value>>,
+    /// Who is calling.
+    pub principal: Principal,
+}
+
+/// A successful call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSuccess {
+    /// Text content the tool returned.
+    pub text: Option<String>,
+    /// Structured content, checked against the output schema when one is declared.
+    pub structured: Option<Value>,
+}
+
+/// A call the protocol layer must refuse (a JSON-RPC error, not a tool result).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// No tool of that name is served.
+    #[error("unknown tool: {0}")]
+    UnknownTool(String),
+}
+
+/// The outcome of a call that reached a tool.
+pub type CallOutcome = Result<ToolSuccess, ToolError>;
+
+impl Cordon {
+    /// Runs one tool call through the whole path (see the module docs).
+    pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, ProtocolError> {
+        let started = Instant::now();
+        // 1. authenticate: `request.principal` was established by the transport.
+        // 2. resolve, in one snapshot: the call runs on the plugin version it started with.
+        let catalog = self.catalog();
+        let tool = catalog
+            .tool(&request.tool)
+            .ok_or_else(|| ProtocolError::UnknownTool(request.tool.clone()))?
+            .clone();
+        drop(catalog);
+
+        let call_id = uuid::Uuid::new_v4().simple().to_string();
+        let outcome = self
+            .run_tool(&tool, request.arguments, &request.principal, &call_id)
+            .await;
+        tracing::info!(
+            call = %call_id, tool = %tool.name, principal = %request.principal.0,
+            outcome = match &outcome { Ok(_) => "ok", Err(e) => &e.kind },
+            latency_us = started.elapsed().as_micros() as u64,
+            "tool call"
+        );
+        Ok(outcome)
+    }
+
+    async fn run_tool(
+        &self,
+        tool: &ToolEntry,
+        arguments: Option<Map<String, Value>>,
+        principal: &Principal,
+        call_id: &str,
+    ) -> CallOutcome {
+        let plugin = &tool.plugin;
+        let limits = &plugin.limits;
+
+        // 3. validate
+        let arguments = Value::Object(arguments.unwrap_or_default());
+        let serialized = serde_json::to_string(&arguments).map_err(|e| {
+            ToolError::new(
+                ErrorType::InvalidArguments,
+                format!("arguments cannot be serialized: {e}"),
+            )
+        })?;
+        if serialized.len() > limits.max_input_bytes {
+            return Err(ToolError::new(
+                ErrorType::InputTooLarge,
+                format!(
+                    "arguments are {} bytes; this tool accepts at most {}",
+                    serialized.len(),
+                    limits.max_input_bytes
+                ),
+            ));
+        }
+        tool.input.check_arguments(&arguments)?;
+
+        // 4. idempotency: seam (DESIGN §5).
+
+        // 5. limits: an instance slot.
+        let _slot = match tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => {
+                return Err(ToolError::new(
+                    ErrorType::Busy,
+                    format!("plugin {} is unloading", plugin.name),
+                ))
+            }
+            Err(_elapsed) => {
+                return Err(ToolError::new(
+                    ErrorType::Busy,
+                    format!(
+                        "plugin {} is running its maximum of {} calls; retry shortly",
+                        plugin.name, limits.max_concurrency
+                    ),
+                ))
+            }
+        };
+
+        // 6. instance (7. grants are linked into it: seam, DESIGN §4).
+        let context = CallContext {
+            principal: principal.0.to_string(),
+            call_id: call_id.to_string(),
+            idempotency_key: None,
+        };
+        let invocation = Invocation::Call {
+            tool: tool.local_name.clone(),
+            arguments: serialized,
+            context,
+        };
+        let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
+        let run = self
+            .sandbox
+            .run(&plugin.prepared, limits, label, invocation)
+            .await;
+        let output = match run.reply? {
+            GuestReply::Output(Ok(output)) => output,
+            GuestReply::Output(Err(e)) => {
+                return Err(ToolError::from_guest(e.kind, e.message, e.retryable))
+            }
+            GuestReply::Tools(_) => {
+                return Err(ToolError::new(
+                    ErrorType::Internal,
+                    "unexpected guest reply",
+                ))
+            }
+        };
+
+        // 8. result
+        let size = output.text.as_ref().map_or(0, String::len)
+            + output.json.as_ref().map_or(0, String::len);
+        if size > limits.max_output_bytes {
+            return Err(ToolError::new(
+                ErrorType::OutputTooLarge,
+                format!(
+                    "the result is {size} bytes; this tool may return at most {}",
+                    limits.max_output_bytes
+                ),
+            ));
+        }
+        let structured = match output.json {
+            Some(json) => Some(serde_json::from_str::<Value>(&json).map_err(|e| {
+                ToolError::new(
+                    ErrorType::InvalidOutput,
+                    format!("the plugin returned invalid JSON: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        if let Some(schema) = &tool.output {
+            let Some(value) = &structured else {
+                return Err(ToolError::new(
+                    ErrorType::InvalidOutput,
+                    "the tool declares an output schema but returned no structured result",
+                ));
+            };
+            let violations = schema.violations(value);
+            if !violations.is_empty() {
+                return Err(ToolError::schema_violations(
+                    ErrorType::InvalidOutput,
+                    "the result does not match the tool's output schema",
+                    violations,
+                ));
+            }
+        }
+        Ok(ToolSuccess {
+            text: output.text,
+            structured,
+        })
+    }
+}

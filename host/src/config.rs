@@ -1,0 +1,298 @@
+//! `cordon.toml`: host defaults, per-plugin limits, and the HTTP surface.
+//!
+//! Every key is optional; an empty file (or none at all) runs out of the box. Unknown keys are
+//! refused with the line they are on, so a typo never silently weakens a limit. The reference
+//! for every key is `docs/config.md`; this module is its source of truth.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where plugins and compiled code live (flags override).
+    #[serde(default)]
+    pub paths: PathsConfig,
+    /// The HTTP and stdio surface.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Host-wide sizing of the instance pool.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Limits applied to every plugin unless its own section overrides them.
+    #[serde(default)]
+    pub defaults: LimitsOverride,
+    /// Per-plugin settings, keyed by plugin name (the `.wasm` file's stem).
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `[paths]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Folder scanned for `*.wasm` plugins. Default `./plugins`.
+    pub plugins: Option<PathBuf>,
+    /// Data directory (compile cache, later the idempotency store). Default `./cordon-data`.
+    pub data: Option<PathBuf>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address for Streamable HTTP. Default `127.0.0.1:8787`.
+    pub listen: String,
+    /// Stateless mode: no sessions, plain JSON responses (no SSE). Default false.
+    pub stateless: bool,
+    /// Accepted `Host` header values (DNS-rebinding protection). Default: loopback names.
+    pub allowed_hosts: Vec<String>,
+    /// Accepted `Origin` header values, e.g. `https://app.example.com:443`; `:*` matches any port.
+    /// A request without `Origin` (a non-browser client) is always accepted.
+    /// Default: loopback origins on any port.
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted HTTP request body, bytes. Default 4 MiB.
+    pub max_request_bytes: usize,
+    /// The principal of calls arriving over stdio (the local operator). Default `local`.
+    pub stdio_principal: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8787".into(),
+            stateless: false,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+            ],
+            max_request_bytes: 4 << 20,
+            stdio_principal: "local".into(),
+        }
+    }
+}
+
+/// `[pool]`: the pooling allocator reserves slots up front, so its size is host-wide.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Instances that may exist at once across all plugins. Default 256.
+    pub max_instances: u32,
+    /// Largest linear memory any plugin may be given, MiB; per-plugin `memory_mb` must fit.
+    /// Default 512.
+    pub max_memory_mb: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_memory_mb: 512,
+        }
+    }
+}
+
+/// Limits as written in the file: any subset of keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    /// Fuel (roughly, wasm instructions) per call.
+    pub fuel: Option<u64>,
+    /// Wall-clock limit per call, milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Linear-memory cap per instance, MiB.
+    pub memory_mb: Option<u64>,
+    /// Instances of this plugin that may run at once.
+    pub max_concurrency: Option<u32>,
+    /// How long a call waits for a free slot before failing with `busy`, milliseconds.
+    pub queue_timeout_ms: Option<u64>,
+    /// Largest accepted arguments (serialized JSON), bytes.
+    pub max_input_bytes: Option<usize>,
+    /// Largest accepted result (text plus JSON), bytes.
+    pub max_output_bytes: Option<usize>,
+    /// Guest stdout, stderr and `log` kept per call, bytes; the rest is dropped.
+    pub max_log_bytes: Option<usize>,
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// `[plugins.NAME.limits]`: this plugin's limits; unset keys fall back to `[defaults]`.
+    #[serde(default)]
+    pub limits: LimitsOverride,
+}
+
+/// Effective limits for one plugin (DESIGN §3). Come from the operator, never the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per call.
+    pub fuel: u64,
+    /// Wall-clock limit per call.
+    pub timeout: Duration,
+    /// Linear-memory cap per instance, bytes.
+    pub memory_bytes: usize,
+    /// Concurrent instances of this plugin.
+    pub max_concurrency: u32,
+    /// Wait for a slot before `busy`.
+    pub queue_timeout: Duration,
+    /// Largest arguments, bytes.
+    pub max_input_bytes: usize,
+    /// Largest result, bytes.
+    pub max_output_bytes: usize,
+    /// Guest output kept per call, bytes.
+    pub max_log_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 2_000_000_000,
+            timeout: Duration::from_secs(10),
+            memory_bytes: 128 << 20,
+            max_concurrency: 32,
+            queue_timeout: Duration::from_secs(2),
+            max_input_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            max_log_bytes: 64 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// `base` with every key `over` sets replaced.
+    fn overridden(base: &Limits, over: &LimitsOverride) -> Limits {
+        Limits {
+            fuel: over.fuel.unwrap_or(base.fuel),
+            timeout: over.timeout_ms.map_or(base.timeout, Duration::from_millis),
+            memory_bytes: over.memory_mb.map_or(base.memory_bytes, |mb| {
+                (mb as usize).saturating_mul(1 << 20)
+            }),
+            max_concurrency: over.max_concurrency.unwrap_or(base.max_concurrency),
+            queue_timeout: over
+                .queue_timeout_ms
+                .map_or(base.queue_timeout, Duration::from_millis),
+            max_input_bytes: over.max_input_bytes.unwrap_or(base.max_input_bytes),
+            max_output_bytes: over.max_output_bytes.unwrap_or(base.max_output_bytes),
+            max_log_bytes: over.max_log_bytes.unwrap_or(base.max_log_bytes),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Host defaults after `[defaults]`.
+    pub fn default_limits(&self) -> Limits {
+        Limits::overridden(&Limits::default(), &self.defaults)
+    }
+
+    /// Effective limits for the plugin `name`.
+    pub fn limits_for(&self, name: &str) -> Limits {
+        let base = self.default_limits();
+        match self.plugins.get(name) {
+            Some(plugin) => Limits::overridden(&base, &plugin.limits),
+            None => base,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.pool.max_instances == 0 {
+            bail!("[pool] max_instances must be at least 1");
+        }
+        let pool_memory = self.pool.max_memory_mb.saturating_mul(1 << 20) as usize;
+        let sections = std::iter::once(("[defaults]".to_string(), self.default_limits())).chain(
+            self.plugins
+                .keys()
+                .map(|name| (format!("[plugins.{name}]"), self.limits_for(name))),
+        );
+        for (section, limits) in sections {
+            if limits.memory_bytes > pool_memory {
+                bail!(
+                    "{section} memory_mb = {} exceeds [pool] max_memory_mb = {}",
+                    limits.memory_bytes >> 20,
+                    self.pool.max_memory_mb
+                );
+            }
+            if limits.max_concurrency == 0 {
+                bail!("{section} max_concurrency must be at least 1");
+            }
+            if limits.max_concurrency > self.pool.max_instances {
+                bail!(
+                    "{section} max_concurrency = {} exceeds [pool] max_instances = {}",
+                    limits.max_concurrency,
+                    self.pool.max_instances
+                );
+            }
+            if limits.timeout.is_zero() || limits.fuel == 0 {
+                bail!("{section} timeout_ms and fuel must be greater than zero");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_runs_on_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.limits_for("demo"), Limits::default());
+        assert_eq!(c.server.listen, "127.0.0.1:8787");
+    }
+
+    #[test]
+    fn plugin_section_overrides_defaults_key_by_key() {
+        let c = Config::parse(
+            "[defaults]\ntimeout_ms = 3000\nfuel = 5\n[plugins.demo.limits]\nfuel = 10\nmemory_mb = 16\n",
+        )
+        .unwrap();
+        let l = c.limits_for("demo");
+        assert_eq!(l.fuel, 10);
+        assert_eq!(l.timeout, Duration::from_millis(3000));
+        assert_eq!(l.memory_bytes, 16 << 20);
+        assert_eq!(c.limits_for("other").fuel, 5);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name_and_line() {
+        let err = Config::parse("[defaults]\nfuel = 1\nfule = 2\n").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("fule"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let err = Config::parse("[defaults]\ntimeout_ms = \"soon\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("timeout_ms"), "{err:#}");
+    }
+
+    #[test]
+    fn memory_above_pool_slot_is_refused() {
+        let err =
+            Config::parse("[pool]\nmax_memory_mb = 64\n[plugins.big.limits]\nmemory_mb = 128\n")
+                .unwrap_err();
+        assert!(format!("{err}").contains("[plugins.big]"), "{err}");
+    }
+}

@@ -1,0 +1,19 @@
+//! Cordon: serves MCP tools implemented as sandboxed WebAssembly components.
+//!
+//! Start with `ARCHITECTURE.md` at the repository root: it maps these modules and walks the
+//! per-call path, which reads top to bottom in [`call`].
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod call;
+pub mod config;
+pub mod error;
+pub mod mcp;
+pub mod registry;
+pub mod sandbox;
+pub mod schema;
+pub mod server;
+
+pub use app::{Cordon, Paths};
+pub use config::Config;

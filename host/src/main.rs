@@ -1,0 +1,227 @@
+//! The `cordon` command line.
+//!
+//! Exit codes: 0 success; 1 a tool error (`cordon call`) or a runtime failure (`serve`);
+//! 2 a usage error — bad flags, a bad config file, an unknown tool, arguments that are not a
+//! JSON object.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cordon_host::call::{CallRequest, Principal, ProtocolError};
+use cordon_host::{mcp, Config, Cordon, Paths};
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "cordon",
+    version,
+    about = "Serve MCP tools implemented as sandboxed WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the plugins over MCP (Streamable HTTP by default, or stdio).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Speak MCP on stdin/stdout (for Claude Desktop, Claude Code). Logs go to stderr.
+        #[arg(long, conflicts_with = "listen")]
+        stdio: bool,
+        /// Address for Streamable HTTP [default: 127.0.0.1:8787, or [server] listen]
+        #[arg(long, env = "CORDON_LISTEN")]
+        listen: Option<String>,
+        /// Stateless HTTP: no sessions, JSON responses instead of SSE.
+        #[arg(long, env = "CORDON_STATELESS")]
+        stateless: bool,
+    },
+    /// Print every tool (name, description, schemas), every plugin and every refused file as JSON.
+    Tools {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run one tool call in process, through the same path as the server, and print the result.
+    Call {
+        /// Published tool name, e.g. demo_echo.
+        tool: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        arguments: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Folder of plugin components (*.wasm) [default: ./plugins, or [paths] plugins]
+    #[arg(long, env = "CORDON_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Data directory (compile cache) [default: ./cordon-data, or [paths] data]
+    #[arg(long, env = "CORDON_DATA")]
+    data: Option<PathBuf>,
+    /// Config file [default: ./cordon.toml if it exists]
+    #[arg(long, env = "CORDON_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// A failure and the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn usage(error: anyhow::Error) -> Failure {
+    Failure { code: 2, error }
+}
+
+fn runtime(error: anyhow::Error) -> Failure {
+    Failure { code: 1, error }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Serve { .. });
+    init_logging(quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Serve {
+            common,
+            stdio,
+            listen,
+            stateless,
+        } => {
+            let (config, paths) = resolve(&common).map_err(usage)?;
+            let listen = listen.unwrap_or_else(|| config.server.listen.clone());
+            let stateless = stateless || config.server.stateless;
+            let cordon = Cordon::start(config, paths).await.map_err(runtime)?;
+            if stdio {
+                cordon_host::server::serve_stdio(cordon)
+                    .await
+                    .map_err(runtime)?;
+            } else {
+                cordon_host::server::serve_http(cordon, &listen, stateless)
+                    .await
+                    .map_err(runtime)?;
+            }
+            Ok(0)
+        }
+        Command::Tools { common } => {
+            let cordon = start(&common).await?;
+            print_json(&cordon.catalog().to_json());
+            Ok(0)
+        }
+        Command::Call {
+            tool,
+            arguments,
+            common,
+        } => {
+            let arguments = match serde_json::from_str::<Value>(&arguments) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => {
+                    return Err(usage(anyhow::anyhow!(
+                        "arguments must be a JSON object, e.g. '{{\"text\": \"hi\"}}'"
+                    )))
+                }
+                Err(e) => return Err(usage(anyhow::anyhow!("arguments are not valid JSON: {e}"))),
+            };
+            let cordon = start(&common).await?;
+            let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
+            let request = CallRequest {
+                tool,
+                arguments: Some(arguments),
+                principal,
+            };
+            match cordon.call(request).await {
+                Ok(Ok(success)) => {
+                    print_json(
+                        &serde_json::to_value(mcp::success_result(success)).unwrap_or_default(),
+                    );
+                    Ok(0)
+                }
+                Ok(Err(error)) => {
+                    print_json(
+                        &serde_json::to_value(mcp::error_result(&error)).unwrap_or_default(),
+                    );
+                    Ok(1)
+                }
+                Err(e @ ProtocolError::UnknownTool(_)) => Err(usage(e.into())),
+            }
+        }
+    }
+}
+
+async fn start(common: &Common) -> Result<Arc<Cordon>, Failure> {
+    let (config, paths) = resolve(common).map_err(usage)?;
+    Cordon::start(config, paths).await.map_err(runtime)
+}
+
+/// Flags and environment over the config file over defaults.
+fn resolve(common: &Common) -> Result<(Config, Paths)> {
+    let config = match &common.config {
+        Some(path) => Config::load(path)?,
+        None if Path::new("cordon.toml").exists() => Config::load(Path::new("cordon.toml"))?,
+        None => Config::default(),
+    };
+    let plugins = common
+        .plugins
+        .clone()
+        .or_else(|| config.paths.plugins.clone())
+        .unwrap_or_else(|| PathBuf::from("plugins"));
+    let data = common
+        .data
+        .clone()
+        .or_else(|| config.paths.data.clone())
+        .unwrap_or_else(|| PathBuf::from("cordon-data"));
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    Ok((config, Paths { plugins, data }))
+}
+
+fn print_json(value: &Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot print the result: {e}"),
+    }
+}
+
+/// Logs go to stderr only (stdout is the MCP channel under `--stdio`). `CORDON_LOG` or
+/// `RUST_LOG` set the filter; the default is `info` when serving and `warn` otherwise.
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = std::env::var("CORDON_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,109 @@
+//! The MCP surface (DESIGN §6): an rmcp [`ServerHandler`] over the catalog, shared by stdio and
+//! Streamable HTTP.
+//!
+//! Tool failures are results (`isError: true`, `{"error": {...}}` as text and structured
+//! content); only protocol mistakes — an unknown tool, a malformed request — are JSON-RPC errors.
+
+use crate::app::Cordon;
+use crate::call::{CallRequest, Principal, ProtocolError, ToolSuccess};
+use crate::error::{ErrorType, ToolError};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use std::sync::Arc;
+
+/// One MCP connection's view of the host: the host plus the connection's principal.
+#[derive(Clone)]
+pub struct McpService {
+    cordon: Arc<Cordon>,
+    principal: Principal,
+}
+
+impl McpService {
+    /// A service whose calls run as `principal`.
+    pub fn new(cordon: Arc<Cordon>, principal: Principal) -> Self {
+        Self { cordon, principal }
+    }
+}
+
+impl ServerHandler for McpService {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        let mut info = ServerConfig::new(capabilities);
+        info.server_info = Implementation::new("cordon", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "Tools served by Cordon run in sandboxed WebAssembly components. A failed call returns \
+             {\"error\": {\"type\", \"message\", \"retryable\"}}; retry only when retryable is true."
+                .into(),
+        );
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let catalog = self.cordon.catalog();
+        Ok(ListToolsResult::with_all_items(
+            catalog.tools.iter().map(|t| t.descriptor.clone()).collect(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let call = self.cordon.call(CallRequest {
+            tool: request.name.into_owned(),
+            arguments: request.arguments,
+            principal: self.principal.clone(),
+        });
+        // A client's `notifications/cancelled` drops the call, and with it the guest instance.
+        let outcome = tokio::select! {
+            outcome = call => outcome,
+            () = context.ct.cancelled() => Ok(Err(ToolError::new(ErrorType::Cancelled, "the call was cancelled by the client"))),
+        };
+        match outcome {
+            Ok(Ok(success)) => Ok(success_result(success).into()),
+            Ok(Err(error)) => Ok(error_result(&error).into()),
+            Err(ProtocolError::UnknownTool(name)) => Err(McpError::invalid_params(
+                format!("unknown tool: {name}"),
+                None,
+            )),
+        }
+    }
+}
+
+/// The MCP result for a successful call: the tool's text, then its structured result as JSON
+/// text (for clients that ignore `structuredContent`).
+pub fn success_result(success: ToolSuccess) -> CallToolResult {
+    let mut content = Vec::with_capacity(2);
+    if let Some(text) = success.text {
+        content.push(ContentBlock::text(text));
+    }
+    match success.structured {
+        Some(value) => {
+            content.push(ContentBlock::text(value.to_string()));
+            let mut result = CallToolResult::success(content);
+            result.structured_content = Some(value);
+            result
+        }
+        None => CallToolResult::success(content),
+    }
+}
+
+/// The MCP result for a failed call.
+pub fn error_result(error: &ToolError) -> CallToolResult {
+    let body = error.to_json();
+    let mut result = CallToolResult::error(vec![ContentBlock::text(body.to_string())]);
+    result.structured_content = Some(body);
+    result
+}

@@ -1,0 +1,271 @@
+//! The sandbox: one wasmtime engine, and a fresh, limited instance for every guest call.
+//!
+//! Enforced here (DESIGN §3), all from operator [`Limits`], never from the guest:
+//! - fuel per call (`Trap::OutOfFuel` → `fuel_exhausted`);
+//! - wall-clock timeout by epoch interruption: the guest yields to the async runtime every
+//!   [`EPOCH_TICK`], so a spinning guest never holds a runtime thread, and traps once its deadline
+//!   passes (`Trap::Interrupt` → `timeout`); a tokio timeout backs this up for time the guest
+//!   spends blocked in host calls;
+//! - linear-memory cap through [`state::MemoryCap`] (→ `memory_limit`);
+//! - any other trap → `plugin_crashed`.
+//!
+//! Instances come from a pooling allocator sized by `[pool]`; a full pool is `busy`.
+
+pub mod bindings;
+mod state;
+
+use crate::config::{Limits, PoolConfig};
+use crate::error::{ErrorType, ToolError};
+use anyhow::{Context as _, Result};
+use bindings::{CallContext, Plugin, PluginPre, ToolDescriptor, ToolOutput};
+use state::CallState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    Store, Trap, UpdateDeadline,
+};
+
+/// How often the epoch advances; the granularity of timeouts and of yielding to other tasks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Extra time the tokio backstop allows beyond the epoch deadline before giving up on a call.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
+
+/// The engine, the linker with everything the host offers guests, and the epoch ticker.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<CallState>,
+}
+
+/// A component linked against the host, ready to instantiate many times.
+#[derive(Clone)]
+pub struct Prepared {
+    pre: PluginPre<CallState>,
+}
+
+/// What a guest is asked to do in one instance.
+pub enum Invocation {
+    /// List the plugin's tools.
+    Describe,
+    /// Run one tool.
+    Call {
+        /// The tool's local name (without the plugin prefix).
+        tool: String,
+        /// Arguments, serialized JSON.
+        arguments: String,
+        /// Caller and call identity.
+        context: CallContext,
+    },
+}
+
+/// What the guest answered.
+pub enum GuestReply {
+    /// Answer to [`Invocation::Describe`].
+    Tools(Vec<ToolDescriptor>),
+    /// Answer to [`Invocation::Call`]: the guest's result or its own typed error.
+    Output(Result<ToolOutput, bindings::CallError>),
+}
+
+/// The outcome of one instance run, with what it cost.
+pub struct Run {
+    /// The guest's reply, or the host-side reason it has none.
+    pub reply: Result<GuestReply, ToolError>,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+}
+
+impl Sandbox {
+    /// Builds the engine (pooling allocator, fuel, epochs) and links WASI p2 and `cordon:plugin`.
+    pub fn new(pool: &PoolConfig) -> Result<Self> {
+        let engine = Engine::new(&engine_config(pool))
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasm engine")?;
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI")?;
+        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the cordon:plugin host interface")?;
+        start_epoch_ticker(&engine).context("cannot start the epoch thread")?;
+        Ok(Self { engine, linker })
+    }
+
+    /// The engine, for compiling and deserializing components.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Links a compiled component. Fails, naming the import, when the component imports
+    /// something the host does not offer or does not export the `cordon:plugin` world.
+    pub fn prepare(&self, component: &Component) -> Result<Prepared> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(anyhow::Error::from)
+            .context("the component imports something Cordon does not provide")?;
+        let pre = PluginPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export the cordon:plugin/tools interface")?;
+        Ok(Prepared { pre })
+    }
+
+    /// Runs one invocation in a fresh instance under `limits`.
+    pub async fn run(
+        &self,
+        prepared: &Prepared,
+        limits: &Limits,
+        label: Arc<str>,
+        invocation: Invocation,
+    ) -> Run {
+        let state = CallState::new(limits.memory_bytes, limits.max_log_bytes, label);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if let Err(e) = store.set_fuel(limits.fuel) {
+            return Run {
+                reply: Err(internal("cannot set fuel", e.into())),
+                fuel_used: 0,
+            };
+        }
+        let deadline = Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Yield so a guest that never calls out still lets other tasks on this thread run.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let outcome = tokio::time::timeout(
+            limits.timeout + BACKSTOP_GRACE,
+            invoke(&prepared.pre, &mut store, invocation),
+        )
+        .await;
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let state = store.data();
+        state.flush_output();
+        let reply = match outcome {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => Err(classify(error, state.limiter.exceeded, limits)),
+            Err(_elapsed) => Err(timeout_error(limits)),
+        };
+        Run { reply, fuel_used }
+    }
+}
+
+async fn invoke(
+    pre: &PluginPre<CallState>,
+    store: &mut Store<CallState>,
+    invocation: Invocation,
+) -> wasmtime::Result<GuestReply> {
+    let plugin = pre.instantiate_async(&mut *store).await?;
+    let tools = plugin.cordon_plugin_tools();
+    Ok(match invocation {
+        Invocation::Describe => GuestReply::Tools(tools.call_describe(&mut *store).await?),
+        Invocation::Call {
+            tool,
+            arguments,
+            context,
+        } => GuestReply::Output(
+            tools
+                .call_call(&mut *store, &tool, &arguments, &context)
+                .await?,
+        ),
+    })
+}
+
+/// Maps a wasmtime failure to the typed error the caller sees. The full error goes to the log;
+/// the caller gets a message without host detail.
+fn classify(error: wasmtime::Error, memory_exceeded: bool, limits: &Limits) -> ToolError {
+    if memory_exceeded {
+        return ToolError::new(
+            ErrorType::MemoryLimit,
+            format!(
+                "the plugin tried to use more than its {} MiB memory cap",
+                limits.memory_bytes >> 20
+            ),
+        );
+    }
+    if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return ToolError::new(
+            ErrorType::Busy,
+            "the host's instance pool is full; retry shortly",
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => ToolError::new(
+            ErrorType::FuelExhausted,
+            format!("the plugin used up its fuel budget of {}", limits.fuel),
+        ),
+        Some(Trap::Interrupt) => timeout_error(limits),
+        Some(Trap::StackOverflow) => ToolError::new(
+            ErrorType::PluginCrashed,
+            "the plugin crashed: stack overflow",
+        ),
+        Some(trap) => ToolError::new(
+            ErrorType::PluginCrashed,
+            format!("the plugin crashed: {trap}"),
+        ),
+        None => {
+            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "guest call failed");
+            ToolError::new(ErrorType::PluginCrashed, "the plugin failed while running")
+        }
+    }
+}
+
+fn timeout_error(limits: &Limits) -> ToolError {
+    ToolError::new(
+        ErrorType::Timeout,
+        format!(
+            "the call ran past its {} ms timeout",
+            limits.timeout.as_millis()
+        ),
+    )
+}
+
+fn internal(what: &str, error: anyhow::Error) -> ToolError {
+    tracing::error!(error = %format!("{error:#}"), "{what}");
+    ToolError::new(ErrorType::Internal, "internal error in the host")
+}
+
+fn engine_config(pool: &PoolConfig) -> Config {
+    let mut pooling = PoolingAllocationConfig::new();
+    let instances = pool.max_instances;
+    // A component holds several core instances, memories and tables (componentize-py output
+    // has a dozen core instances); size the shared pools so `max_instances` components fit.
+    pooling
+        .total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(16))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(8))
+        .total_stacks(instances)
+        .max_memory_size((pool.max_memory_mb as usize).saturating_mul(1 << 20));
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("cordon-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Per-call store state: the empty WASI context, the memory cap, and captured guest output.
+//!
+//! A fresh [`CallState`] is built for every call, so nothing a guest does survives it. The WASI
+//! context is empty on purpose (DESIGN §2): no preopened directories, no environment, no
+//! arguments, no sockets or name lookup, empty stdin. Guest stdout, stderr and `log` lines share
+//! one byte budget per call; past it, output is counted and dropped rather than failing the
+//! guest's write (a Rust guest panics when `println!` fails).
+
+use super::bindings::cordon::plugin::host::{self, LogLevel};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Everything one call's store holds.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: MemoryCap,
+    pub(super) output: Arc<Mutex<GuestOutput>>,
+    /// `plugin/call-id`, to tag the guest's log lines.
+    pub(super) label: Arc<str>,
+}
+
+impl CallState {
+    /// State for one call with the given memory cap and output budget.
+    pub fn new(memory_bytes: usize, max_log_bytes: usize, label: Arc<str>) -> Self {
+        let output = Arc::new(Mutex::new(GuestOutput::new(max_log_bytes)));
+        let wasi = WasiCtxBuilder::new()
+            .stdout(CapturedStream {
+                output: output.clone(),
+                stream: Stream::Stdout,
+            })
+            .stderr(CapturedStream {
+                output: output.clone(),
+                stream: Stream::Stderr,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryCap {
+                max_bytes: memory_bytes,
+                exceeded: false,
+            },
+            output,
+            label,
+        }
+    }
+
+    /// Writes what the guest printed to the host's log, once the call is over.
+    pub fn flush_output(&self) {
+        let Ok(mut guard) = self.output.lock() else {
+            return;
+        };
+        let out = &mut *guard;
+        for (stream, bytes) in [("stdout", &mut out.stdout), ("stderr", &mut out.stderr)] {
+            if !bytes.is_empty() {
+                let text = String::from_utf8_lossy(bytes);
+                tracing::debug!(target: "cordon::guest", call = %self.label, stream, "{}", text.trim_end());
+                bytes.clear();
+            }
+        }
+        if out.dropped > 0 {
+            tracing::debug!(target: "cordon::guest", call = %self.label, dropped_bytes = out.dropped,
+                "guest output past the per-call budget was dropped");
+            out.dropped = 0;
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host::Host for CallState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let admitted = self
+            .output
+            .lock()
+            .map(|mut out| out.admit(message.len()))
+            .unwrap_or(false);
+        if !admitted {
+            return;
+        }
+        let call = &*self.label;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "cordon::guest", call, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "cordon::guest", call, "{message}"),
+            LogLevel::Info => tracing::info!(target: "cordon::guest", call, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "cordon::guest", call, "{message}"),
+            LogLevel::Error => tracing::error!(target: "cordon::guest", call, "{message}"),
+        }
+    }
+}
+
+impl super::bindings::cordon::plugin::types::Host for CallState {}
+
+/// Caps linear memory and table growth, and remembers whether the cap was hit so the host can
+/// report `memory_limit` instead of a generic crash.
+pub struct MemoryCap {
+    max_bytes: usize,
+    pub(super) exceeded: bool,
+}
+
+/// Table elements an instance may have; generous for real code, bounded for hostile code.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            wasmtime::bail!("linear memory cap of {} bytes exceeded", self.max_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.exceeded = true;
+            wasmtime::bail!("table cap of {MAX_TABLE_ELEMENTS} elements exceeded");
+        }
+        Ok(true)
+    }
+}
+
+/// What a guest printed during one call, within its budget.
+pub struct GuestOutput {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    budget: usize,
+    dropped: usize,
+}
+
+impl GuestOutput {
+    fn new(budget: usize) -> Self {
+        Self {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            budget,
+            dropped: 0,
+        }
+    }
+
+    /// Takes `len` bytes from the budget if they fit; counts them as dropped otherwise.
+    fn admit(&mut self, len: usize) -> bool {
+        if len <= self.budget {
+            self.budget -= len;
+            true
+        } else {
+            self.dropped += len;
+            false
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A guest's stdout or stderr, captured into [`GuestOutput`].
+#[derive(Clone)]
+struct CapturedStream {
+    output: Arc<Mutex<GuestOutput>>,
+    stream: Stream,
+}
+
+impl IsTerminal for CapturedStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedStream {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for CapturedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Ok(mut out) = self.output.lock() {
+            let keep = buf.len().min(out.budget);
+            out.budget -= keep;
+            out.dropped += buf.len() - keep;
+            match self.stream {
+                Stream::Stdout => out.stdout.extend_from_slice(&buf[..keep]),
+                Stream::Stderr => out.stderr.extend_from_slice(&buf[..keep]),
+            }
+        }
+        // Always accept the whole write: a guest must not fail because the host stops listening.
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

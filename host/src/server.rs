@@ -1,0 +1,123 @@
+//! Transports: MCP over stdio, and Streamable HTTP at `/mcp` with `/healthz` and `/readyz`.
+//!
+//! HTTP checks `Host` (DNS-rebinding protection) and `Origin` against `[server]` lists, which
+//! default to loopback. Until bearer-token auth exists, Cordon refuses to listen anywhere but a
+//! loopback address: an unauthenticated server must not be reachable from the network.
+
+use crate::app::Cordon;
+use crate::call::Principal;
+use crate::mcp::McpService;
+use anyhow::{bail, Context, Result};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::ServiceExt;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Serves MCP on stdin/stdout until the client closes it. Nothing else is written to stdout.
+pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
+    let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
+    let service = McpService::new(cordon, principal)
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("MCP initialization over stdio failed")?;
+    tokio::select! {
+        ended = service.waiting() => { ended.context("stdio transport failed")?; }
+        () = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// Serves Streamable HTTP on `listen` until SIGTERM or SIGINT.
+pub async fn serve_http(cordon: Arc<Cordon>, listen: &str, stateless: bool) -> Result<()> {
+    let addr: SocketAddr = listen.parse().with_context(|| {
+        format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787")
+    })?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {addr}: Cordon has no authentication configured, so it only serves loopback \
+             addresses (use 127.0.0.1 or ::1)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+
+    let shutdown = CancellationToken::new();
+    let server = &cordon.config().server;
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(server.allowed_hosts.clone())
+        .with_allowed_origins(server.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_legacy_session_mode(!stateless)
+        .with_json_response(stateless)
+        .with_max_request_body_bytes(server.max_request_bytes)
+        .with_cancellation_token(shutdown.child_token());
+    let principal = Principal::new("anonymous");
+    let mcp = {
+        let cordon = cordon.clone();
+        StreamableHttpService::new(
+            move || Ok(McpService::new(cordon.clone(), principal.clone())),
+            Arc::new(LocalSessionManager::default()),
+            mcp_config,
+        )
+    };
+    let app = Router::new()
+        .nest_service("/mcp", mcp)
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
+        .with_state(cordon.clone());
+
+    tracing::info!(url = %format!("http://{local}/mcp"), stateless, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        })
+        .await
+        .context("HTTP server failed")
+}
+
+async fn health(State(cordon): State<Arc<Cordon>>) -> Json<Value> {
+    let catalog = cordon.catalog();
+    Json(json!({
+        "status": "ok",
+        "plugins": catalog.plugins.len(),
+        "tools": catalog.tools.len(),
+        "refused": catalog.failures.len(),
+    }))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
