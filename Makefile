@@ -8,6 +8,9 @@ GUEST_DIR    := target/guests
 PLUGINS_MANIFEST := plugins/Cargo.toml
 FIXTURES_MANIFEST := tests/plugins/Cargo.toml
 
+PYTHON       ?= python3
+PYVENV       := target/pyvenv
+
 .PHONY: run test plugins toolchain build lint fmt clean
 
 toolchain:
@@ -21,11 +24,21 @@ plugins: toolchain
 build:
 	$(CARGO) build -p cordon-host
 
+# A debug host is fine for trying Cordon (wasm is compiled by an optimized Cranelift either way);
+# `make run PROFILE=release` for the release build.
+PROFILE ?= dev
 run: plugins
-	$(CARGO) run --release -p cordon-host --bin cordon -- serve --plugins plugins/dist
+	$(CARGO) run --profile $(PROFILE) -p cordon-host --bin cordon -- serve --plugins plugins/dist
 
-test: plugins build
+test: plugins build $(PYVENV)/.installed
 	$(CARGO) test --workspace
+	$(PYVENV)/bin/python tests/python/official_client.py target/debug/cordon plugins/dist
+
+# The official Python MCP client, for the interoperability test.
+$(PYVENV)/.installed: tests/python/requirements.txt
+	$(PYTHON) -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
 
 lint:
 	$(CARGO) fmt --all --check

@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn memory_above_pool_slot_is_refused() {
         let err =
-            Config::parse("[pool]\nmax_memory_mb = 64\n[plugins.big.limits]\nmemory_mb = 128\n")
+            Config::parse("[pool]\nmax_memory_mb = 64\n[defaults]\nmemory_mb = 32\n[plugins.big.limits]\nmemory_mb = 128\n")
                 .unwrap_err();
         assert!(format!("{err}").contains("[plugins.big]"), "{err}");
     }

@@ -13,6 +13,7 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// One MCP connection's view of the host: the host plus the connection's principal.
@@ -83,21 +84,19 @@ impl ServerHandler for McpService {
 }
 
 /// The MCP result for a successful call: the tool's text, then its structured result as JSON
-/// text (for clients that ignore `structuredContent`).
+/// text (for clients that ignore `structuredContent`); once only when the two are the same.
 pub fn success_result(success: ToolSuccess) -> CallToolResult {
+    let json_text = success.structured.as_ref().map(Value::to_string);
     let mut content = Vec::with_capacity(2);
-    if let Some(text) = success.text {
+    if let Some(text) = success.text.filter(|t| Some(t) != json_text.as_ref()) {
         content.push(ContentBlock::text(text));
     }
-    match success.structured {
-        Some(value) => {
-            content.push(ContentBlock::text(value.to_string()));
-            let mut result = CallToolResult::success(content);
-            result.structured_content = Some(value);
-            result
-        }
-        None => CallToolResult::success(content),
+    if let Some(json_text) = json_text {
+        content.push(ContentBlock::text(json_text));
     }
+    let mut result = CallToolResult::success(content);
+    result.structured_content = success.structured;
+    result
 }
 
 /// The MCP result for a failed call.
@@ -106,4 +105,57 @@ pub fn error_result(error: &ToolError) -> CallToolResult {
     let mut result = CallToolResult::error(vec![ContentBlock::text(body.to_string())]);
     result.structured_content = Some(body);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn texts(result: &CallToolResult) -> Vec<String> {
+        result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn structured_result_is_also_sent_as_text_once() {
+        let same = success_result(ToolSuccess {
+            text: Some(r#"{"sum":3}"#.into()),
+            structured: Some(json!({"sum": 3})),
+        });
+        assert_eq!(texts(&same), vec![r#"{"sum":3}"#]);
+        assert_eq!(same.structured_content, Some(json!({"sum": 3})));
+
+        let both = success_result(ToolSuccess {
+            text: Some("hi".into()),
+            structured: Some(json!({"text": "hi"})),
+        });
+        assert_eq!(
+            texts(&both),
+            vec!["hi".to_string(), r#"{"text":"hi"}"#.to_string()]
+        );
+
+        let plain = success_result(ToolSuccess {
+            text: Some("ok".into()),
+            structured: None,
+        });
+        assert_eq!(texts(&plain), vec!["ok"]);
+        assert_eq!(plain.structured_content, None);
+        assert_eq!(plain.is_error, Some(false));
+    }
+
+    #[test]
+    fn error_result_carries_the_error_as_text_and_structured_content() {
+        let result = error_result(&ToolError::new(ErrorType::Timeout, "too slow"));
+        assert_eq!(result.is_error, Some(true));
+        let body: Value = serde_json::from_str(&texts(&result)[0]).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": {"type": "timeout", "message": "too slow", "retryable": true}})
+        );
+        assert_eq!(result.structured_content, Some(body));
+    }
 }

@@ -1,0 +1,526 @@
+//! Shared helpers: a throwaway environment (plugins, data, config) per test, the real `cordon`
+//! binary started in it, and MCP clients (rmcp) over stdio and Streamable HTTP.
+//!
+//! Nothing here measures time: waits have generous hang guards that only turn a hung host into a
+//! failure instead of a stuck test run.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{RunningService, ServiceError};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{json, Map, Value};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
+
+/// An rmcp client connected to a cordon server (stdio or HTTP).
+pub type Client = RunningService<RoleClient, ()>;
+
+/// Longest wait for anything; only a hung host reaches it.
+pub const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// Variables that would change what `cordon` does behind the test's back.
+const CORDON_ENV: &[&str] = &[
+    "CORDON_PLUGINS",
+    "CORDON_DATA",
+    "CORDON_CONFIG",
+    "CORDON_LISTEN",
+    "CORDON_STATELESS",
+    "CORDON_LOG",
+    "RUST_LOG",
+];
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `cordon` binary under test: `$CORDON_BIN` or `<workspace>/target/debug/cordon`.
+pub fn cordon_bin() -> PathBuf {
+    let path = std::env::var_os("CORDON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/cordon"));
+    assert!(
+        path.is_file(),
+        "{} not found: build it first: cargo build -p cordon-host (make test does this)",
+        path.display()
+    );
+    path
+}
+
+fn dist(path: PathBuf) -> PathBuf {
+    assert!(
+        path.is_file(),
+        "{} not found: run make plugins",
+        path.display()
+    );
+    path
+}
+
+/// `plugins/dist/demo.wasm`.
+pub fn demo_wasm() -> PathBuf {
+    dist(workspace().join("plugins/dist/demo.wasm"))
+}
+
+/// A test fixture: `tests/plugins/dist/<name>.wasm` (hostile, badimport, badname, twins).
+pub fn fixture_wasm(name: &str) -> PathBuf {
+    dist(workspace().join(format!("tests/plugins/dist/{name}.wasm")))
+}
+
+/// A temp dir holding `plugins/`, `data/` and maybe `cordon.toml`; removed on drop.
+pub struct Env {
+    dir: TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    /// An empty environment.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cordon-e2e-")
+            .tempdir()
+            .expect("create temp dir");
+        std::fs::create_dir(dir.path().join("plugins")).expect("create plugins/");
+        std::fs::create_dir(dir.path().join("data")).expect("create data/");
+        Self { dir }
+    }
+
+    /// An environment serving demo.wasm.
+    pub fn demo() -> Self {
+        Self::new().plugin(&demo_wasm(), "demo.wasm")
+    }
+
+    /// An environment serving demo.wasm and hostile.wasm under `config`.
+    pub fn demo_and_hostile(config: &str) -> Self {
+        Self::demo()
+            .plugin(&fixture_wasm("hostile"), "hostile.wasm")
+            .config(config)
+    }
+
+    /// Copies `src` into `plugins/` as `file_name`.
+    pub fn plugin(self, src: &Path, file_name: &str) -> Self {
+        std::fs::copy(src, self.plugins_dir().join(file_name))
+            .unwrap_or_else(|e| panic!("copy {} as {file_name}: {e}", src.display()));
+        self
+    }
+
+    /// Writes `bytes` into `plugins/` as `file_name`.
+    pub fn plugin_bytes(self, file_name: &str, bytes: &[u8]) -> Self {
+        std::fs::write(self.plugins_dir().join(file_name), bytes).expect("write plugin file");
+        self
+    }
+
+    /// Writes `cordon.toml`; every command then gets `--config` (an empty text leaves no file).
+    pub fn config(self, toml: &str) -> Self {
+        if !toml.is_empty() {
+            std::fs::write(self.config_path(), toml).expect("write cordon.toml");
+        }
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.path().join("plugins")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("cordon.toml")
+    }
+
+    /// `cordon <args> --plugins .. --data .. [--config ..]`, run in the temp dir with a clean
+    /// environment.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(cordon_bin());
+        cmd.args(args)
+            .arg("--plugins")
+            .arg(self.plugins_dir())
+            .arg("--data")
+            .arg(self.data_dir());
+        if self.config_path().exists() {
+            cmd.arg("--config").arg(self.config_path());
+        }
+        for var in CORDON_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.current_dir(self.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a one-shot command (`tools`, `call`) to completion.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn cordon");
+        guard("cordon to exit", child.wait_with_output())
+            .await
+            .expect("wait for cordon")
+    }
+
+    /// `cordon tools`, which must succeed, as JSON.
+    pub async fn tools(&self) -> Value {
+        let out = self.run(&["tools"]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "cordon tools: {}",
+            describe(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("cordon tools printed no JSON ({e}): {}", describe(&out)))
+    }
+
+    /// `cordon serve --listen 127.0.0.1:0 <extra>`, once it is listening.
+    pub async fn spawn_http(&self, extra: &[&str]) -> HttpServer {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut cmd = self.command(&args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn cordon serve");
+        let log = Log::default();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let url = guard(
+            "cordon serve to print its URL",
+            log.collect_until(stderr, "url="),
+        )
+        .await;
+        let Some(line) = url else {
+            let status = child.wait().await;
+            panic!(
+                "cordon serve exited ({status:?}) before listening; stderr:\n{}",
+                log.text()
+            );
+        };
+        let url = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("url="))
+            .expect("url= in the listening line")
+            .to_string();
+        let base = url
+            .strip_suffix("/mcp")
+            .expect("URL ends in /mcp")
+            .to_string();
+        HttpServer {
+            child,
+            url,
+            base,
+            log,
+        }
+    }
+
+    /// `cordon serve --stdio` with an rmcp client on its stdin/stdout; stderr is collected.
+    pub async fn stdio_client(&self) -> (Client, Log) {
+        let cmd = self.command(&["serve", "--stdio"]);
+        let (transport, stderr) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cordon serve --stdio");
+        let log = Log::default();
+        log.collect(stderr.expect("piped stderr"));
+        let client = guard("MCP initialize over stdio", ().serve(transport))
+            .await
+            .unwrap_or_else(|e| panic!("MCP initialize over stdio: {e}; stderr:\n{}", log.text()));
+        (client, log)
+    }
+}
+
+/// A running `cordon serve --listen`; killed on drop.
+pub struct HttpServer {
+    child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Everything the server wrote to stderr so far.
+    pub log: Log,
+}
+
+impl HttpServer {
+    /// An rmcp client over Streamable HTTP (allowing many requests in flight).
+    pub async fn client(&self) -> Client {
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone())
+            .max_concurrent_requests(64);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        guard("MCP initialize over HTTP", ().serve(transport))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "MCP initialize over HTTP: {e}; stderr:\n{}",
+                    self.log.text()
+                )
+            })
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the server and waits for it to go.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A child's stderr, collected line by line in the background.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    /// Everything collected so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Collects every line of `stream` in the background.
+    pub fn collect<R>(&self, stream: R)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        self.collect_lines(BufReader::new(stream).lines());
+    }
+
+    fn collect_lines<R>(&self, mut lines: Lines<BufReader<R>>)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let log = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.push(&line);
+            }
+        });
+    }
+
+    /// Collects lines until one contains `marker` (returned), then keeps collecting in the
+    /// background. `None` when the stream ends first.
+    async fn collect_until<R>(&self, stream: R, marker: &str) -> Option<String>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            self.push(&line);
+            if line.contains(marker) {
+                self.collect_lines(lines);
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    fn push(&self, line: &str) {
+        let mut text = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        text.push_str(line);
+        text.push('\n');
+    }
+}
+
+/// Awaits `fut`, failing the test if the host never answers.
+pub async fn guard<F: Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(HANG_GUARD, fut)
+        .await
+        .unwrap_or_else(|_| panic!("hang guard: no {what} within {HANG_GUARD:?}"))
+}
+
+/// A tool result, as on the wire.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub is_error: bool,
+    /// The text of every content block.
+    pub texts: Vec<String>,
+    pub structured: Option<Value>,
+    /// The whole `CallToolResult`.
+    pub raw: Value,
+}
+
+impl Outcome {
+    /// Reads a `CallToolResult` in its JSON wire form.
+    pub fn from_wire(raw: &Value) -> Self {
+        let texts = raw["content"]
+            .as_array()
+            .unwrap_or_else(|| panic!("result without content: {raw}"))
+            .iter()
+            .map(|block| {
+                assert_eq!(block["type"], "text", "non-text content: {raw}");
+                block["text"].as_str().expect("text block").to_string()
+            })
+            .collect();
+        Self {
+            is_error: raw["isError"].as_bool().unwrap_or(false),
+            texts,
+            structured: raw.get("structuredContent").cloned(),
+            raw: raw.clone(),
+        }
+    }
+
+    /// The structured result of a successful call.
+    pub fn ok(&self) -> &Value {
+        assert!(!self.is_error, "expected success, got {}", self.raw);
+        self.structured
+            .as_ref()
+            .unwrap_or_else(|| panic!("no structuredContent: {}", self.raw))
+    }
+
+    /// The `error` object of a failed call, after checking that the text and the structured
+    /// content carry the same `{"error": ...}` body.
+    pub fn error(&self) -> &Value {
+        assert!(self.is_error, "expected a tool error, got {}", self.raw);
+        let structured = self
+            .structured
+            .as_ref()
+            .unwrap_or_else(|| panic!("error without structuredContent: {}", self.raw));
+        let text: Value = serde_json::from_str(self.texts.first().expect("error text"))
+            .unwrap_or_else(|e| panic!("error text is not JSON ({e}): {}", self.raw));
+        assert_eq!(&text, structured, "error text and structuredContent differ");
+        let error = &structured["error"];
+        assert!(
+            error["message"].is_string(),
+            "error without message: {error}"
+        );
+        assert!(
+            error["retryable"].is_boolean(),
+            "error without retryable: {error}"
+        );
+        error
+    }
+
+    /// Asserts a failed call of `kind` with the given retryability, and returns its error.
+    pub fn expect_error(&self, kind: &str, retryable: bool) -> &Value {
+        let error = self.error();
+        assert_eq!(error["type"], kind, "wrong error type: {error}");
+        assert_eq!(error["retryable"], retryable, "wrong retryable: {error}");
+        error
+    }
+}
+
+/// A JSON object from a `json!` value.
+pub fn object(args: Value) -> Map<String, Value> {
+    match args {
+        Value::Object(map) => map,
+        other => panic!("arguments must be an object, not {other}"),
+    }
+}
+
+/// Calls `tool`; `Err` is a JSON-RPC (protocol) error.
+pub async fn try_call(client: &Client, tool: &str, args: Value) -> Result<Outcome, ServiceError> {
+    let params = CallToolRequestParams::new(tool.to_string()).with_arguments(object(args));
+    let result = guard(&format!("answer to {tool}"), client.call_tool(params)).await?;
+    Ok(Outcome::from_wire(
+        &serde_json::to_value(&result).expect("serialize CallToolResult"),
+    ))
+}
+
+/// Calls `tool`, which must produce a tool result (success or tool error).
+pub async fn call(client: &Client, tool: &str, args: Value) -> Outcome {
+    try_call(client, tool, args)
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: JSON-RPC error instead of a result: {e}"))
+}
+
+/// `demo_echo` answers on this connection.
+pub async fn assert_echo(client: &Client, text: &str) {
+    let out = call(client, "demo_echo", json!({ "text": text })).await;
+    assert_eq!(out.ok(), &json!({ "text": text }), "{}", out.raw);
+    assert_eq!(out.texts[0], text);
+}
+
+/// Every tool the server lists, as wire JSON, keyed by name.
+pub async fn list_tools(client: &Client) -> Map<String, Value> {
+    let tools = guard("tools/list", client.list_all_tools())
+        .await
+        .expect("tools/list");
+    tools
+        .into_iter()
+        .map(|t| {
+            let v = serde_json::to_value(&t).expect("serialize Tool");
+            (t.name.to_string(), v)
+        })
+        .collect()
+}
+
+/// A POST of `body` to `url` as an MCP client would send it, plus extra headers.
+pub async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    guard("HTTP response", request.send())
+        .await
+        .expect("HTTP request")
+}
+
+/// A JSON-RPC `initialize` request with id 1.
+pub fn initialize_request() -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "cordon-e2e", "version": "0"}
+        }
+    })
+}
+
+/// A JSON-RPC `tools/call` request.
+pub fn call_request(id: u64, tool: &str, arguments: Value) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}
+    })
+}
+
+/// Exit status, stdout and stderr, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// 50 `demo_echo` calls in flight at once on one connection: every answer is its own.
+pub async fn fifty_concurrent_echoes(client: &Client) {
+    let texts: Vec<String> = (0..50).map(|i| format!("concurrent echo #{i}")).collect();
+    let outcomes = futures::future::join_all(
+        texts
+            .iter()
+            .map(|text| call(client, "demo_echo", json!({ "text": text }))),
+    )
+    .await;
+    for (text, out) in texts.iter().zip(&outcomes) {
+        assert_eq!(out.ok(), &json!({ "text": text }), "{}", out.raw);
+        assert_eq!(&out.texts[0], text);
+    }
+}
+
+/// Config under which calls wait for a slot instead of failing `busy` on a loaded machine.
+pub const PATIENT: &str = "[defaults]\nqueue_timeout_ms = 60000\n";
