@@ -1,1 +1,282 @@
+//! MCP over Streamable HTTP: sessions (rmcp client), stateless JSON mode (raw POSTs), bad
+//! requests, Host/Origin checks and the health endpoints.
+
 mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn session_mode_lists_and_calls() {
+    let env = Env::demo();
+    let server = env.spawn_http(&[]).await;
+    assert!(
+        server.log.text().contains("stateless=false"),
+        "{}",
+        server.log.text()
+    );
+    let client = server.client().await;
+
+    let tools = list_tools(&client).await;
+    for name in ["demo_echo", "demo_add", "demo_greet", "demo_divide"] {
+        assert!(tools.contains_key(name), "{name} missing: {tools:?}");
+    }
+    assert_eq!(
+        tools["demo_add"]["inputSchema"]["additionalProperties"],
+        json!(false)
+    );
+
+    assert_echo(&client, "over http").await;
+    let add = call(&client, "demo_add", json!({"a": 40, "b": 2})).await;
+    assert_eq!(add.ok(), &json!({"sum": 42.0}));
+    call(&client, "demo_divide", json!({"a": 1, "b": 0}))
+        .await
+        .expect_error("division_by_zero", false);
+
+    // A second session on the same server is independent of the first.
+    let other = server.client().await;
+    assert_echo(&other, "second session").await;
+    assert_echo(&client, "first session again").await;
+}
+
+/// The JSON-RPC message in an HTTP response body: plain JSON, or the data of an SSE stream.
+fn json_rpc_body(content_type: &str, body: &str) -> Value {
+    if content_type.starts_with("text/event-stream") {
+        let data = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .find(|d| !d.is_empty())
+            .unwrap_or_else(|| panic!("no SSE data: {body}"));
+        serde_json::from_str(data).unwrap()
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    }
+}
+
+/// Stateless mode needs no `initialize` and no session: one POST of `tools/call` gets a
+/// plain JSON response (not SSE) with the result.
+#[tokio::test]
+async fn stateless_mode_answers_plain_json_without_a_session() {
+    let env = Env::demo();
+    let server = env.spawn_http(&["--stateless"]).await;
+    assert!(
+        server.log.text().contains("stateless=true"),
+        "{}",
+        server.log.text()
+    );
+
+    let request = call_request(7, "demo_echo", json!({"text": "stateless"}));
+    let response = post(&server.url, &request.to_string(), &[]).await;
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "stateless answers must be JSON, not SSE: {content_type}"
+    );
+    assert!(
+        response.headers().get("mcp-session-id").is_none(),
+        "stateless mode must not open a session"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], 7);
+    let out = Outcome::from_wire(&body["result"]);
+    assert_eq!(out.ok(), &json!({"text": "stateless"}));
+
+    let list = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"});
+    let response = post(&server.url, &list.to_string(), &[]).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"demo_greet"), "{names:?}");
+
+    // A tool error is a result there too.
+    let request = call_request(9, "demo_add", json!({"a": "x", "b": 1}));
+    let body: Value = post(&server.url, &request.to_string(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    Outcome::from_wire(&body["result"]).expect_error("invalid_arguments", false);
+
+    // The rmcp client copes with the stateless server as well.
+    let client = server.client().await;
+    assert_echo(&client, "rmcp over stateless").await;
+}
+
+/// Session mode: a call without a session is refused; `initialize` opens one.
+#[tokio::test]
+async fn session_mode_requires_initialize() {
+    let env = Env::demo();
+    let server = env.spawn_http(&[]).await;
+    let request = call_request(1, "demo_echo", json!({"text": "no session"}));
+    let response = post(&server.url, &request.to_string(), &[]).await;
+    assert_eq!(
+        response.status(),
+        400,
+        "a call without a session must be refused"
+    );
+
+    let response = post(&server.url, &initialize_request().to_string(), &[]).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("mcp-session-id").is_some());
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = json_rpc_body(&content_type, &response.text().await.unwrap());
+    assert_eq!(body["id"], 1);
+    assert_eq!(body["result"]["serverInfo"]["name"], "cordon");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_calls_over_one_session() {
+    let env = Env::demo().config(PATIENT);
+    let server = env.spawn_http(&[]).await;
+    let client = server.client().await;
+    fifty_concurrent_echoes(&client).await;
+}
+
+/// Non-object arguments cannot even be sent with rmcp's typed client: raw POSTs. They must be
+/// refused as a JSON-RPC error (never run, never a tool result), and the server keeps serving.
+#[tokio::test]
+async fn non_object_arguments_are_a_json_rpc_error() {
+    let env = Env::demo();
+    let server = env.spawn_http(&["--stateless"]).await;
+    for (id, arguments) in [(1, json!([1, 2])), (2, json!("text")), (3, json!(12))] {
+        let request = call_request(id, "demo_echo", arguments.clone());
+        let response = post(&server.url, &request.to_string(), &[]).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        if status.is_success() {
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["id"], id, "{body}");
+            assert!(body.get("result").is_none(), "{arguments}: ran: {body}");
+            assert!(body["error"]["code"].is_i64(), "{arguments}: {body}");
+        } else {
+            assert!(status.is_client_error(), "{arguments}: {status} {text}");
+        }
+    }
+    let request = call_request(4, "demo_echo", json!({"text": "still here"}));
+    let body: Value = post(&server.url, &request.to_string(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        Outcome::from_wire(&body["result"]).ok(),
+        &json!({"text": "still here"})
+    );
+}
+
+/// Garbage bodies get a 4xx (or a JSON-RPC parse error), and the server keeps serving, in
+/// both modes.
+#[tokio::test]
+async fn malformed_requests_are_refused_and_the_server_keeps_serving() {
+    let env = Env::demo();
+    for extra in [&[][..], &["--stateless"][..]] {
+        let mut server = env.spawn_http(extra).await;
+        let client = server.client().await;
+        for body in [
+            "garbage",
+            "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ",
+            "{\"not\": \"json-rpc\"}",
+            "",
+        ] {
+            let response = post(&server.url, body, &[]).await;
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            if status.is_success() {
+                let reply: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{body:?}: 2xx without JSON ({e}): {text}"));
+                assert_eq!(reply["error"]["code"], -32700, "{body:?}: {reply}");
+            } else {
+                assert!(status.is_client_error(), "{body:?}: {status} {text}");
+            }
+        }
+        assert!(server.is_running(), "{}", server.log.text());
+        assert_echo(&client, "after garbage").await;
+    }
+}
+
+#[tokio::test]
+async fn host_and_origin_headers_are_checked() {
+    let env = Env::demo();
+    let server = env.spawn_http(&[]).await;
+    let init = initialize_request().to_string();
+
+    let response = post(&server.url, &init, &[("host", "evil.example")]).await;
+    assert_eq!(response.status(), 403, "foreign Host must be refused");
+    let response = post(&server.url, &init, &[("origin", "http://evil.example")]).await;
+    assert_eq!(response.status(), 403, "foreign Origin must be refused");
+    let response = post(
+        &server.url,
+        &init,
+        &[("origin", "http://evil.example:1234")],
+    )
+    .await;
+    assert_eq!(response.status(), 403);
+
+    for origin in ["http://localhost:1234", "http://127.0.0.1:9"] {
+        let response = post(&server.url, &init, &[("origin", origin)]).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "loopback Origin {origin} is allowed"
+        );
+    }
+    let response = post(&server.url, &init, &[("host", "localhost")]).await;
+    assert_eq!(response.status(), 200, "Host: localhost is allowed");
+}
+
+#[tokio::test]
+async fn configured_hosts_and_origins_replace_the_defaults() {
+    let env = Env::demo().config(
+        "[server]\nallowed_hosts = [\"mcp.internal\"]\nallowed_origins = [\"https://app.example:443\"]\n",
+    );
+    let server = env.spawn_http(&[]).await;
+    let init = initialize_request().to_string();
+    let headers = [("host", "mcp.internal"), ("origin", "https://app.example")];
+    assert_eq!(post(&server.url, &init, &headers).await.status(), 200);
+    // The loopback defaults are gone once the lists are set.
+    assert_eq!(
+        post(
+            &server.url,
+            &init,
+            &[("host", "mcp.internal"), ("origin", "http://localhost:1")]
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(post(&server.url, &init, &[]).await.status(), 403);
+}
+
+#[tokio::test]
+async fn health_endpoints_report_counts() {
+    let env = Env::demo()
+        .plugin(&fixture_wasm("hostile"), "hostile.wasm")
+        .plugin_bytes("junk.wasm", b"this is not wasm");
+    let server = env.spawn_http(&[]).await;
+    for path in ["/healthz", "/readyz"] {
+        let response = guard("health", reqwest::get(format!("{}{path}", server.base)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"status": "ok", "plugins": 2, "tools": 12, "refused": 1}),
+            "{path}"
+        );
+    }
+}

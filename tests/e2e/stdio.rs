@@ -61,10 +61,12 @@ async fn calls_return_text_and_structured_content() {
     );
     assert_eq!(echo.raw["isError"], json!(false));
 
+    // demo_add's text is its JSON: sent once.
     let add = call(&client, "demo_add", json!({"a": 2.5, "b": -4})).await;
     assert_eq!(add.ok(), &json!({"sum": -1.5}));
+    assert_eq!(add.texts.len(), 1, "{}", add.raw);
     assert_eq!(
-        serde_json::from_str::<Value>(add.texts.last().unwrap()).unwrap(),
+        serde_json::from_str::<Value>(&add.texts[0]).unwrap(),
         json!({"sum": -1.5})
     );
 
@@ -83,6 +85,22 @@ async fn calls_return_text_and_structured_content() {
     // A guest error keeps the guest's own kind.
     let by_zero = call(&client, "demo_divide", json!({"a": 1, "b": 0})).await;
     by_zero.expect_error("division_by_zero", false);
+}
+
+/// A tool whose text is its structured result as JSON gets that JSON once, whatever the
+/// order of its keys (hostile_probe's fields are not in alphabetical order, and the host
+/// re-serializes the structured result with sorted keys).
+#[tokio::test]
+async fn structured_text_is_sent_once_whatever_the_key_order() {
+    let env = Env::demo().plugin(&fixture_wasm("hostile"), "hostile.wasm");
+    let (client, _log) = env.stdio_client().await;
+    let probe = call(&client, "hostile_probe", json!({})).await;
+    let structured = probe.ok().clone();
+    assert_eq!(probe.texts.len(), 1, "{}", probe.raw);
+    assert_eq!(
+        serde_json::from_str::<Value>(&probe.texts[0]).unwrap(),
+        structured
+    );
 }
 
 /// The pointers of an `invalid_arguments` error, in order.

@@ -135,8 +135,12 @@ impl Sandbox {
             if Instant::now() >= deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                // Yield so a guest that never calls out still lets other tasks on this thread run.
-                Ok(UpdateDeadline::Yield(1))
+                // Yield so a guest that never calls out still lets other tasks on this thread run;
+                // tokio's yield_now also lets the worker poll for I/O before resuming the guest.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
 

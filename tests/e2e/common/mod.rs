@@ -295,6 +295,19 @@ impl Log {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Waits until a line containing `marker` has been collected; returns that line.
+    pub async fn wait_for(&self, marker: &str) -> String {
+        guard(&format!("{marker:?} in the log"), async {
+            loop {
+                if let Some(line) = self.text().lines().find(|l| l.contains(marker)) {
+                    return line.to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
     /// Collects every line of `stream` in the background.
     pub fn collect<R>(&self, stream: R)
     where
