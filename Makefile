@@ -28,7 +28,7 @@ build:
 # `make run PROFILE=release` for the release build.
 PROFILE ?= dev
 run: plugins
-	$(CARGO) run --profile $(PROFILE) -p cordon-host --bin cordon -- serve --plugins plugins/dist
+	$(CARGO) run --profile $(PROFILE) -p cordon-host --bin cordon -- serve --plugins plugins/dist --allow-unauthenticated
 
 test: plugins build $(PYVENV)/.installed
 	$(CARGO) test --workspace

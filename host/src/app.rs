@@ -2,8 +2,9 @@
 //! by every transport (stdio, HTTP, the in-process `cordon call`).
 
 use crate::config::Config;
+use crate::grants::credentials::Credentials;
 use crate::registry::cache::CompileCache;
-use crate::registry::{self, Catalog};
+use crate::registry::{self, Catalog, LoadContext};
 use crate::sandbox::Sandbox;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub struct Cordon {
     pub(crate) sandbox: Sandbox,
     pub(crate) config: Config,
     cache: Arc<CompileCache>,
+    pub(crate) credentials: Arc<Credentials>,
     paths: Paths,
     /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
     catalog: RwLock<Arc<Catalog>>,
@@ -31,19 +33,12 @@ pub struct Cordon {
 impl Cordon {
     /// Builds the engine and loads every plugin in `paths.plugins`.
     pub async fn start(config: Config, paths: Paths) -> Result<Arc<Cordon>> {
+        let credentials = Arc::new(Credentials::load(&config.credentials)?);
         let sandbox = Sandbox::new(&config.pool)?;
-        let cache = Arc::new(CompileCache::new(
-            &paths.data.join("compile-cache"),
-            sandbox.engine(),
-        ));
-        let catalog = registry::load_dir(&sandbox, &cache, &config, &paths.plugins).await?;
-        Ok(Arc::new(Cordon {
-            sandbox,
-            config,
-            cache,
-            paths,
-            catalog: RwLock::new(Arc::new(catalog)),
-        }))
+        let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
+        let cx = LoadContext { sandbox: &sandbox, cache: &cache, config: &config, credentials: &credentials };
+        let catalog = registry::load_dir(&cx, &paths.plugins).await?;
+        Ok(Arc::new(Cordon { sandbox, config, cache, credentials, paths, catalog: RwLock::new(Arc::new(catalog)) }))
     }
 
     /// The catalog now being served.

@@ -6,16 +6,19 @@
 //! 4. **idempotency** — (seam: the durable store arrives with the idempotency issue);
 //! 5. **limits** — an instance slot within `max_concurrency`, waiting at most `queue_timeout`;
 //! 6. **instance** — a fresh instance under fuel, timeout and memory caps ([`crate::sandbox`]);
-//! 7. **grants** — (seam: outbound HTTP and credentials arrive with the grants issue);
+//! 7. **grants** — the plugin's grants for this principal go into the instance: directories,
+//!    and outbound HTTP whose every request is checked ([`crate::grants`]); a refused request
+//!    turns a failed call into `egress_denied` or `forbidden`, naming the URL;
 //! 8. **result** — output size cap, JSON and output-schema checks, then the reply.
 
 use crate::app::Cordon;
 use crate::error::{ErrorType, ToolError};
+use crate::grants::http::{EgressRecord, Refusal};
 use crate::registry::ToolEntry;
 use crate::sandbox::bindings::CallContext;
-use crate::sandbox::{GuestReply, Invocation};
+use crate::sandbox::{CallGrants, GuestReply, Invocation};
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The authenticated caller of a tool.
@@ -66,16 +69,11 @@ impl Cordon {
         // 1. authenticate: `request.principal` was established by the transport.
         // 2. resolve, in one snapshot: the call runs on the plugin version it started with.
         let catalog = self.catalog();
-        let tool = catalog
-            .tool(&request.tool)
-            .ok_or_else(|| ProtocolError::UnknownTool(request.tool.clone()))?
-            .clone();
+        let tool = catalog.tool(&request.tool).ok_or_else(|| ProtocolError::UnknownTool(request.tool.clone()))?.clone();
         drop(catalog);
 
         let call_id = uuid::Uuid::new_v4().simple().to_string();
-        let outcome = self
-            .run_tool(&tool, request.arguments, &request.principal, &call_id)
-            .await;
+        let outcome = self.run_tool(&tool, request.arguments, &request.principal, &call_id).await;
         tracing::info!(
             call = %call_id, tool = %tool.name, principal = %request.principal.0,
             outcome = match &outcome { Ok(_) => "ok", Err(e) => &e.kind },
@@ -97,12 +95,8 @@ impl Cordon {
 
         // 3. validate
         let arguments = Value::Object(arguments.unwrap_or_default());
-        let serialized = serde_json::to_string(&arguments).map_err(|e| {
-            ToolError::new(
-                ErrorType::InvalidArguments,
-                format!("arguments cannot be serialized: {e}"),
-            )
-        })?;
+        let serialized = serde_json::to_string(&arguments)
+            .map_err(|e| ToolError::new(ErrorType::InvalidArguments, format!("arguments cannot be serialized: {e}")))?;
         if serialized.len() > limits.max_input_bytes {
             return Err(ToolError::new(
                 ErrorType::InputTooLarge,
@@ -121,10 +115,7 @@ impl Cordon {
         let _slot = match tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => {
-                return Err(ToolError::new(
-                    ErrorType::Busy,
-                    format!("plugin {} is unloading", plugin.name),
-                ))
+                return Err(ToolError::new(ErrorType::Busy, format!("plugin {} is unloading", plugin.name)))
             }
             Err(_elapsed) => {
                 return Err(ToolError::new(
@@ -137,53 +128,37 @@ impl Cordon {
             }
         };
 
-        // 6. instance (7. grants are linked into it: seam, DESIGN §4).
-        let context = CallContext {
-            principal: principal.0.to_string(),
-            call_id: call_id.to_string(),
-            idempotency_key: None,
+        // 6. instance, with 7. grants applied for this principal.
+        let egress = Arc::new(Mutex::new(EgressRecord::default()));
+        let grants = CallGrants {
+            grants: plugin.grants.clone(),
+            credentials: self.credentials.clone(),
+            principal: principal.clone(),
+            egress: egress.clone(),
         };
-        let invocation = Invocation::Call {
-            tool: tool.local_name.clone(),
-            arguments: serialized,
-            context,
-        };
+        let context =
+            CallContext { principal: principal.0.to_string(), call_id: call_id.to_string(), idempotency_key: None };
+        let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments: serialized, context };
         let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
-        let run = self
-            .sandbox
-            .run(&plugin.prepared, limits, label, invocation)
-            .await;
-        let output = match run.reply? {
-            GuestReply::Output(Ok(output)) => output,
-            GuestReply::Output(Err(e)) => {
-                return Err(ToolError::from_guest(e.kind, e.message, e.retryable))
-            }
-            GuestReply::Tools(_) => {
-                return Err(ToolError::new(
-                    ErrorType::Internal,
-                    "unexpected guest reply",
-                ))
-            }
-        };
+        let run = self.sandbox.run(&plugin.prepared, limits, label, grants, invocation).await;
+        let reply = run.reply.and_then(|reply| match reply {
+            GuestReply::Output(Ok(output)) => Ok(output),
+            GuestReply::Output(Err(e)) => Err(ToolError::from_guest(e.kind, e.message, e.retryable)),
+            GuestReply::Tools(_) => Err(ToolError::new(ErrorType::Internal, "unexpected guest reply")),
+        });
+        let output = reply.map_err(|error| explain_refusal(&egress, principal).unwrap_or(error))?;
 
         // 8. result
-        let size = output.text.as_ref().map_or(0, String::len)
-            + output.json.as_ref().map_or(0, String::len);
+        let size = output.text.as_ref().map_or(0, String::len) + output.json.as_ref().map_or(0, String::len);
         if size > limits.max_output_bytes {
             return Err(ToolError::new(
                 ErrorType::OutputTooLarge,
-                format!(
-                    "the result is {size} bytes; this tool may return at most {}",
-                    limits.max_output_bytes
-                ),
+                format!("the result is {size} bytes; this tool may return at most {}", limits.max_output_bytes),
             ));
         }
         let structured = match output.json {
             Some(json) => Some(serde_json::from_str::<Value>(&json).map_err(|e| {
-                ToolError::new(
-                    ErrorType::InvalidOutput,
-                    format!("the plugin returned invalid JSON: {e}"),
-                )
+                ToolError::new(ErrorType::InvalidOutput, format!("the plugin returned invalid JSON: {e}"))
             })?),
             None => None,
         };
@@ -203,9 +178,31 @@ impl Cordon {
                 ));
             }
         }
-        Ok(ToolSuccess {
-            text: output.text,
-            structured,
-        })
+        Ok(ToolSuccess { text: output.text, structured })
     }
+}
+
+/// When a call that failed had an outbound request refused, the refusal is the reason the caller
+/// needs to see: `forbidden` for a missing credential, else `egress_denied` naming the URL. A
+/// guest that handled the refusal and succeeded keeps its result.
+fn explain_refusal(egress: &Mutex<EgressRecord>, principal: &Principal) -> Option<ToolError> {
+    let record = egress.lock().ok()?;
+    let (method, url, why) = record.refused.first()?;
+    Some(match why {
+        Refusal::MissingCredential(credential) => ToolError::new(
+            ErrorType::Forbidden,
+            format!(
+                "principal {:?} has no value for credential {credential:?}, which {method} {url} requires",
+                principal.0
+            ),
+        ),
+        Refusal::NoGrant => ToolError::new(
+            ErrorType::EgressDenied,
+            format!("outbound request {method} {url} refused: no grant covers it"),
+        ),
+        Refusal::TooManyRequests(max) => ToolError::new(
+            ErrorType::EgressDenied,
+            format!("outbound request {method} {url} refused: this plugin may make at most {max} requests per call"),
+        ),
+    })
 }

@@ -4,6 +4,10 @@
 //! refused with the line they are on, so a typo never silently weakens a limit. The reference
 //! for every key is `docs/config.md`; this module is its source of truth.
 
+use crate::auth::AuthConfig;
+use crate::grants::credentials::CredentialConfig;
+use crate::grants::dirs::DirGrant;
+use crate::grants::http::HttpPolicyConfig;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -29,6 +33,12 @@ pub struct Config {
     /// Per-plugin settings, keyed by plugin name (the `.wasm` file's stem).
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Who may call over HTTP.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Secrets attached to granted outbound requests, by name.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, CredentialConfig>,
 }
 
 /// `[paths]`.
@@ -67,11 +77,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8787".into(),
             stateless: false,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-            allowed_origins: vec![
-                "http://localhost:*".into(),
-                "http://127.0.0.1:*".into(),
-                "http://[::1]:*".into(),
-            ],
+            allowed_origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into(), "http://[::1]:*".into()],
             max_request_bytes: 4 << 20,
             stdio_principal: "local".into(),
         }
@@ -91,10 +97,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self {
-            max_instances: 256,
-            max_memory_mb: 512,
-        }
+        Self { max_instances: 256, max_memory_mb: 512 }
     }
 }
 
@@ -124,9 +127,20 @@ pub struct LimitsOverride {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
+    /// Pins the component: a file whose SHA-256 (hex) differs is refused.
+    pub sha256: Option<String>,
     /// `[plugins.NAME.limits]`: this plugin's limits; unset keys fall back to `[defaults]`.
     #[serde(default)]
     pub limits: LimitsOverride,
+    /// `[plugins.NAME.config]`: non-secret settings the guest reads through the `config` import.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// `[plugins.NAME.http]`: outbound HTTP policy and grants.
+    #[serde(default)]
+    pub http: HttpPolicyConfig,
+    /// `[[plugins.NAME.dirs]]`: host directories visible to the guest.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
 }
 
 /// Effective limits for one plugin (DESIGN §3). Come from the operator, never the guest.
@@ -171,13 +185,9 @@ impl Limits {
         Limits {
             fuel: over.fuel.unwrap_or(base.fuel),
             timeout: over.timeout_ms.map_or(base.timeout, Duration::from_millis),
-            memory_bytes: over.memory_mb.map_or(base.memory_bytes, |mb| {
-                (mb as usize).saturating_mul(1 << 20)
-            }),
+            memory_bytes: over.memory_mb.map_or(base.memory_bytes, |mb| (mb as usize).saturating_mul(1 << 20)),
             max_concurrency: over.max_concurrency.unwrap_or(base.max_concurrency),
-            queue_timeout: over
-                .queue_timeout_ms
-                .map_or(base.queue_timeout, Duration::from_millis),
+            queue_timeout: over.queue_timeout_ms.map_or(base.queue_timeout, Duration::from_millis),
             max_input_bytes: over.max_input_bytes.unwrap_or(base.max_input_bytes),
             max_output_bytes: over.max_output_bytes.unwrap_or(base.max_output_bytes),
             max_log_bytes: over.max_log_bytes.unwrap_or(base.max_log_bytes),
@@ -188,8 +198,8 @@ impl Limits {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -203,6 +213,11 @@ impl Config {
     /// Host defaults after `[defaults]`.
     pub fn default_limits(&self) -> Limits {
         Limits::overridden(&Limits::default(), &self.defaults)
+    }
+
+    /// The `[plugins.NAME]` section of `name`, or an empty one.
+    pub fn plugin(&self, name: &str) -> PluginConfig {
+        self.plugins.get(name).cloned().unwrap_or_default()
     }
 
     /// Effective limits for the plugin `name`.
@@ -219,11 +234,8 @@ impl Config {
             bail!("[pool] max_instances must be at least 1");
         }
         let pool_memory = self.pool.max_memory_mb.saturating_mul(1 << 20) as usize;
-        let sections = std::iter::once(("[defaults]".to_string(), self.default_limits())).chain(
-            self.plugins
-                .keys()
-                .map(|name| (format!("[plugins.{name}]"), self.limits_for(name))),
-        );
+        let sections = std::iter::once(("[defaults]".to_string(), self.default_limits()))
+            .chain(self.plugins.keys().map(|name| (format!("[plugins.{name}]"), self.limits_for(name))));
         for (section, limits) in sections {
             if limits.memory_bytes > pool_memory {
                 bail!(
@@ -244,6 +256,15 @@ impl Config {
             }
             if limits.timeout.is_zero() || limits.fuel == 0 {
                 bail!("{section} timeout_ms and fuel must be greater than zero");
+            }
+        }
+        for (name, plugin) in &self.plugins {
+            if let Some(pin) = &plugin.sha256 {
+                if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!(
+                        "[plugins.{name}] sha256 must be 64 hex digits, as `cordon tools` shows (without \"sha256:\")"
+                    );
+                }
             }
         }
         Ok(())
@@ -290,9 +311,10 @@ mod tests {
 
     #[test]
     fn memory_above_pool_slot_is_refused() {
-        let err =
-            Config::parse("[pool]\nmax_memory_mb = 64\n[defaults]\nmemory_mb = 32\n[plugins.big.limits]\nmemory_mb = 128\n")
-                .unwrap_err();
+        let err = Config::parse(
+            "[pool]\nmax_memory_mb = 64\n[defaults]\nmemory_mb = 32\n[plugins.big.limits]\nmemory_mb = 128\n",
+        )
+        .unwrap_err();
         assert!(format!("{err}").contains("[plugins.big]"), "{err}");
     }
 }

@@ -32,6 +32,10 @@ pub enum ErrorType {
     InvalidOutput,
     /// The call was cancelled by the client.
     Cancelled,
+    /// The guest tried to reach something no grant covers.
+    EgressDenied,
+    /// The caller may not do this (e.g. has no value for a credential the tool needs).
+    Forbidden,
     /// Something went wrong inside the host; details are in the host's log only.
     Internal,
 }
@@ -50,6 +54,8 @@ impl ErrorType {
             Self::PluginCrashed => "plugin_crashed",
             Self::InvalidOutput => "invalid_output",
             Self::Cancelled => "cancelled",
+            Self::EgressDenied => "egress_denied",
+            Self::Forbidden => "forbidden",
             Self::Internal => "internal",
         }
     }
@@ -95,21 +101,12 @@ impl ToolError {
 
     /// An error the guest reported about its own work.
     pub fn from_guest(kind: String, message: String, retryable: bool) -> Self {
-        Self {
-            kind: Cow::Owned(kind),
-            message,
-            retryable,
-            violations: Vec::new(),
-        }
+        Self { kind: Cow::Owned(kind), message, retryable, violations: Vec::new() }
     }
 
     /// `invalid_arguments` listing every violation.
     pub fn invalid_arguments(violations: Vec<Violation>) -> Self {
-        Self::schema_violations(
-            ErrorType::InvalidArguments,
-            "arguments do not match the input schema",
-            violations,
-        )
+        Self::schema_violations(ErrorType::InvalidArguments, "arguments do not match the input schema", violations)
     }
 
     /// An error of `kind` whose message summarizes every schema violation after `what`.
@@ -117,19 +114,12 @@ impl ToolError {
         let summary = violations
             .iter()
             .map(|v| {
-                let at = if v.pointer.is_empty() {
-                    "/"
-                } else {
-                    &v.pointer
-                };
+                let at = if v.pointer.is_empty() { "/" } else { &v.pointer };
                 format!("{at}: {}", v.message)
             })
             .collect::<Vec<_>>()
             .join("; ");
-        Self {
-            violations,
-            ..Self::new(kind, format!("{what}: {summary}"))
-        }
+        Self { violations, ..Self::new(kind, format!("{what}: {summary}")) }
     }
 
     /// Whether this error is of the given host type.
@@ -175,14 +165,8 @@ mod tests {
     #[test]
     fn invalid_arguments_lists_every_pointer() {
         let e = ToolError::invalid_arguments(vec![
-            Violation {
-                pointer: "/a".into(),
-                message: "\"x\" is not of type \"number\"".into(),
-            },
-            Violation {
-                pointer: String::new(),
-                message: "\"b\" is a required property".into(),
-            },
+            Violation { pointer: "/a".into(), message: "\"x\" is not of type \"number\"".into() },
+            Violation { pointer: String::new(), message: "\"b\" is a required property".into() },
         ]);
         assert!(e.message.contains("/a: "), "{}", e.message);
         assert!(e.message.contains("/: \"b\""), "{}", e.message);

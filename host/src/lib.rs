@@ -6,9 +6,11 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod auth;
 pub mod call;
 pub mod config;
 pub mod error;
+pub mod grants;
 pub mod mcp;
 pub mod registry;
 pub mod sandbox;

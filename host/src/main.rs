@@ -7,7 +7,8 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cordon_host::call::{CallRequest, Principal, ProtocolError};
-use cordon_host::{mcp, Config, Cordon, Paths};
+use cordon_host::server::HttpOptions;
+use cordon_host::{auth, mcp, Config, Cordon, Paths};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(
-    name = "cordon",
-    version,
-    about = "Serve MCP tools implemented as sandboxed WebAssembly components"
-)]
+#[command(name = "cordon", version, about = "Serve MCP tools implemented as sandboxed WebAssembly components")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +37,9 @@ enum Command {
         /// Stateless HTTP: no sessions, JSON responses instead of SSE.
         #[arg(long, env = "CORDON_STATELESS")]
         stateless: bool,
+        /// Serve HTTP without bearer tokens (only on a loopback address; callers are `anonymous`).
+        #[arg(long, env = "CORDON_ALLOW_UNAUTHENTICATED")]
+        allow_unauthenticated: bool,
     },
     /// Print every tool (name, description, schemas), every plugin and every refused file as JSON.
     Tools {
@@ -55,6 +55,24 @@ enum Command {
         arguments: String,
         #[command(flatten)]
         common: Common,
+    },
+    /// Bearer tokens for HTTP callers.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print the SHA-256 of a token, for `[[auth.tokens]] sha256` (reads stdin without TOKEN).
+    Hash {
+        /// The token; omit it to read one line from stdin (keeps it out of shell history).
+        token: Option<String>,
+    },
+    /// Generate a random token and print it with the config lines that accept it.
+    New {
+        /// Principal the token authenticates as.
+        #[arg(long)]
+        principal: String,
     },
 }
 
@@ -89,10 +107,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Serve { .. });
     init_logging(quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -110,25 +125,43 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
-        Command::Serve {
-            common,
-            stdio,
-            listen,
-            stateless,
-        } => {
+        Command::Serve { common, stdio, listen, stateless, allow_unauthenticated } => {
             let (config, paths) = resolve(&common).map_err(usage)?;
-            let listen = listen.unwrap_or_else(|| config.server.listen.clone());
-            let stateless = stateless || config.server.stateless;
+            let options = HttpOptions {
+                listen: listen.unwrap_or_else(|| config.server.listen.clone()),
+                stateless: stateless || config.server.stateless,
+                allow_unauthenticated,
+            };
             let cordon = Cordon::start(config, paths).await.map_err(runtime)?;
             if stdio {
-                cordon_host::server::serve_stdio(cordon)
-                    .await
-                    .map_err(runtime)?;
+                cordon_host::server::serve_stdio(cordon).await.map_err(runtime)?;
             } else {
-                cordon_host::server::serve_http(cordon, &listen, stateless)
-                    .await
-                    .map_err(runtime)?;
+                cordon_host::server::serve_http(cordon, options).await.map_err(runtime)?;
             }
+            Ok(0)
+        }
+        Command::Token(TokenCommand::Hash { token }) => {
+            let token = match token {
+                Some(token) => token,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("cannot read the token from stdin").map_err(usage)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if token.is_empty() {
+                return Err(usage(anyhow::anyhow!("the token is empty")));
+            }
+            println!("{}", auth::hash_token(&token));
+            Ok(0)
+        }
+        Command::Token(TokenCommand::New { principal }) => {
+            let token = format!("cdn_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            println!("token: {token}");
+            println!();
+            println!("[[auth.tokens]]");
+            println!("principal = {principal:?}");
+            println!("sha256 = \"{}\"", auth::hash_token(&token));
             Ok(0)
         }
         Command::Tools { common } => {
@@ -136,38 +169,24 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             print_json(&cordon.catalog().to_json());
             Ok(0)
         }
-        Command::Call {
-            tool,
-            arguments,
-            common,
-        } => {
+        Command::Call { tool, arguments, common } => {
             let arguments = match serde_json::from_str::<Value>(&arguments) {
                 Ok(Value::Object(map)) => map,
                 Ok(_) => {
-                    return Err(usage(anyhow::anyhow!(
-                        "arguments must be a JSON object, e.g. '{{\"text\": \"hi\"}}'"
-                    )))
+                    return Err(usage(anyhow::anyhow!("arguments must be a JSON object, e.g. '{{\"text\": \"hi\"}}'")))
                 }
                 Err(e) => return Err(usage(anyhow::anyhow!("arguments are not valid JSON: {e}"))),
             };
             let cordon = start(&common).await?;
             let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
-            let request = CallRequest {
-                tool,
-                arguments: Some(arguments),
-                principal,
-            };
+            let request = CallRequest { tool, arguments: Some(arguments), principal };
             match cordon.call(request).await {
                 Ok(Ok(success)) => {
-                    print_json(
-                        &serde_json::to_value(mcp::success_result(success)).unwrap_or_default(),
-                    );
+                    print_json(&serde_json::to_value(mcp::success_result(success)).unwrap_or_default());
                     Ok(0)
                 }
                 Ok(Err(error)) => {
-                    print_json(
-                        &serde_json::to_value(mcp::error_result(&error)).unwrap_or_default(),
-                    );
+                    print_json(&serde_json::to_value(mcp::error_result(&error)).unwrap_or_default());
                     Ok(1)
                 }
                 Err(e @ ProtocolError::UnknownTool(_)) => Err(usage(e.into())),
@@ -188,18 +207,11 @@ fn resolve(common: &Common) -> Result<(Config, Paths)> {
         None if Path::new("cordon.toml").exists() => Config::load(Path::new("cordon.toml"))?,
         None => Config::default(),
     };
-    let plugins = common
-        .plugins
-        .clone()
-        .or_else(|| config.paths.plugins.clone())
-        .unwrap_or_else(|| PathBuf::from("plugins"));
-    let data = common
-        .data
-        .clone()
-        .or_else(|| config.paths.data.clone())
-        .unwrap_or_else(|| PathBuf::from("cordon-data"));
-    std::fs::create_dir_all(&data)
-        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let plugins =
+        common.plugins.clone().or_else(|| config.paths.plugins.clone()).unwrap_or_else(|| PathBuf::from("plugins"));
+    let data =
+        common.data.clone().or_else(|| config.paths.data.clone()).unwrap_or_else(|| PathBuf::from("cordon-data"));
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     Ok((config, Paths { plugins, data }))
 }
 
@@ -214,11 +226,10 @@ fn print_json(value: &Value) {
 /// `RUST_LOG` set the filter; the default is `info` when serving and `warn` otherwise.
 fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
-    let filter = std::env::var("CORDON_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter =
+        std::env::var("CORDON_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_string());
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -8,34 +8,51 @@ use crate::app::Cordon;
 use crate::call::{CallRequest, Principal, ProtocolError, ToolSuccess};
 use crate::error::{ErrorType, ToolError};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// One MCP connection's view of the host: the host plus the connection's principal.
+/// One MCP connection's view of the host.
 #[derive(Clone)]
 pub struct McpService {
     cordon: Arc<Cordon>,
-    principal: Principal,
+    /// The connection's principal (stdio); `None` over HTTP, where each request carries its own.
+    principal: Option<Principal>,
 }
 
 impl McpService {
-    /// A service whose calls run as `principal`.
-    pub fn new(cordon: Arc<Cordon>, principal: Principal) -> Self {
-        Self { cordon, principal }
+    /// A service whose calls all run as `principal` (stdio).
+    pub fn for_principal(cordon: Arc<Cordon>, principal: Principal) -> Self {
+        Self { cordon, principal: Some(principal) }
+    }
+
+    /// A service whose calls run as the principal the HTTP auth layer attached to each request.
+    pub fn per_request(cordon: Arc<Cordon>) -> Self {
+        Self { cordon, principal: None }
+    }
+
+    fn principal(&self, context: &RequestContext<RoleServer>) -> Result<Principal, McpError> {
+        if let Some(principal) = &self.principal {
+            return Ok(principal.clone());
+        }
+        context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .cloned()
+            // The auth layer runs before every HTTP request; reaching here without a principal
+            // is a wiring bug, and failing closed is the only safe answer.
+            .ok_or_else(|| McpError::internal_error("request is not authenticated", None))
     }
 }
 
 impl ServerHandler for McpService {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_tool_list_changed()
-            .build();
+        let capabilities = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build();
         let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("cordon", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
@@ -52,9 +69,7 @@ impl ServerHandler for McpService {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let catalog = self.cordon.catalog();
-        Ok(ListToolsResult::with_all_items(
-            catalog.tools.iter().map(|t| t.descriptor.clone()).collect(),
-        ))
+        Ok(ListToolsResult::with_all_items(catalog.tools.iter().map(|t| t.descriptor.clone()).collect()))
     }
 
     async fn call_tool(
@@ -65,7 +80,7 @@ impl ServerHandler for McpService {
         let call = self.cordon.call(CallRequest {
             tool: request.name.into_owned(),
             arguments: request.arguments,
-            principal: self.principal.clone(),
+            principal: self.principal(&context)?,
         });
         // A client's `notifications/cancelled` drops the call, and with it the guest instance.
         let outcome = tokio::select! {
@@ -75,10 +90,9 @@ impl ServerHandler for McpService {
         match outcome {
             Ok(Ok(success)) => Ok(success_result(success).into()),
             Ok(Err(error)) => Ok(error_result(&error).into()),
-            Err(ProtocolError::UnknownTool(name)) => Err(McpError::invalid_params(
-                format!("unknown tool: {name}"),
-                None,
-            )),
+            Err(ProtocolError::UnknownTool(name)) => {
+                Err(McpError::invalid_params(format!("unknown tool: {name}"), None))
+            }
         }
     }
 }
@@ -115,35 +129,20 @@ mod tests {
     use serde_json::json;
 
     fn texts(result: &CallToolResult) -> Vec<String> {
-        result
-            .content
-            .iter()
-            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-            .collect()
+        result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect()
     }
 
     #[test]
     fn structured_result_is_also_sent_as_text_once() {
-        let same = success_result(ToolSuccess {
-            text: Some(r#"{"sum":3}"#.into()),
-            structured: Some(json!({"sum": 3})),
-        });
+        let same =
+            success_result(ToolSuccess { text: Some(r#"{"sum":3}"#.into()), structured: Some(json!({"sum": 3})) });
         assert_eq!(texts(&same), vec![r#"{"sum":3}"#]);
         assert_eq!(same.structured_content, Some(json!({"sum": 3})));
 
-        let both = success_result(ToolSuccess {
-            text: Some("hi".into()),
-            structured: Some(json!({"text": "hi"})),
-        });
-        assert_eq!(
-            texts(&both),
-            vec!["hi".to_string(), r#"{"text":"hi"}"#.to_string()]
-        );
+        let both = success_result(ToolSuccess { text: Some("hi".into()), structured: Some(json!({"text": "hi"})) });
+        assert_eq!(texts(&both), vec!["hi".to_string(), r#"{"text":"hi"}"#.to_string()]);
 
-        let plain = success_result(ToolSuccess {
-            text: Some("ok".into()),
-            structured: None,
-        });
+        let plain = success_result(ToolSuccess { text: Some("ok".into()), structured: None });
         assert_eq!(texts(&plain), vec!["ok"]);
         assert_eq!(plain.structured_content, None);
         assert_eq!(plain.is_error, Some(false));
@@ -154,10 +153,7 @@ mod tests {
         let result = error_result(&ToolError::new(ErrorType::Timeout, "too slow"));
         assert_eq!(result.is_error, Some(true));
         let body: Value = serde_json::from_str(&texts(&result)[0]).unwrap();
-        assert_eq!(
-            body,
-            json!({"error": {"type": "timeout", "message": "too slow", "retryable": true}})
-        );
+        assert_eq!(body, json!({"error": {"type": "timeout", "message": "too slow", "retryable": true}}));
         assert_eq!(result.structured_content, Some(body));
     }
 }

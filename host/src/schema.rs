@@ -15,19 +15,9 @@ use serde_json::{Map, Value};
 
 /// Keywords under which a value is itself a schema in "value position" (not a combinator branch).
 const SCHEMA_MAPS: &[&str] = &["properties", "$defs", "definitions", "patternProperties"];
-const SCHEMA_VALUES: &[&str] = &[
-    "items",
-    "additionalItems",
-    "contains",
-    "additionalProperties",
-    "not",
-];
+const SCHEMA_VALUES: &[&str] = &["items", "additionalItems", "contains", "additionalProperties", "not"];
 const COMBINATORS: &[&str] = &["allOf", "anyOf", "oneOf", "$ref", "if"];
-const OPEN_KEYWORDS: &[&str] = &[
-    "additionalProperties",
-    "unevaluatedProperties",
-    "patternProperties",
-];
+const OPEN_KEYWORDS: &[&str] = &["additionalProperties", "unevaluatedProperties", "patternProperties"];
 
 /// A compiled schema and its published (strict) form.
 pub struct Schema {
@@ -39,8 +29,7 @@ pub struct Schema {
 impl Schema {
     /// Parses a tool's input schema: must be a JSON object schema of `"type": "object"`.
     pub fn input(text: &str) -> Result<Schema> {
-        let mut value: Value =
-            serde_json::from_str(text).context("input schema is not valid JSON")?;
+        let mut value: Value = serde_json::from_str(text).context("input schema is not valid JSON")?;
         if value.get("type").and_then(Value::as_str) != Some("object") {
             bail!("input schema must have \"type\": \"object\"");
         }
@@ -59,9 +48,7 @@ impl Schema {
 
     fn compile(value: Value) -> Result<Schema> {
         let validator = jsonschema::validator_for(&value).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let Value::Object(json) = value else {
-            bail!("schema must be a JSON object")
-        };
+        let Value::Object(json) = value else { bail!("schema must be a JSON object") };
         Ok(Schema { json, validator })
     }
 
@@ -69,10 +56,7 @@ impl Schema {
     pub fn violations(&self, instance: &Value) -> Vec<Violation> {
         self.validator
             .iter_errors(instance)
-            .map(|e| Violation {
-                pointer: e.instance_path().to_string(),
-                message: e.to_string(),
-            })
+            .map(|e| Violation { pointer: e.instance_path().to_string(), message: e.to_string() })
             .collect()
     }
 
@@ -127,8 +111,7 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert!(v[0].message.contains('b'), "{:?}", v);
 
-        let open =
-            input(json!({"type": "object", "properties": {"a": {}}, "additionalProperties": true}));
+        let open = input(json!({"type": "object", "properties": {"a": {}}, "additionalProperties": true}));
         assert!(open.violations(&json!({"a": 1, "b": 2})).is_empty());
     }
 
@@ -159,9 +142,7 @@ mod tests {
         let v = s.violations(&json!({"a": "one"}));
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v.iter().any(|v| v.pointer == "/a"));
-        assert!(v
-            .iter()
-            .any(|v| v.pointer.is_empty() && v.message.contains("\"b\"")));
+        assert!(v.iter().any(|v| v.pointer.is_empty() && v.message.contains("\"b\"")));
     }
 
     #[test]

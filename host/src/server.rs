@@ -1,10 +1,12 @@
 //! Transports: MCP over stdio, and Streamable HTTP at `/mcp` with `/healthz` and `/readyz`.
 //!
 //! HTTP checks `Host` (DNS-rebinding protection) and `Origin` against `[server]` lists, which
-//! default to loopback. Until bearer-token auth exists, Cordon refuses to listen anywhere but a
-//! loopback address: an unauthenticated server must not be reachable from the network.
+//! default to loopback, and authenticates every `/mcp` request ([`crate::auth`]). Serving
+//! without bearer tokens needs an explicit opt-in and a loopback address; with no tokens and no
+//! opt-in, `cordon serve` refuses to start and says why.
 
 use crate::app::Cordon;
+use crate::auth::{self, Authenticator};
 use crate::call::Principal;
 use crate::mcp::McpService;
 use anyhow::{bail, Context, Result};
@@ -22,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// Serves MCP on stdin/stdout until the client closes it. Nothing else is written to stdout.
 pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
     let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
-    let service = McpService::new(cordon, principal)
+    let service = McpService::for_principal(cordon, principal)
         .serve(rmcp::transport::stdio())
         .await
         .context("MCP initialization over stdio failed")?;
@@ -33,23 +35,37 @@ pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
     Ok(())
 }
 
-/// Serves Streamable HTTP on `listen` until SIGTERM or SIGINT.
-pub async fn serve_http(cordon: Arc<Cordon>, listen: &str, stateless: bool) -> Result<()> {
-    let addr: SocketAddr = listen.parse().with_context(|| {
-        format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787")
-    })?;
-    if !addr.ip().is_loopback() {
+/// How to serve HTTP.
+pub struct HttpOptions {
+    /// Address to bind.
+    pub listen: String,
+    /// No sessions, JSON responses.
+    pub stateless: bool,
+    /// Serve without bearer tokens (loopback only).
+    pub allow_unauthenticated: bool,
+}
+
+/// Serves Streamable HTTP until SIGTERM or SIGINT.
+pub async fn serve_http(cordon: Arc<Cordon>, options: HttpOptions) -> Result<()> {
+    let HttpOptions { listen, stateless, allow_unauthenticated } = options;
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787"))?;
+    let authenticator = Arc::new(Authenticator::from_config(&cordon.config().auth, allow_unauthenticated)?);
+    if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
         bail!(
-            "refusing to listen on {addr}: Cordon has no authentication configured, so it only serves loopback \
-             addresses (use 127.0.0.1 or ::1)"
+            "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \
+             loopback address (127.0.0.1 or ::1); configure [[auth.tokens]] to serve other addresses"
         );
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
+    if !authenticator.allows_unauthenticated() && !authenticator.has_tokens() {
+        bail!(
+            "no bearer tokens configured: add [[auth.tokens]] to the config (`cordon token hash` prints the \
+             sha256), or serve a loopback address without authentication with --allow-unauthenticated"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("cannot read the bound address")?;
 
     let shutdown = CancellationToken::new();
     let server = &cordon.config().server;
@@ -61,22 +77,29 @@ pub async fn serve_http(cordon: Arc<Cordon>, listen: &str, stateless: bool) -> R
         .with_json_response(stateless)
         .with_max_request_body_bytes(server.max_request_bytes)
         .with_cancellation_token(shutdown.child_token());
-    let principal = Principal::new("anonymous");
     let mcp = {
         let cordon = cordon.clone();
         StreamableHttpService::new(
-            move || Ok(McpService::new(cordon.clone(), principal.clone())),
+            move || Ok(McpService::per_request(cordon.clone())),
             Arc::new(LocalSessionManager::default()),
             mcp_config,
         )
     };
-    let app = Router::new()
+    let mcp = Router::new()
         .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(authenticator.clone(), auth::require_bearer));
+    let app = Router::new()
+        .merge(mcp)
         .route("/healthz", get(health))
         .route("/readyz", get(health))
         .with_state(cordon.clone());
 
-    tracing::info!(url = %format!("http://{local}/mcp"), stateless, "listening");
+    tracing::info!(
+        url = %format!("http://{local}/mcp"),
+        stateless,
+        authentication = if authenticator.allows_unauthenticated() { "off" } else { "bearer" },
+        "listening"
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -102,15 +125,14 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = interrupt.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = term.recv() => {}

@@ -14,6 +14,7 @@ pub use schemars;
 pub use serde;
 pub use serde_json;
 
+pub mod http;
 pub mod log;
 
 /// Bindings generated from `wit/plugin.wit`. Plugin crates reach them through
@@ -32,6 +33,24 @@ pub mod bindings {
 
 use bindings::cordon::plugin::types as wit;
 
+/// A setting the operator gave this plugin (`[plugins.NAME.config]` in `cordon.toml`), such as
+/// an upstream base URL; `None` when it is not set.
+///
+/// Settings are not secret: credentials never reach the plugin, the host attaches them to
+/// granted outbound requests (see [`http`]). Outside a component (native unit tests) there is
+/// no host, and every setting is `None`.
+pub fn config(key: &str) -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        bindings::cordon::plugin::host::config(key)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = key;
+        None
+    }
+}
+
 /// A plugin: a set of tools exported by one component.
 pub trait Plugin {
     /// The tools this plugin offers. Called once per `describe` and once per `call`, so it should
@@ -49,16 +68,8 @@ pub struct Context {
 
 impl Context {
     /// Builds a context, e.g. to call a handler from a unit test.
-    pub fn new(
-        principal: impl Into<String>,
-        call_id: impl Into<String>,
-        idempotency_key: Option<String>,
-    ) -> Self {
-        Self {
-            principal: principal.into(),
-            call_id: call_id.into(),
-            idempotency_key,
-        }
+    pub fn new(principal: impl Into<String>, call_id: impl Into<String>, idempotency_key: Option<String>) -> Self {
+        Self { principal: principal.into(), call_id: call_id.into(), idempotency_key }
     }
 
     /// The authenticated MCP caller.
@@ -79,11 +90,7 @@ impl Context {
 
 impl From<wit::CallContext> for Context {
     fn from(cx: wit::CallContext) -> Self {
-        Self {
-            principal: cx.principal,
-            call_id: cx.call_id,
-            idempotency_key: cx.idempotency_key,
-        }
+        Self { principal: cx.principal, call_id: cx.call_id, idempotency_key: cx.idempotency_key }
     }
 }
 
@@ -108,11 +115,7 @@ impl ToolError {
 
     /// A non-retryable error of the given kind.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            message: message.into(),
-            retryable: false,
-        }
+        Self { kind: kind.into(), message: message.into(), retryable: false }
     }
 
     /// Marks the error as retryable: the same call may succeed later.
@@ -137,11 +140,7 @@ impl std::error::Error for ToolError {}
 
 impl From<ToolError> for wit::CallError {
     fn from(e: ToolError) -> Self {
-        Self {
-            kind: e.kind,
-            message: e.message,
-            retryable: e.retryable,
-        }
+        Self { kind: e.kind, message: e.message, retryable: e.retryable }
     }
 }
 
@@ -194,10 +193,7 @@ pub struct WithText<T> {
 impl<T> WithText<T> {
     /// Pairs a structured result with its text rendering.
     pub fn new(value: T, text: impl Into<String>) -> Self {
-        Self {
-            value,
-            text: text.into(),
-        }
+        Self { value, text: text.into() }
     }
 }
 
@@ -226,10 +222,7 @@ impl<T: Serialize + JsonSchema> IntoOutput for T {
 
     fn into_output(self) -> Result<wit::ToolOutput, ToolError> {
         let text = to_json(&self)?;
-        Ok(wit::ToolOutput {
-            json: is_object(&text).then(|| text.clone()),
-            text: Some(text),
-        })
+        Ok(wit::ToolOutput { json: is_object(&text).then(|| text.clone()), text: Some(text) })
     }
 }
 
@@ -240,10 +233,7 @@ impl IntoOutput for Text {
     }
 
     fn into_output(self) -> Result<wit::ToolOutput, ToolError> {
-        Ok(wit::ToolOutput {
-            text: Some(self.0),
-            json: None,
-        })
+        Ok(wit::ToolOutput { text: Some(self.0), json: None })
     }
 }
 
@@ -255,21 +245,14 @@ impl<T: Serialize + JsonSchema> IntoOutput for WithText<T> {
 
     fn into_output(self) -> Result<wit::ToolOutput, ToolError> {
         let json = to_json(&self.value)?;
-        Ok(wit::ToolOutput {
-            text: Some(self.text),
-            json: is_object(&json).then_some(json),
-        })
+        Ok(wit::ToolOutput { text: Some(self.text), json: is_object(&json).then_some(json) })
     }
 }
 
 // Serialized straight to text, not through `Value`, to keep the struct's field order.
 fn to_json<T: Serialize>(value: &T) -> Result<String, ToolError> {
-    serde_json::to_string(value).map_err(|e| {
-        ToolError::new(
-            ToolError::INTERNAL,
-            format!("cannot serialize the result: {e}"),
-        )
-    })
+    serde_json::to_string(value)
+        .map_err(|e| ToolError::new(ToolError::INTERNAL, format!("cannot serialize the result: {e}")))
 }
 
 // Compact JSON text is an object exactly when it starts with a brace.
@@ -298,8 +281,7 @@ fn input_schema_of<A: JsonSchema>() -> Value {
         map.entry("type").or_insert_with(|| "object".into());
         // Some MCP clients reject an object schema without `properties`, as schemars writes it
         // for an empty struct.
-        map.entry("properties")
-            .or_insert_with(|| Value::Object(Default::default()));
+        map.entry("properties").or_insert_with(|| Value::Object(Default::default()));
     }
     schema
 }
@@ -334,24 +316,14 @@ impl Tool {
             name: name.into(),
             title: None,
             description: description.into(),
-            annotations: wit::Annotations {
-                read_only: None,
-                destructive: None,
-                idempotent: None,
-                open_world: None,
-            },
+            annotations: wit::Annotations { read_only: None, destructive: None, idempotent: None, open_world: None },
             input_schema: input_schema_of::<A>,
             output_schema: O::output_schema,
             handler: Box::new(move |arguments, cx| {
                 // The host validated the arguments already; this is a backstop.
-                let arguments = if arguments.trim().is_empty() {
-                    "{}"
-                } else {
-                    arguments
-                };
-                let args: A = serde_json::from_str(arguments).map_err(|e| {
-                    ToolError::invalid_arguments(format!("arguments do not fit the tool: {e}"))
-                })?;
+                let arguments = if arguments.trim().is_empty() { "{}" } else { arguments };
+                let args: A = serde_json::from_str(arguments)
+                    .map_err(|e| ToolError::invalid_arguments(format!("arguments do not fit the tool: {e}")))?;
                 handler(args, cx)?.into_output()
             }),
         }
@@ -428,18 +400,11 @@ fn describe(tools: Vec<Tool>) -> Vec<wit::ToolDescriptor> {
     tools.into_iter().map(Tool::descriptor).collect()
 }
 
-fn dispatch(
-    tools: Vec<Tool>,
-    name: &str,
-    arguments: &str,
-    cx: &Context,
-) -> Result<wit::ToolOutput, ToolError> {
-    let tool = tools.iter().find(|t| t.name == name).ok_or_else(|| {
-        ToolError::new(
-            ToolError::UNKNOWN_TOOL,
-            format!("this plugin has no tool named {name:?}"),
-        )
-    })?;
+fn dispatch(tools: Vec<Tool>, name: &str, arguments: &str, cx: &Context) -> Result<wit::ToolOutput, ToolError> {
+    let tool = tools
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| ToolError::new(ToolError::UNKNOWN_TOOL, format!("this plugin has no tool named {name:?}")))?;
     (tool.handler)(arguments, cx)
 }
 
@@ -459,11 +424,7 @@ pub mod __private {
             describe(P::tools())
         }
 
-        fn call(
-            tool: String,
-            arguments: String,
-            context: wit::CallContext,
-        ) -> Result<wit::ToolOutput, wit::CallError> {
+        fn call(tool: String, arguments: String, context: wit::CallContext) -> Result<wit::ToolOutput, wit::CallError> {
             dispatch(P::tools(), &tool, &arguments, &context.into()).map_err(Into::into)
         }
     }

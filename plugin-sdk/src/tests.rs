@@ -35,12 +35,10 @@ struct TestPlugin;
 impl Plugin for TestPlugin {
     fn tools() -> Vec<Tool> {
         vec![
-            Tool::new("add", "Adds two numbers.", |a: AddArgs, _: &Context| {
-                Ok(Sum { sum: a.a + a.b })
-            })
-            .title("Add")
-            .read_only()
-            .idempotent(),
+            Tool::new("add", "Adds two numbers.", |a: AddArgs, _: &Context| Ok(Sum { sum: a.a + a.b }))
+                .title("Add")
+                .read_only()
+                .idempotent(),
             Tool::new("mood", "Names a mood.", |a: MoodArgs, _: &Context| {
                 Ok(Text(match a.mood {
                     Mood::Happy => "happy".into(),
@@ -56,11 +54,7 @@ impl Plugin for TestPlugin {
             Tool::new("fail", "Always fails.", |_: NoArgs, _: &Context| {
                 Err::<Text, _>(ToolError::new("busy", "try later").retryable())
             }),
-            Tool::new(
-                "number",
-                "Returns a bare number.",
-                |_: NoArgs, _: &Context| Ok(42),
-            ),
+            Tool::new("number", "Returns a bare number.", |_: NoArgs, _: &Context| Ok(42)),
         ]
     }
 }
@@ -74,10 +68,7 @@ fn call(name: &str, arguments: &str) -> Result<wit::ToolOutput, ToolError> {
 }
 
 fn tool(name: &str) -> Tool {
-    TestPlugin::tools()
-        .into_iter()
-        .find(|t| t.name() == name)
-        .expect("test tool exists")
+    TestPlugin::tools().into_iter().find(|t| t.name() == name).expect("test tool exists")
 }
 
 #[test]
@@ -104,18 +95,9 @@ fn enums_are_inlined() {
 fn no_args_is_an_empty_closed_object() {
     let mut schema = tool("who").input_schema();
     schema.as_object_mut().map(|s| s.remove("title"));
-    assert_eq!(
-        schema,
-        json!({ "type": "object", "properties": {}, "additionalProperties": false })
-    );
-    assert_eq!(
-        call("who", "{}").map(|o| o.text),
-        Ok(Some("alice (call-1)".into()))
-    );
-    assert_eq!(
-        call("who", "").map(|o| o.text),
-        Ok(Some("alice (call-1)".into()))
-    );
+    assert_eq!(schema, json!({ "type": "object", "properties": {}, "additionalProperties": false }));
+    assert_eq!(call("who", "{}").map(|o| o.text), Ok(Some("alice (call-1)".into())));
+    assert_eq!(call("who", "").map(|o| o.text), Ok(Some("alice (call-1)".into())));
 }
 
 #[test]
@@ -123,10 +105,7 @@ fn empty_structs_get_properties() {
     #[derive(Deserialize, JsonSchema)]
     struct Empty {}
     let schema = input_schema_of::<Empty>();
-    assert_eq!(
-        (&schema["type"], &schema["properties"]),
-        (&json!("object"), &json!({}))
-    );
+    assert_eq!((&schema["type"], &schema["properties"]), (&json!("object"), &json!({})));
 }
 
 #[test]
@@ -142,13 +121,10 @@ fn describe_lists_every_tool_with_its_schemas_and_hints() {
     assert_eq!(add.annotations.idempotent, Some(true));
     assert_eq!(add.annotations.destructive, None);
     assert_eq!(add.annotations.open_world, None);
-    let output: Value = serde_json::from_str(add.output_schema.as_deref().unwrap_or("null"))
-        .expect("output schema is JSON");
+    let output: Value =
+        serde_json::from_str(add.output_schema.as_deref().unwrap_or("null")).expect("output schema is JSON");
     assert_eq!(output["type"], "object");
-    assert_eq!(
-        output["properties"]["sum"]["description"],
-        "The sum of `a` and `b`."
-    );
+    assert_eq!(output["properties"]["sum"]["description"], "The sum of `a` and `b`.");
 
     // Text has no schema; neither does a non-object result, which MCP cannot carry as
     // structured content.
@@ -182,12 +158,7 @@ fn unknown_tool_is_a_typed_error() {
 
 #[test]
 fn bad_arguments_become_invalid_arguments() {
-    for arguments in [
-        r#"{"a": "x", "b": 1}"#,
-        r#"{"a": 1}"#,
-        "not json",
-        r#"{"a":1,"b":2,"c":3}"#,
-    ] {
+    for arguments in [r#"{"a": "x", "b": 1}"#, r#"{"a": 1}"#, "not json", r#"{"a":1,"b":2,"c":3}"#] {
         let err = call("add", arguments).expect_err(arguments);
         assert_eq!(err.kind, "invalid_arguments", "{arguments}");
         assert!(!err.retryable);
@@ -199,27 +170,13 @@ fn handler_errors_convert_to_call_errors() {
     let err = call("fail", "{}").expect_err("fail fails");
     assert_eq!(err.to_string(), "busy: try later");
     let wit: wit::CallError = err.into();
-    assert_eq!(
-        (wit.kind.as_str(), wit.message.as_str(), wit.retryable),
-        ("busy", "try later", true)
-    );
+    assert_eq!((wit.kind.as_str(), wit.message.as_str(), wit.retryable), ("busy", "try later", true));
 }
 
 #[test]
 fn context_exposes_the_call() {
-    let from_host: Context = wit::CallContext {
-        principal: "bob".into(),
-        call_id: "c-9".into(),
-        idempotency_key: None,
-    }
-    .into();
-    assert_eq!(
-        (
-            from_host.principal(),
-            from_host.call_id(),
-            from_host.idempotency_key()
-        ),
-        ("bob", "c-9", None)
-    );
+    let from_host: Context =
+        wit::CallContext { principal: "bob".into(), call_id: "c-9".into(), idempotency_key: None }.into();
+    assert_eq!((from_host.principal(), from_host.call_id(), from_host.idempotency_key()), ("bob", "c-9", None));
     assert_eq!(cx().idempotency_key(), Some("key-1"));
 }

@@ -43,7 +43,8 @@ async def exercise(session: ClientSession) -> None:
 
 def start_http(*extra: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [CORDON, "serve", "--plugins", PLUGINS, "--data", DATA, "--listen", "127.0.0.1:0", *extra],
+        [CORDON, "serve", "--plugins", PLUGINS, "--data", DATA, "--listen", "127.0.0.1:0",
+         "--allow-unauthenticated", *extra],
         stderr=subprocess.PIPE, text=True,
     )
     for line in proc.stderr:

@@ -55,25 +55,12 @@ impl CompileCache {
         };
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self {
-            dir,
-            engine_key: hasher.0.finalize().into(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+        Self { dir, engine_key: hasher.0.finalize().into(), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     /// The component for `bytes`, from the cache or freshly compiled.
-    pub fn component(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-        digest: &str,
-    ) -> Result<(Component, CacheOutcome)> {
-        let entry = self
-            .dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{}.cwasm", self.key(digest))));
+    pub fn component(&self, engine: &Engine, bytes: &[u8], digest: &str) -> Result<(Component, CacheOutcome)> {
+        let entry = self.dir.as_ref().map(|dir| dir.join(format!("{}.cwasm", self.key(digest))));
         if let Some(path) = entry.as_deref().filter(|p| p.exists()) {
             // SAFETY: the entry was produced by `Engine::precompile_component` of an engine with
             // the same compatibility hash and written atomically into a directory only Cordon
@@ -88,9 +75,7 @@ impl CompileCache {
                 }
             }
         }
-        let compiled = engine
-            .precompile_component(bytes)
-            .map_err(anyhow::Error::from)?;
+        let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
         // SAFETY: `compiled` was just produced by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }
             .map_err(anyhow::Error::from)
@@ -106,10 +91,7 @@ impl CompileCache {
 
     /// (hits, misses) since start.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     fn key(&self, digest: &str) -> String {

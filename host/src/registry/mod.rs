@@ -9,9 +9,12 @@
 pub mod cache;
 mod names;
 
+use crate::call::Principal;
 use crate::config::{Config, Limits};
+use crate::grants::credentials::Credentials;
+use crate::grants::PluginGrants;
 use crate::sandbox::bindings::{Annotations, ToolDescriptor};
-use crate::sandbox::{GuestReply, Invocation, Prepared, Sandbox};
+use crate::sandbox::{CallGrants, GuestReply, Invocation, Prepared, Sandbox};
 use crate::schema::Schema;
 use anyhow::{anyhow, bail, Context, Result};
 use cache::{CacheOutcome, CompileCache};
@@ -37,6 +40,8 @@ pub struct LoadedPlugin {
     pub limits: Limits,
     /// Whether its code came from the compile cache.
     pub compile_cache: CacheOutcome,
+    /// What the operator granted it.
+    pub grants: PluginGrants,
     pub(crate) prepared: Prepared,
     /// Instance slots: at most `limits.max_concurrency` calls run at once.
     pub(crate) slots: Semaphore,
@@ -108,13 +113,21 @@ impl Catalog {
     }
 }
 
+/// What loading needs besides the files.
+pub struct LoadContext<'a> {
+    /// The engine and linker.
+    pub sandbox: &'a Sandbox,
+    /// The compile cache.
+    pub cache: &'a Arc<CompileCache>,
+    /// The configuration in force.
+    pub config: &'a Config,
+    /// Loaded credentials, to check grants against.
+    pub credentials: &'a Credentials,
+}
+
 /// Loads every `*.wasm` in `dir`.
-pub async fn load_dir(
-    sandbox: &Sandbox,
-    cache: &Arc<CompileCache>,
-    config: &Config,
-    dir: &Path,
-) -> Result<Catalog> {
+pub async fn load_dir(cx: &LoadContext<'_>, dir: &Path) -> Result<Catalog> {
+    let config = cx.config;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -124,11 +137,8 @@ pub async fn load_dir(
 
     let mut catalog = Catalog::default();
     for path in files {
-        let file = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match load_plugin(sandbox, cache, config, &path, &catalog).await {
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        match load_plugin(cx, &path, &catalog).await {
             Ok((plugin, tools)) => {
                 tracing::info!(plugin = %plugin.name, tools = tools.len(), digest = %plugin.digest,
                     compile_cache = plugin.compile_cache.as_str(), "loaded plugin");
@@ -154,16 +164,26 @@ pub async fn load_dir(
 }
 
 async fn load_plugin(
-    sandbox: &Sandbox,
-    cache: &Arc<CompileCache>,
-    config: &Config,
+    cx: &LoadContext<'_>,
     path: &Path,
     loaded: &Catalog,
 ) -> Result<(Arc<LoadedPlugin>, Vec<Arc<ToolEntry>>)> {
+    let LoadContext { sandbox, cache, config, credentials } = *cx;
     let name = names::plugin_name(path)?;
+    let plugin_config = config.plugin(&name);
     let bytes = std::fs::read(path).context("cannot read the file")?;
     check_component_header(&bytes)?;
     let digest = hex::encode(Sha256::digest(&bytes));
+    if let Some(pin) = &plugin_config.sha256 {
+        if !pin.eq_ignore_ascii_case(&digest) {
+            bail!(
+                "digest mismatch: the file is sha256:{digest}, but [plugins.{name}] sha256 pins sha256:{}",
+                pin.to_ascii_lowercase()
+            );
+        }
+    }
+    let grants =
+        PluginGrants::from_config(&plugin_config, credentials).with_context(|| format!("[plugins.{name}] grants"))?;
 
     // Compiling takes from milliseconds to many seconds (a Python component); keep it off the
     // async runtime's threads.
@@ -177,9 +197,14 @@ async fn load_plugin(
     let prepared = sandbox.prepare(&component)?;
     let limits = config.limits_for(&name);
     let label: Arc<str> = format!("{name}/describe").into();
-    let run = sandbox
-        .run(&prepared, &limits, label, Invocation::Describe)
-        .await;
+    // Describing needs nothing: it runs with no grants at all.
+    let nothing = CallGrants {
+        grants: PluginGrants::default(),
+        credentials: Arc::new(Credentials::default()),
+        principal: Principal::new("cordon"),
+        egress: Default::default(),
+    };
+    let run = sandbox.run(&prepared, &limits, label, nothing, Invocation::Describe).await;
     let descriptors = match run.reply {
         Ok(GuestReply::Tools(tools)) => tools,
         Ok(GuestReply::Output(_)) => bail!("describe returned a call result"),
@@ -193,6 +218,7 @@ async fn load_plugin(
         path: path.to_path_buf(),
         limits,
         compile_cache,
+        grants,
         prepared,
     });
     let tools = publish_tools(&plugin, descriptors, loaded)?;
@@ -222,12 +248,8 @@ fn publish_tools(
             );
         }
         let input = Schema::input(&d.input_schema).with_context(|| format!("tool {:?}", d.name))?;
-        let output = d
-            .output_schema
-            .as_deref()
-            .map(Schema::output)
-            .transpose()
-            .with_context(|| format!("tool {:?}", d.name))?;
+        let output =
+            d.output_schema.as_deref().map(Schema::output).transpose().with_context(|| format!("tool {:?}", d.name))?;
         let mut descriptor = Tool::new(name.clone(), d.description, Arc::new(input.json.clone()))
             .with_annotations(annotations(&d.annotations));
         if let Some(title) = d.title {
@@ -236,14 +258,7 @@ fn publish_tools(
         if let Some(output) = &output {
             descriptor = descriptor.with_raw_output_schema(Arc::new(output.json.clone()));
         }
-        tools.push(Arc::new(ToolEntry {
-            name,
-            local_name: d.name,
-            plugin: plugin.clone(),
-            input,
-            output,
-            descriptor,
-        }));
+        tools.push(Arc::new(ToolEntry { name, local_name: d.name, plugin: plugin.clone(), input, output, descriptor }));
     }
     Ok(tools)
 }

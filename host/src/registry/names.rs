@@ -12,21 +12,14 @@ pub const MAX_TOOL_NAME: usize = 64;
 pub fn is_valid_tool_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_TOOL_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The plugin name for a `.wasm` file.
 pub fn plugin_name(path: &Path) -> Result<String> {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .context("the file name is not valid UTF-8")?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).context("the file name is not valid UTF-8")?;
     if !is_valid_tool_name(stem) {
-        bail!(
-            "plugin name {stem:?} (the file's stem) must be 1 to {MAX_TOOL_NAME} of [a-zA-Z0-9_-]"
-        );
+        bail!("plugin name {stem:?} (the file's stem) must be 1 to {MAX_TOOL_NAME} of [a-zA-Z0-9_-]");
     }
     Ok(stem.to_string())
 }

@@ -14,6 +14,8 @@
 pub mod bindings;
 mod state;
 
+pub use state::CallGrants;
+
 use crate::config::{Limits, PoolConfig};
 use crate::error::{ErrorType, ToolError};
 use anyhow::{Context as _, Result};
@@ -23,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
-    Store, Trap, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
 };
 
 /// How often the epoch advances; the granularity of timeouts and of yielding to other tasks.
@@ -79,13 +81,15 @@ pub struct Run {
 impl Sandbox {
     /// Builds the engine (pooling allocator, fuel, epochs) and links WASI p2 and `cordon:plugin`.
     pub fn new(pool: &PoolConfig) -> Result<Self> {
-        let engine = Engine::new(&engine_config(pool))
-            .map_err(anyhow::Error::from)
-            .context("cannot create the wasm engine")?;
+        let engine =
+            Engine::new(&engine_config(pool)).map_err(anyhow::Error::from).context("cannot create the wasm engine")?;
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+        // Outbound HTTP is linked for every plugin; what it may reach is decided per request by
+        // the plugin's grants (`grants::http`), which default to nothing.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
-            .context("cannot link WASI")?;
+            .context("cannot link wasi:http")?;
         Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("cannot link the cordon:plugin host interface")?;
@@ -118,16 +122,19 @@ impl Sandbox {
         prepared: &Prepared,
         limits: &Limits,
         label: Arc<str>,
+        grants: CallGrants,
         invocation: Invocation,
     ) -> Run {
-        let state = CallState::new(limits.memory_bytes, limits.max_log_bytes, label);
+        let state = match CallState::new(limits.memory_bytes, limits.max_log_bytes, label, grants) {
+            Ok(state) => state,
+            Err(e) => {
+                return Run { reply: Err(internal("cannot prepare the call's sandbox", e)), fuel_used: 0 };
+            }
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         if let Err(e) = store.set_fuel(limits.fuel) {
-            return Run {
-                reply: Err(internal("cannot set fuel", e.into())),
-                fuel_used: 0,
-            };
+            return Run { reply: Err(internal("cannot set fuel", e.into())), fuel_used: 0 };
         }
         let deadline = Instant::now() + limits.timeout;
         store.set_epoch_deadline(1);
@@ -144,11 +151,8 @@ impl Sandbox {
             }
         });
 
-        let outcome = tokio::time::timeout(
-            limits.timeout + BACKSTOP_GRACE,
-            invoke(&prepared.pre, &mut store, invocation),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(limits.timeout + BACKSTOP_GRACE, invoke(&prepared.pre, &mut store, invocation)).await;
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let state = store.data();
         state.flush_output();
@@ -170,15 +174,9 @@ async fn invoke(
     let tools = plugin.cordon_plugin_tools();
     Ok(match invocation {
         Invocation::Describe => GuestReply::Tools(tools.call_describe(&mut *store).await?),
-        Invocation::Call {
-            tool,
-            arguments,
-            context,
-        } => GuestReply::Output(
-            tools
-                .call_call(&mut *store, &tool, &arguments, &context)
-                .await?,
-        ),
+        Invocation::Call { tool, arguments, context } => {
+            GuestReply::Output(tools.call_call(&mut *store, &tool, &arguments, &context).await?)
+        }
     })
 }
 
@@ -188,32 +186,19 @@ fn classify(error: wasmtime::Error, memory_exceeded: bool, limits: &Limits) -> T
     if memory_exceeded {
         return ToolError::new(
             ErrorType::MemoryLimit,
-            format!(
-                "the plugin tried to use more than its {} MiB memory cap",
-                limits.memory_bytes >> 20
-            ),
+            format!("the plugin tried to use more than its {} MiB memory cap", limits.memory_bytes >> 20),
         );
     }
     if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-        return ToolError::new(
-            ErrorType::Busy,
-            "the host's instance pool is full; retry shortly",
-        );
+        return ToolError::new(ErrorType::Busy, "the host's instance pool is full; retry shortly");
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => ToolError::new(
-            ErrorType::FuelExhausted,
-            format!("the plugin used up its fuel budget of {}", limits.fuel),
-        ),
+        Some(Trap::OutOfFuel) => {
+            ToolError::new(ErrorType::FuelExhausted, format!("the plugin used up its fuel budget of {}", limits.fuel))
+        }
         Some(Trap::Interrupt) => timeout_error(limits),
-        Some(Trap::StackOverflow) => ToolError::new(
-            ErrorType::PluginCrashed,
-            "the plugin crashed: stack overflow",
-        ),
-        Some(trap) => ToolError::new(
-            ErrorType::PluginCrashed,
-            format!("the plugin crashed: {trap}"),
-        ),
+        Some(Trap::StackOverflow) => ToolError::new(ErrorType::PluginCrashed, "the plugin crashed: stack overflow"),
+        Some(trap) => ToolError::new(ErrorType::PluginCrashed, format!("the plugin crashed: {trap}")),
         None => {
             tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "guest call failed");
             ToolError::new(ErrorType::PluginCrashed, "the plugin failed while running")
@@ -222,13 +207,7 @@ fn classify(error: wasmtime::Error, memory_exceeded: bool, limits: &Limits) -> T
 }
 
 fn timeout_error(limits: &Limits) -> ToolError {
-    ToolError::new(
-        ErrorType::Timeout,
-        format!(
-            "the call ran past its {} ms timeout",
-            limits.timeout.as_millis()
-        ),
-    )
+    ToolError::new(ErrorType::Timeout, format!("the call ran past its {} ms timeout", limits.timeout.as_millis()))
 }
 
 fn internal(what: &str, error: anyhow::Error) -> ToolError {
@@ -262,14 +241,12 @@ fn engine_config(pool: &PoolConfig) -> Config {
 /// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine lives.
 fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("cordon-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+    std::thread::Builder::new().name("cordon-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    })?;
     Ok(())
 }

@@ -7,6 +7,11 @@
 //! guest's write (a Rust guest panics when `println!` fails).
 
 use super::bindings::cordon::plugin::host::{self, LogLevel};
+use crate::call::Principal;
+use crate::grants::credentials::Credentials;
+use crate::grants::http::{EgressHooks, EgressRecord};
+use crate::grants::PluginGrants;
+use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,10 +21,26 @@ use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// What one call is allowed to reach: the plugin's grants applied for one principal.
+pub struct CallGrants {
+    /// The plugin's grants.
+    pub grants: PluginGrants,
+    /// Loaded credentials (the sandbox only ever hands them to the egress hooks).
+    pub credentials: Arc<Credentials>,
+    /// The caller.
+    pub principal: Principal,
+    /// Where the call's outbound requests are recorded.
+    pub egress: Arc<Mutex<EgressRecord>>,
+}
 
 /// Everything one call's store holds.
 pub struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    egress: EgressHooks,
+    settings: Arc<BTreeMap<String, String>>,
     table: ResourceTable,
     pub(super) limiter: MemoryCap,
     pub(super) output: Arc<Mutex<GuestOutput>>,
@@ -28,33 +49,31 @@ pub struct CallState {
 }
 
 impl CallState {
-    /// State for one call with the given memory cap and output budget.
-    pub fn new(memory_bytes: usize, max_log_bytes: usize, label: Arc<str>) -> Self {
+    /// State for one call with the given memory cap, output budget and grants.
+    pub fn new(memory_bytes: usize, max_log_bytes: usize, label: Arc<str>, grants: CallGrants) -> anyhow::Result<Self> {
         let output = Arc::new(Mutex::new(GuestOutput::new(max_log_bytes)));
-        let wasi = WasiCtxBuilder::new()
-            .stdout(CapturedStream {
-                output: output.clone(),
-                stream: Stream::Stdout,
-            })
-            .stderr(CapturedStream {
-                output: output.clone(),
-                stream: Stream::Stderr,
-            })
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stdout(CapturedStream { output: output.clone(), stream: Stream::Stdout })
+            .stderr(CapturedStream { output: output.clone(), stream: Stream::Stderr })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
-            .build();
-        Self {
-            wasi,
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        for dir in grants.grants.dirs.iter() {
+            dir.apply(&mut builder)?;
+        }
+        let CallGrants { grants, credentials, principal, egress } = grants;
+        Ok(Self {
+            wasi: builder.build(),
+            http: WasiHttpCtx::new(),
+            egress: EgressHooks::new(grants.http, credentials, principal, egress),
+            settings: grants.settings,
             table: ResourceTable::new(),
-            limiter: MemoryCap {
-                max_bytes: memory_bytes,
-                exceeded: false,
-            },
+            limiter: MemoryCap { max_bytes: memory_bytes, exceeded: false },
             output,
             label,
-        }
+        })
     }
 
     /// Writes what the guest printed to the host's log, once the call is over.
@@ -80,20 +99,23 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
     }
 }
 
 impl host::Host for CallState {
+    fn config(&mut self, key: String) -> Option<String> {
+        self.settings.get(&key).cloned()
+    }
+
     fn log(&mut self, level: LogLevel, message: String) {
-        let admitted = self
-            .output
-            .lock()
-            .map(|mut out| out.admit(message.len()))
-            .unwrap_or(false);
+        let admitted = self.output.lock().map(|mut out| out.admit(message.len())).unwrap_or(false);
         if !admitted {
             return;
         }
@@ -121,12 +143,7 @@ pub struct MemoryCap {
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.exceeded = true;
             wasmtime::bail!("linear memory cap of {} bytes exceeded", self.max_bytes);
@@ -134,12 +151,7 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
             self.exceeded = true;
             wasmtime::bail!("table cap of {MAX_TABLE_ELEMENTS} elements exceeded");
@@ -158,12 +170,7 @@ pub struct GuestOutput {
 
 impl GuestOutput {
     fn new(budget: usize) -> Self {
-        Self {
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            budget,
-            dropped: 0,
-        }
+        Self { stdout: Vec::new(), stderr: Vec::new(), budget, dropped: 0 }
     }
 
     /// Takes `len` bytes from the budget if they fit; counts them as dropped otherwise.
@@ -204,11 +211,7 @@ impl StdoutStream for CapturedStream {
 }
 
 impl AsyncWrite for CapturedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if let Ok(mut out) = self.output.lock() {
             let keep = buf.len().min(out.budget);
             out.budget -= keep;

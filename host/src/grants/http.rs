@@ -1,0 +1,413 @@
+//! Outbound HTTP (DESIGN §4): `wasi:http/outgoing-handler`, mediated by the operator's grants.
+//!
+//! Every request a guest makes passes [`EgressHooks::send_request`] before anything touches the
+//! network. A request is sent only when a grant matches its scheme, host, port, path prefix and
+//! method, the call is within its request budget, and — for a credentialed grant — the calling
+//! principal has a value for the credential, which the host then sets (replacing whatever the
+//! guest set). Anything else is refused with `HttpRequestDenied` and recorded, so the tool
+//! result can say which URL was refused. No redirect is followed (the host returns 3xx as is),
+//! response bodies are capped, and every timeout is bounded by the grant policy.
+//!
+//! ```toml
+//! [plugins.httpbin.http]
+//! max_requests_per_call = 16
+//! request_timeout_ms = 10000
+//! max_response_bytes = 4194304
+//! [[plugins.httpbin.http.grants]]
+//! url = "https://api.example.com/v1/"   # scheme, host, port (default by scheme), path prefix
+//! methods = ["GET"]                       # default: GET only
+//! credential = "example"                  # optional: a [credentials.NAME]
+//! ```
+
+use super::credentials::Credentials;
+use crate::call::Principal;
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http::{Method, Uri};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// `[plugins.NAME.http]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpPolicyConfig {
+    /// Requests one call may make; further ones are refused.
+    pub max_requests_per_call: u32,
+    /// Upper bound on connect, first-byte and between-bytes timeouts, milliseconds.
+    pub request_timeout_ms: u64,
+    /// Largest response body a guest may read, bytes.
+    pub max_response_bytes: usize,
+    /// What the plugin may reach. Empty: nothing.
+    pub grants: Vec<GrantConfig>,
+}
+
+impl Default for HttpPolicyConfig {
+    fn default() -> Self {
+        Self { max_requests_per_call: 16, request_timeout_ms: 10_000, max_response_bytes: 4 << 20, grants: Vec::new() }
+    }
+}
+
+/// One `[[plugins.NAME.http.grants]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// `scheme://host[:port]/path-prefix`.
+    pub url: String,
+    /// Allowed methods (default `["GET"]`).
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// A `[credentials.NAME]` to attach.
+    pub credential: Option<String>,
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["GET".into()]
+}
+
+/// A parsed grant.
+#[derive(Debug, Clone)]
+pub struct HttpGrant {
+    scheme: String,
+    host: String,
+    port: u16,
+    path_prefix: String,
+    methods: Vec<Method>,
+    /// The credential attached to matching requests.
+    pub credential: Option<String>,
+}
+
+impl HttpGrant {
+    fn parse(config: &GrantConfig) -> Result<HttpGrant> {
+        let uri: Uri = config.url.parse().with_context(|| format!("grant url {:?} is not a URL", config.url))?;
+        let scheme = uri.scheme_str().map(str::to_ascii_lowercase).unwrap_or_default();
+        if scheme != "http" && scheme != "https" {
+            bail!("grant url {:?} must start with http:// or https://", config.url);
+        }
+        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+            bail!("grant url {:?} has no host", config.url);
+        };
+        if uri.query().is_some() {
+            bail!("grant url {:?} must not have a query", config.url);
+        }
+        let methods = config
+            .methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .with_context(|| format!("{m:?} is not an HTTP method"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if methods.is_empty() {
+            bail!("grant url {:?} allows no methods", config.url);
+        }
+        Ok(HttpGrant {
+            port: uri.port_u16().unwrap_or(default_port(&scheme)),
+            host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
+            scheme,
+            path_prefix: uri.path().to_string(),
+            methods,
+            credential: config.credential.clone(),
+        })
+    }
+
+    fn matches(&self, method: &Method, target: &Target) -> bool {
+        self.scheme == target.scheme
+            && self.host == target.host
+            && self.port == target.port
+            && self.methods.contains(method)
+            && path_within(&target.path, &self.path_prefix)
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// `path` is inside `prefix`: a prefix ending in `/` covers everything below it; otherwise the
+/// path must equal it or continue with `/`.
+fn path_within(path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() || prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// A request's destination, normalized for matching.
+struct Target {
+    scheme: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl Target {
+    fn of(uri: &Uri) -> Option<Target> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let host = uri.host()?.trim_matches(['[', ']']).to_ascii_lowercase();
+        let path = uri.path().to_string();
+        // Upstreams normalize dot segments and their encodings; a path that climbs could leave
+        // the granted prefix after matching it, so such paths are never sent.
+        let lowered = path.to_ascii_lowercase();
+        if path.split('/').any(|seg| seg == ".." || seg == ".")
+            || lowered.contains("%2e")
+            || lowered.contains("%2f")
+            || path.contains('\\')
+        {
+            return None;
+        }
+        Some(Target { port: uri.port_u16().unwrap_or(default_port(&scheme)), scheme, host, path })
+    }
+}
+
+/// One plugin's outbound policy, parsed once at load. The default grants nothing.
+#[derive(Debug, Clone, Default)]
+pub struct HttpPolicy {
+    grants: Vec<HttpGrant>,
+    max_requests_per_call: u32,
+    request_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl HttpPolicy {
+    /// Parses a plugin's policy, checking every named credential exists.
+    pub fn from_config(config: &HttpPolicyConfig, credentials: &Credentials) -> Result<HttpPolicy> {
+        let grants = config.grants.iter().map(HttpGrant::parse).collect::<Result<Vec<_>>>()?;
+        for grant in &grants {
+            if let Some(name) = &grant.credential {
+                if !credentials.contains(name) {
+                    bail!("grant names credential {name:?}, but there is no [credentials.{name}]");
+                }
+            }
+        }
+        Ok(HttpPolicy {
+            grants,
+            max_requests_per_call: config.max_requests_per_call,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+
+    /// Whether any request at all is granted.
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No grant covers the method and URL.
+    NoGrant,
+    /// The call already made its maximum number of requests.
+    TooManyRequests(u32),
+    /// The grant needs a credential the principal has no value for.
+    MissingCredential(String),
+}
+
+/// What one call did on the network: kept for the result and the audit log.
+#[derive(Debug, Default)]
+pub struct EgressRecord {
+    /// Requests that were sent: method, host, and status once known.
+    pub sent: Vec<SentRequest>,
+    /// Requests that were refused: method, URL without query, and why.
+    pub refused: Vec<(Method, String, Refusal)>,
+}
+
+/// A request that left the host.
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    /// Its method.
+    pub method: Method,
+    /// Its host.
+    pub host: String,
+    /// The response status, if one arrived.
+    pub status: Option<u16>,
+}
+
+/// The per-call `wasi:http` hooks: the plugin's policy applied for one principal.
+pub struct EgressHooks {
+    policy: Arc<HttpPolicy>,
+    credentials: Arc<Credentials>,
+    principal: Principal,
+    attempts: u32,
+    record: Arc<Mutex<EgressRecord>>,
+}
+
+impl EgressHooks {
+    /// Hooks for one call; `record` is read by the call path afterwards.
+    pub fn new(
+        policy: Arc<HttpPolicy>,
+        credentials: Arc<Credentials>,
+        principal: Principal,
+        record: Arc<Mutex<EgressRecord>>,
+    ) -> Self {
+        Self { policy, credentials, principal, attempts: 0, record }
+    }
+
+    fn refuse(&self, method: Method, uri: &Uri, why: Refusal) -> HttpError {
+        let shown = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.authority().map(|a| a.as_str()).unwrap_or(""),
+            uri.path()
+        );
+        tracing::info!(principal = %self.principal.0, %method, url = %shown, reason = ?why, "outbound request refused");
+        if let Ok(mut record) = self.record.lock() {
+            record.refused.push((method, shown, why));
+        }
+        HttpError::HttpRequestDenied
+    }
+
+    /// Decides a request. `Ok` carries the request ready to send (credential set).
+    fn admit(&mut self, mut request: http::Request<WasiBody>) -> Result<http::Request<WasiBody>, HttpError> {
+        let method = request.method().clone();
+        self.attempts += 1;
+        if self.attempts > self.policy.max_requests_per_call {
+            return Err(self.refuse(
+                method,
+                request.uri(),
+                Refusal::TooManyRequests(self.policy.max_requests_per_call),
+            ));
+        }
+        let grant = Target::of(request.uri()).and_then(|t| self.policy.grants.iter().find(|g| g.matches(&method, &t)));
+        let Some(grant) = grant else {
+            return Err(self.refuse(method, request.uri(), Refusal::NoGrant));
+        };
+        if let Some(name) = &grant.credential {
+            let Some((header, value)) = self.credentials.for_principal(name, &self.principal.0) else {
+                let why = Refusal::MissingCredential(name.clone());
+                return Err(self.refuse(method, request.uri(), why));
+            };
+            // `insert` replaces every value the guest set under this name.
+            request.headers_mut().insert(header.clone(), value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let request = match self.admit(request) {
+            Ok(request) => request,
+            Err(refused) => return Box::new(async move { Err(refused) }),
+        };
+        let cap = self.policy.request_timeout;
+        let bounded = |guest: Option<Duration>| Some(guest.map_or(cap, |g| g.min(cap)));
+        let options = options.unwrap_or_default();
+        let options = RequestOptions {
+            connect_timeout: bounded(options.connect_timeout),
+            first_byte_timeout: bounded(options.first_byte_timeout),
+            between_bytes_timeout: bounded(options.between_bytes_timeout),
+        };
+        let max_body = self.policy.max_response_bytes;
+        let record = self.record.clone();
+        let (method, host) = (request.method().clone(), request.uri().host().unwrap_or_default().to_string());
+        Box::new(async move {
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            let status = sent.as_ref().ok().map(|(response, _)| response.status().as_u16());
+            if let Ok(mut record) = record.lock() {
+                record.sent.push(SentRequest { method, host, status });
+            }
+            let (response, io) = sent?;
+            let response = response.map(|body| limit_body(body, max_body));
+            Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
+        })
+    }
+}
+
+/// Caps a response body: past `max` bytes the guest reads `HttpResponseBodySize`.
+fn limit_body(body: impl http_body::Body<Data = Bytes, Error = HttpError> + Send + 'static, max: usize) -> WasiBody {
+    Limited::new(body, max)
+        .map_err(move |e| match e.downcast::<HttpError>() {
+            Ok(inner) => *inner,
+            Err(_) => HttpError::HttpResponseBodySize(Some(max as u64)),
+        })
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(url: &str, methods: &[&str]) -> HttpGrant {
+        HttpGrant::parse(&GrantConfig {
+            url: url.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            credential: None,
+        })
+        .unwrap()
+    }
+
+    fn allows(g: &HttpGrant, method: &str, url: &str) -> bool {
+        let uri: Uri = url.parse().unwrap();
+        Target::of(&uri).is_some_and(|t| g.matches(&Method::from_bytes(method.as_bytes()).unwrap(), &t))
+    }
+
+    #[test]
+    fn grants_match_scheme_host_port_prefix_and_method() {
+        let g = grant("http://127.0.0.1:8080/api/", &["GET", "post"]);
+        assert!(allows(&g, "GET", "http://127.0.0.1:8080/api/items?x=1"));
+        assert!(allows(&g, "POST", "http://127.0.0.1:8080/api/"));
+        assert!(!allows(&g, "DELETE", "http://127.0.0.1:8080/api/items"), "method");
+        assert!(!allows(&g, "GET", "http://127.0.0.1:8081/api/items"), "port");
+        assert!(!allows(&g, "GET", "http://localhost:8080/api/items"), "host");
+        assert!(!allows(&g, "GET", "https://127.0.0.1:8080/api/items"), "scheme");
+        assert!(!allows(&g, "GET", "http://127.0.0.1:8080/admin"), "path");
+        assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api"), "prefix with slash needs the slash");
+    }
+
+    #[test]
+    fn prefix_without_slash_is_a_whole_segment() {
+        let g = grant("https://api.example.com/v1", &["GET"]);
+        assert!(allows(&g, "GET", "https://api.example.com/v1"));
+        assert!(allows(&g, "GET", "https://API.example.com:443/v1/users"));
+        assert!(!allows(&g, "GET", "https://api.example.com/v10"));
+    }
+
+    #[test]
+    fn climbing_paths_are_never_allowed() {
+        let g = grant("http://127.0.0.1:8080/api/", &["GET"]);
+        assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/../admin"));
+        assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/%2e%2e/admin"));
+        assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/.%2E/admin"));
+        assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/x%2F..%2Fadmin"));
+    }
+
+    #[test]
+    fn bad_grants_are_refused_at_load() {
+        for url in ["ftp://x/", "not a url", "http:///nohost", "http://x/?q=1"] {
+            assert!(
+                HttpGrant::parse(&GrantConfig { url: url.into(), methods: default_methods(), credential: None })
+                    .is_err(),
+                "{url}"
+            );
+        }
+        let g = GrantConfig { url: "http://x/".into(), methods: vec![], credential: None };
+        assert!(HttpGrant::parse(&g).is_err());
+    }
+}
