@@ -238,8 +238,13 @@ impl Config {
             .chain(self.plugins.keys().map(|name| (format!("[plugins.{name}]"), self.limits_for(name))));
         for (section, limits) in sections {
             if limits.memory_bytes > pool_memory {
+                let origin = if self.defaults.memory_mb.is_none() && section == "[defaults]" {
+                    " (the built-in default; set [defaults] memory_mb)"
+                } else {
+                    ""
+                };
                 bail!(
-                    "{section} memory_mb = {} exceeds [pool] max_memory_mb = {}",
+                    "{section} memory_mb = {}{origin} exceeds [pool] max_memory_mb = {}",
                     limits.memory_bytes >> 20,
                     self.pool.max_memory_mb
                 );

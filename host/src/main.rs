@@ -132,11 +132,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 stateless: stateless || config.server.stateless,
                 allow_unauthenticated,
             };
+            // Check the address and auth before the (possibly slow) plugin load.
+            let plan = if stdio { None } else { Some(options.plan(&config).map_err(runtime)?) };
             let cordon = Cordon::start(config, paths).await.map_err(runtime)?;
-            if stdio {
-                cordon_host::server::serve_stdio(cordon).await.map_err(runtime)?;
-            } else {
-                cordon_host::server::serve_http(cordon, options).await.map_err(runtime)?;
+            match plan {
+                None => cordon_host::server::serve_stdio(cordon).await.map_err(runtime)?,
+                Some(plan) => cordon_host::server::serve_http(cordon, plan).await.map_err(runtime)?,
             }
             Ok(0)
         }

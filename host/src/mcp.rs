@@ -102,9 +102,9 @@ impl ServerHandler for McpService {
 pub fn success_result(success: ToolSuccess) -> CallToolResult {
     let json_text = success.structured.as_ref().map(Value::to_string);
     let mut content = Vec::with_capacity(2);
-    if let Some(text) = success.text.filter(|t| {
-        json_text.is_none() || serde_json::from_str::<Value>(t).ok() != success.structured
-    }) {
+    if let Some(text) =
+        success.text.filter(|t| json_text.is_none() || serde_json::from_str::<Value>(t).ok() != success.structured)
+    {
         content.push(ContentBlock::text(text));
     }
     if let Some(json_text) = json_text {

@@ -45,25 +45,40 @@ pub struct HttpOptions {
     pub allow_unauthenticated: bool,
 }
 
+/// HTTP options checked against the config: where to listen and who may call.
+pub struct HttpPlan {
+    addr: SocketAddr,
+    stateless: bool,
+    authenticator: Arc<Authenticator>,
+}
+
+impl HttpOptions {
+    /// Checks the address and the authentication settings, before any plugin is loaded.
+    pub fn plan(self, config: &crate::Config) -> Result<HttpPlan> {
+        let HttpOptions { listen, stateless, allow_unauthenticated } = self;
+        let addr: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787"))?;
+        let authenticator = Arc::new(Authenticator::from_config(&config.auth, allow_unauthenticated)?);
+        if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \
+                 loopback address (127.0.0.1 or ::1); configure [[auth.tokens]] to serve other addresses"
+            );
+        }
+        if !authenticator.allows_unauthenticated() && !authenticator.has_tokens() {
+            bail!(
+                "no bearer tokens configured: add [[auth.tokens]] to the config (`cordon token hash` prints the \
+                 sha256), or serve a loopback address without authentication with --allow-unauthenticated"
+            );
+        }
+        Ok(HttpPlan { addr, stateless, authenticator })
+    }
+}
+
 /// Serves Streamable HTTP until SIGTERM or SIGINT.
-pub async fn serve_http(cordon: Arc<Cordon>, options: HttpOptions) -> Result<()> {
-    let HttpOptions { listen, stateless, allow_unauthenticated } = options;
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787"))?;
-    let authenticator = Arc::new(Authenticator::from_config(&cordon.config().auth, allow_unauthenticated)?);
-    if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \
-             loopback address (127.0.0.1 or ::1); configure [[auth.tokens]] to serve other addresses"
-        );
-    }
-    if !authenticator.allows_unauthenticated() && !authenticator.has_tokens() {
-        bail!(
-            "no bearer tokens configured: add [[auth.tokens]] to the config (`cordon token hash` prints the \
-             sha256), or serve a loopback address without authentication with --allow-unauthenticated"
-        );
-    }
+pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
+    let HttpPlan { addr, stateless, authenticator } = plan;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("cannot read the bound address")?;
 

@@ -8,8 +8,7 @@ use serde_json::{json, Value};
 use std::process::Output;
 
 fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", describe(out)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", describe(out)))
 }
 
 fn stderr(out: &Output) -> String {
@@ -34,23 +33,12 @@ async fn tools_prints_every_tool_and_plugin() {
     let list = tools["tools"].as_array().unwrap();
     assert_eq!(list.len(), 12);
     for tool in list {
-        for key in [
-            "name",
-            "plugin",
-            "title",
-            "description",
-            "inputSchema",
-            "outputSchema",
-            "annotations",
-        ] {
+        for key in ["name", "plugin", "title", "description", "inputSchema", "outputSchema", "annotations"] {
             assert!(tool.get(key).is_some(), "{key} missing: {tool}");
         }
         let name = tool["name"].as_str().unwrap();
         let plugin = tool["plugin"].as_str().unwrap();
-        assert!(
-            name.starts_with(&format!("{plugin}_")),
-            "{name} of {plugin}"
-        );
+        assert!(name.starts_with(&format!("{plugin}_")), "{name} of {plugin}");
         assert_eq!(tool["inputSchema"]["additionalProperties"], json!(false));
     }
     let echo = list.iter().find(|t| t["name"] == "demo_echo").unwrap();
@@ -88,10 +76,7 @@ async fn call_exit_codes() {
 
     // 2: usage errors, explained on stderr, nothing on stdout.
     for (args, words) in [
-        (
-            &["call", "demo_nope", "{}"][..],
-            &["unknown tool", "demo_nope"][..],
-        ),
+        (&["call", "demo_nope", "{}"][..], &["unknown tool", "demo_nope"][..]),
         (&["call", "demo_echo", "{not json"], &["not valid JSON"]),
         (&["call", "demo_echo", "[1, 2]"], &["JSON object"]),
         (&["call", "demo_echo", "\"text\""], &["JSON object"]),
@@ -111,18 +96,12 @@ async fn call_exit_codes() {
 #[tokio::test]
 async fn bad_config_is_a_usage_error() {
     let cases: [(&str, &[&str]); 4] = [
-        (
-            "[defaults]\nfuel = 1000000\nfule = 2\n",
-            &["unknown field", "fule", "line 3"],
-        ),
+        ("[defaults]\nfuel = 1000000\nfule = 2\n", &["unknown field", "fule", "line 3"]),
         (
             "[server]\nallowed_hosts = [\"localhost\"]\n\n[plugins.demo.limits]\ntimeout_ms = \"soon\"\n",
             &["timeout_ms", "line 5", "invalid type"],
         ),
-        (
-            "[plugins.demo.limits]\nmemory_mb = 1024\n",
-            &["[plugins.demo]", "memory_mb = 1024", "max_memory_mb = 512"],
-        ),
+        ("[plugins.demo.limits]\nmemory_mb = 1024\n", &["[plugins.demo]", "memory_mb = 1024", "max_memory_mb = 512"]),
         ("[surprise]\nkey = 1\n", &["surprise", "line 1"]),
     ];
     for (toml, words) in cases {
@@ -153,17 +132,17 @@ async fn bad_config_is_a_usage_error() {
 async fn serve_refuses_non_loopback_and_bad_addresses() {
     let env = Env::demo();
     for address in ["0.0.0.0:0", "[::]:0"] {
-        let out = env.run(&["serve", "--listen", address]).await;
+        let out = env.run(&["serve", "--listen", address, "--allow-unauthenticated"]).await;
         assert_exit(&out, 1);
-        assert!(stderr(&out).contains("loopback"), "{}", describe(&out));
+        assert!(stderr(&out).contains("only on a loopback address"), "{}", describe(&out));
     }
-    let out = env.run(&["serve", "--listen", "localhost-ish"]).await;
+    // Without tokens and without the explicit opt-in, serving HTTP is refused even on loopback.
+    let out = env.run(&["serve", "--listen", "127.0.0.1:0"]).await;
     assert_exit(&out, 1);
-    assert!(
-        stderr(&out).contains("not an IP address"),
-        "{}",
-        describe(&out)
-    );
+    assert!(stderr(&out).contains("no bearer tokens configured"), "{}", describe(&out));
+    let out = env.run(&["serve", "--listen", "localhost-ish", "--allow-unauthenticated"]).await;
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("not an IP address"), "{}", describe(&out));
 }
 
 #[tokio::test]
@@ -172,9 +151,5 @@ async fn missing_plugins_folder_is_reported() {
     std::fs::remove_dir_all(env.plugins_dir()).unwrap();
     let out = env.run(&["tools"]).await;
     assert_exit(&out, 1);
-    assert!(
-        stderr(&out).contains("cannot read the plugins folder"),
-        "{}",
-        describe(&out)
-    );
+    assert!(stderr(&out).contains("cannot read the plugins folder"), "{}", describe(&out));
 }

@@ -10,28 +10,19 @@ use serde_json::{json, Value};
 async fn session_mode_lists_and_calls() {
     let env = Env::demo();
     let server = env.spawn_http(&[]).await;
-    assert!(
-        server.log.text().contains("stateless=false"),
-        "{}",
-        server.log.text()
-    );
+    assert!(server.log.text().contains("stateless=false"), "{}", server.log.text());
     let client = server.client().await;
 
     let tools = list_tools(&client).await;
     for name in ["demo_echo", "demo_add", "demo_greet", "demo_divide"] {
         assert!(tools.contains_key(name), "{name} missing: {tools:?}");
     }
-    assert_eq!(
-        tools["demo_add"]["inputSchema"]["additionalProperties"],
-        json!(false)
-    );
+    assert_eq!(tools["demo_add"]["inputSchema"]["additionalProperties"], json!(false));
 
     assert_echo(&client, "over http").await;
     let add = call(&client, "demo_add", json!({"a": 40, "b": 2})).await;
     assert_eq!(add.ok(), &json!({"sum": 42.0}));
-    call(&client, "demo_divide", json!({"a": 1, "b": 0}))
-        .await
-        .expect_error("division_by_zero", false);
+    call(&client, "demo_divide", json!({"a": 1, "b": 0})).await.expect_error("division_by_zero", false);
 
     // A second session on the same server is independent of the first.
     let other = server.client().await;
@@ -60,27 +51,14 @@ fn json_rpc_body(content_type: &str, body: &str) -> Value {
 async fn stateless_mode_answers_plain_json_without_a_session() {
     let env = Env::demo();
     let server = env.spawn_http(&["--stateless"]).await;
-    assert!(
-        server.log.text().contains("stateless=true"),
-        "{}",
-        server.log.text()
-    );
+    assert!(server.log.text().contains("stateless=true"), "{}", server.log.text());
 
     let request = call_request(7, "demo_echo", json!({"text": "stateless"}));
     let response = post(&server.url, &request.to_string(), &[]).await;
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("application/json"),
-        "stateless answers must be JSON, not SSE: {content_type}"
-    );
-    assert!(
-        response.headers().get("mcp-session-id").is_none(),
-        "stateless mode must not open a session"
-    );
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/json"), "stateless answers must be JSON, not SSE: {content_type}");
+    assert!(response.headers().get("mcp-session-id").is_none(), "stateless mode must not open a session");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["jsonrpc"], "2.0");
     assert_eq!(body["id"], 7);
@@ -91,21 +69,13 @@ async fn stateless_mode_answers_plain_json_without_a_session() {
     let response = post(&server.url, &list.to_string(), &[]).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let names: Vec<&str> = body["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        body["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"demo_greet"), "{names:?}");
 
     // A tool error is a result there too.
     let request = call_request(9, "demo_add", json!({"a": "x", "b": 1}));
-    let body: Value = post(&server.url, &request.to_string(), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post(&server.url, &request.to_string(), &[]).await.json().await.unwrap();
     Outcome::from_wire(&body["result"]).expect_error("invalid_arguments", false);
 
     // The rmcp client copes with the stateless server as well.
@@ -120,19 +90,12 @@ async fn session_mode_requires_initialize() {
     let server = env.spawn_http(&[]).await;
     let request = call_request(1, "demo_echo", json!({"text": "no session"}));
     let response = post(&server.url, &request.to_string(), &[]).await;
-    assert_eq!(
-        response.status(),
-        400,
-        "a call without a session must be refused"
-    );
+    assert_eq!(response.status(), 400, "a call without a session must be refused");
 
     let response = post(&server.url, &initialize_request().to_string(), &[]).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_some());
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
     let body = json_rpc_body(&content_type, &response.text().await.unwrap());
     assert_eq!(body["id"], 1);
     assert_eq!(body["result"]["serverInfo"]["name"], "cordon");
@@ -167,15 +130,8 @@ async fn non_object_arguments_are_a_json_rpc_error() {
         }
     }
     let request = call_request(4, "demo_echo", json!({"text": "still here"}));
-    let body: Value = post(&server.url, &request.to_string(), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        Outcome::from_wire(&body["result"]).ok(),
-        &json!({"text": "still here"})
-    );
+    let body: Value = post(&server.url, &request.to_string(), &[]).await.json().await.unwrap();
+    assert_eq!(Outcome::from_wire(&body["result"]).ok(), &json!({"text": "still here"}));
 }
 
 /// Garbage bodies get a 4xx (or a JSON-RPC parse error), and the server keeps serving, in
@@ -186,18 +142,13 @@ async fn malformed_requests_are_refused_and_the_server_keeps_serving() {
     for extra in [&[][..], &["--stateless"][..]] {
         let mut server = env.spawn_http(extra).await;
         let client = server.client().await;
-        for body in [
-            "garbage",
-            "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ",
-            "{\"not\": \"json-rpc\"}",
-            "",
-        ] {
+        for body in ["garbage", "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ", "{\"not\": \"json-rpc\"}", ""] {
             let response = post(&server.url, body, &[]).await;
             let status = response.status();
             let text = response.text().await.unwrap();
             if status.is_success() {
-                let reply: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{body:?}: 2xx without JSON ({e}): {text}"));
+                let reply: Value =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{body:?}: 2xx without JSON ({e}): {text}"));
                 assert_eq!(reply["error"]["code"], -32700, "{body:?}: {reply}");
             } else {
                 assert!(status.is_client_error(), "{body:?}: {status} {text}");
@@ -218,21 +169,12 @@ async fn host_and_origin_headers_are_checked() {
     assert_eq!(response.status(), 403, "foreign Host must be refused");
     let response = post(&server.url, &init, &[("origin", "http://evil.example")]).await;
     assert_eq!(response.status(), 403, "foreign Origin must be refused");
-    let response = post(
-        &server.url,
-        &init,
-        &[("origin", "http://evil.example:1234")],
-    )
-    .await;
+    let response = post(&server.url, &init, &[("origin", "http://evil.example:1234")]).await;
     assert_eq!(response.status(), 403);
 
     for origin in ["http://localhost:1234", "http://127.0.0.1:9"] {
         let response = post(&server.url, &init, &[("origin", origin)]).await;
-        assert_eq!(
-            response.status(),
-            200,
-            "loopback Origin {origin} is allowed"
-        );
+        assert_eq!(response.status(), 200, "loopback Origin {origin} is allowed");
     }
     let response = post(&server.url, &init, &[("host", "localhost")]).await;
     assert_eq!(response.status(), 200, "Host: localhost is allowed");
@@ -240,22 +182,15 @@ async fn host_and_origin_headers_are_checked() {
 
 #[tokio::test]
 async fn configured_hosts_and_origins_replace_the_defaults() {
-    let env = Env::demo().config(
-        "[server]\nallowed_hosts = [\"mcp.internal\"]\nallowed_origins = [\"https://app.example:443\"]\n",
-    );
+    let env = Env::demo()
+        .config("[server]\nallowed_hosts = [\"mcp.internal\"]\nallowed_origins = [\"https://app.example:443\"]\n");
     let server = env.spawn_http(&[]).await;
     let init = initialize_request().to_string();
     let headers = [("host", "mcp.internal"), ("origin", "https://app.example")];
     assert_eq!(post(&server.url, &init, &headers).await.status(), 200);
     // The loopback defaults are gone once the lists are set.
     assert_eq!(
-        post(
-            &server.url,
-            &init,
-            &[("host", "mcp.internal"), ("origin", "http://localhost:1")]
-        )
-        .await
-        .status(),
+        post(&server.url, &init, &[("host", "mcp.internal"), ("origin", "http://localhost:1")]).await.status(),
         403
     );
     assert_eq!(post(&server.url, &init, &[]).await.status(), 403);
@@ -263,20 +198,13 @@ async fn configured_hosts_and_origins_replace_the_defaults() {
 
 #[tokio::test]
 async fn health_endpoints_report_counts() {
-    let env = Env::demo()
-        .plugin(&fixture_wasm("hostile"), "hostile.wasm")
-        .plugin_bytes("junk.wasm", b"this is not wasm");
+    let env =
+        Env::demo().plugin(&fixture_wasm("hostile"), "hostile.wasm").plugin_bytes("junk.wasm", b"this is not wasm");
     let server = env.spawn_http(&[]).await;
     for path in ["/healthz", "/readyz"] {
-        let response = guard("health", reqwest::get(format!("{}{path}", server.base)))
-            .await
-            .unwrap();
+        let response = guard("health", reqwest::get(format!("{}{path}", server.base))).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(
-            body,
-            json!({"status": "ok", "plugins": 2, "tools": 12, "refused": 1}),
-            "{path}"
-        );
+        assert_eq!(body, json!({"status": "ok", "plugins": 2, "tools": 12, "refused": 1}), "{path}");
     }
 }

@@ -38,9 +38,7 @@ fn cache_entries(env: &Env) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn compile_cache_is_reused_by_the_next_run() {
-    let env = Env::demo()
-        .plugin(&fixture_wasm("hostile"), "hostile.wasm")
-        .plugin(&fixture_wasm("twins"), "x.wasm");
+    let env = Env::demo().plugin(&fixture_wasm("hostile"), "hostile.wasm").plugin(&fixture_wasm("twins"), "x.wasm");
 
     let first = cache_outcomes(&env.tools().await);
     let names: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -48,10 +46,7 @@ async fn compile_cache_is_reused_by_the_next_run() {
     assert_all(&first, "miss");
     for (name, _, digest) in &first {
         let hex = digest.strip_prefix("sha256:").expect("sha256: prefix");
-        assert!(
-            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{name}: {digest}"
-        );
+        assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{name}: {digest}");
     }
     assert_eq!(cache_entries(&env).len(), 3, "one entry per component");
 
@@ -64,9 +59,7 @@ async fn compile_cache_is_reused_by_the_next_run() {
     );
 
     // Code loaded from the cache runs.
-    let out = env
-        .run(&["call", "demo_echo", r#"{"text":"cached"}"#])
-        .await;
+    let out = env.run(&["call", "demo_echo", r#"{"text":"cached"}"#]).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(Outcome::from_wire(&result).ok(), &json!({"text": "cached"}));
@@ -74,10 +67,7 @@ async fn compile_cache_is_reused_by_the_next_run() {
     // The cache is keyed by content: the same bytes under another name hit.
     let env = env.plugin(&demo_wasm(), "copy.wasm");
     let third = cache_outcomes(&env.tools().await);
-    assert!(
-        third.contains(&("copy".into(), "hit".into(), first[0].2.clone())),
-        "{third:?}"
-    );
+    assert!(third.contains(&("copy".into(), "hit".into(), first[0].2.clone())), "{third:?}");
 }
 
 #[tokio::test]
@@ -155,24 +145,12 @@ fn expected_refusals() -> Vec<(String, Vec<&'static str>)> {
     vec![
         ("junk.wasm".into(), vec!["not a WebAssembly file"]),
         ("half.wasm".into(), vec!["not a valid component"]),
-        (
-            "core.wasm".into(),
-            vec!["core wasm module", "not a component"],
-        ),
+        ("core.wasm".into(), vec!["core wasm module", "not a component"]),
         ("badimport.wasm".into(), vec!["cordon:unknown/thing@0.1.0"]),
-        (
-            "badname.wasm".into(),
-            vec!["\"not a valid name!\"", "badname_not a valid name!", "64"],
-        ),
-        (
-            "x_a.wasm".into(),
-            vec!["x_a_b", "collides", "plugin \"x\"", "x.wasm"],
-        ),
+        ("badname.wasm".into(), vec!["\"not a valid name!\"", "badname_not a valid name!", "64"]),
+        ("x_a.wasm".into(), vec!["x_a_b", "collides", "plugin \"x\"", "x.wasm"]),
         (format!("{long}.wasm"), vec!["would be published as", "64"]),
-        (
-            "with space.wasm".into(),
-            vec!["plugin name", "with space", "64"],
-        ),
+        ("with space.wasm".into(), vec!["plugin name", "with space", "64"]),
     ]
 }
 
@@ -181,38 +159,13 @@ async fn bad_files_are_refused_one_by_one() {
     let env = bad_files_env();
     let tools = env.tools().await;
 
-    let loaded: Vec<&str> = tools["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let loaded: Vec<&str> = tools["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(loaded, ["demo", "x"]);
-    let mut names: Vec<&str> = tools["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let mut names: Vec<&str> = tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    assert_eq!(
-        names,
-        [
-            "demo_add",
-            "demo_divide",
-            "demo_echo",
-            "demo_greet",
-            "x_a_b",
-            "x_b"
-        ]
-    );
+    assert_eq!(names, ["demo_add", "demo_divide", "demo_echo", "demo_greet", "x_a_b", "x_b"]);
     // `x_a_b` is x's tool `a_b`, not x_a's `b`.
-    let x_a_b = tools["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "x_a_b")
-        .unwrap();
+    let x_a_b = tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "x_a_b").unwrap();
     assert_eq!(x_a_b["plugin"], "x");
 
     let errors = tools["errors"].as_array().unwrap();
@@ -227,10 +180,7 @@ async fn bad_files_are_refused_one_by_one() {
         for word in words {
             assert!(reason.contains(word), "{file}: {word:?} not in {reason:?}");
         }
-        assert!(
-            !reason.contains(env.path().to_str().unwrap()),
-            "{file}: the reason leaks a host path: {reason}"
-        );
+        assert!(!reason.contains(env.path().to_str().unwrap()), "{file}: the reason leaks a host path: {reason}");
     }
 }
 
@@ -241,8 +191,7 @@ async fn bad_files_do_not_stop_the_server() {
     let log = server.log.text();
     for (file, _) in expected_refusals() {
         assert!(
-            log.lines()
-                .any(|l| l.contains("plugin refused") && l.contains(&file)),
+            log.lines().any(|l| l.contains("plugin refused") && l.contains(&file)),
             "{file} refusal not logged:\n{log}"
         );
     }
@@ -255,14 +204,7 @@ async fn bad_files_do_not_stop_the_server() {
     let a_b = call(&client, "x_a_b", json!({})).await;
     assert_eq!(a_b.texts, ["a_b"], "x_a_b is served by x.wasm");
 
-    let health: Value = guard("healthz", reqwest::get(format!("{}/healthz", server.base)))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        health,
-        json!({"status": "ok", "plugins": 2, "tools": 6, "refused": 8})
-    );
+    let health: Value =
+        guard("healthz", reqwest::get(format!("{}/healthz", server.base))).await.unwrap().json().await.unwrap();
+    assert_eq!(health, json!({"status": "ok", "plugins": 2, "tools": 6, "refused": 8}));
 }

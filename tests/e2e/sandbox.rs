@@ -73,9 +73,7 @@ async fn recursion_is_a_crash() {
 
 #[tokio::test]
 async fn panic_is_a_crash() {
-    contained("hostile_crash")
-        .await
-        .expect_error("plugin_crashed", false);
+    contained("hostile_crash").await.expect_error("plugin_crashed", false);
 }
 
 #[tokio::test]
@@ -166,22 +164,14 @@ async fn spinning_calls_do_not_block_others() {
 
 #[tokio::test]
 async fn busy_when_the_plugin_is_at_its_concurrency_limit() {
-    let env = Env::demo_and_hostile(
-        "[plugins.hostile.limits]\nmax_concurrency = 1\nqueue_timeout_ms = 100\n",
-    );
+    let env = Env::demo_and_hostile("[plugins.hostile.limits]\nmax_concurrency = 1\nqueue_timeout_ms = 100\n");
     let (client, _log) = env.stdio_client().await;
     let first_done = AtomicBool::new(false);
-    let first = flagged(
-        call(&client, "hostile_sleep", json!({"ms": 3000})),
-        &first_done,
-    );
+    let first = flagged(call(&client, "hostile_sleep", json!({"ms": 3000})), &first_done);
     let probe = async {
         let error = until_busy(&client, &[&first_done]).await;
         assert!(message(&error).contains("hostile"), "{error}");
-        assert!(
-            !first_done.load(Ordering::SeqCst),
-            "busy must come while the slot is held"
-        );
+        assert!(!first_done.load(Ordering::SeqCst), "busy must come while the slot is held");
     };
     let (first, ()) = tokio::join!(first, probe);
     assert_eq!(first.ok(), &json!({"slept_ms": 3000}));

@@ -15,10 +15,7 @@ async fn lists_demo_tools_with_schemas_and_annotations() {
 
     let mut names: Vec<&str> = tools.keys().map(String::as_str).collect();
     names.sort_unstable();
-    assert_eq!(
-        names,
-        ["demo_add", "demo_divide", "demo_echo", "demo_greet"]
-    );
+    assert_eq!(names, ["demo_add", "demo_divide", "demo_echo", "demo_greet"]);
     for (name, tool) in &tools {
         let description = tool["description"].as_str().unwrap_or_default();
         assert!(!description.is_empty(), "{name} has no description: {tool}");
@@ -55,27 +52,16 @@ async fn calls_return_text_and_structured_content() {
     // The tool's text first, then the structured result as JSON text.
     assert_eq!(echo.texts.len(), 2, "{}", echo.raw);
     assert_eq!(echo.texts[0], "héllo, wörld");
-    assert_eq!(
-        serde_json::from_str::<Value>(&echo.texts[1]).unwrap(),
-        json!({"text": "héllo, wörld"})
-    );
+    assert_eq!(serde_json::from_str::<Value>(&echo.texts[1]).unwrap(), json!({"text": "héllo, wörld"}));
     assert_eq!(echo.raw["isError"], json!(false));
 
     // demo_add's text is its JSON: sent once.
     let add = call(&client, "demo_add", json!({"a": 2.5, "b": -4})).await;
     assert_eq!(add.ok(), &json!({"sum": -1.5}));
     assert_eq!(add.texts.len(), 1, "{}", add.raw);
-    assert_eq!(
-        serde_json::from_str::<Value>(&add.texts[0]).unwrap(),
-        json!({"sum": -1.5})
-    );
+    assert_eq!(serde_json::from_str::<Value>(&add.texts[0]).unwrap(), json!({"sum": -1.5}));
 
-    let greet = call(
-        &client,
-        "demo_greet",
-        json!({"name": "Ada", "style": "formal"}),
-    )
-    .await;
+    let greet = call(&client, "demo_greet", json!({"name": "Ada", "style": "formal"})).await;
     let greeting = greet.ok()["greeting"].as_str().expect("greeting");
     assert!(greeting.contains("Ada"), "{greeting}");
 
@@ -97,10 +83,7 @@ async fn structured_text_is_sent_once_whatever_the_key_order() {
     let probe = call(&client, "hostile_probe", json!({})).await;
     let structured = probe.ok().clone();
     assert_eq!(probe.texts.len(), 1, "{}", probe.raw);
-    assert_eq!(
-        serde_json::from_str::<Value>(&probe.texts[0]).unwrap(),
-        structured
-    );
+    assert_eq!(serde_json::from_str::<Value>(&probe.texts[0]).unwrap(), structured);
 }
 
 /// The pointers of an `invalid_arguments` error, in order.
@@ -146,33 +129,20 @@ async fn invalid_arguments_report_every_violation_with_its_pointer() {
     violation(error, "", "extra");
 
     // Enum violation.
-    let out = call(
-        &client,
-        "demo_greet",
-        json!({"name": "Ada", "style": "rude"}),
-    )
-    .await;
+    let out = call(&client, "demo_greet", json!({"name": "Ada", "style": "rude"})).await;
     let error = out.expect_error("invalid_arguments", false);
     assert_eq!(pointers(error), ["/style"]);
     violation(error, "/style", "rude");
 
     // Several at once: all reported.
-    let out = call(
-        &client,
-        "demo_greet",
-        json!({"name": 42, "style": "rude", "mood": "grumpy"}),
-    )
-    .await;
+    let out = call(&client, "demo_greet", json!({"name": 42, "style": "rude", "mood": "grumpy"})).await;
     let error = out.expect_error("invalid_arguments", false);
     assert_eq!(pointers(error).len(), 3, "{error}");
     violation(error, "/name", "string");
     violation(error, "/style", "rude");
     violation(error, "", "mood");
     let message = error["message"].as_str().unwrap();
-    assert!(
-        message.contains("/name") && message.contains("/style"),
-        "{message}"
-    );
+    assert!(message.contains("/name") && message.contains("/style"), "{message}");
 
     // Missing arguments altogether are an empty object, which lacks `text`.
     let out = call(&client, "demo_echo", json!({})).await;
@@ -185,9 +155,8 @@ async fn invalid_arguments_report_every_violation_with_its_pointer() {
 async fn unknown_tool_is_a_json_rpc_error() {
     let env = Env::demo();
     let (client, _log) = env.stdio_client().await;
-    let err = try_call(&client, "demo_nope", json!({}))
-        .await
-        .expect_err("an unknown tool must not produce a tool result");
+    let err =
+        try_call(&client, "demo_nope", json!({})).await.expect_err("an unknown tool must not produce a tool result");
     match err {
         rmcp::service::ServiceError::McpError(e) => {
             assert_eq!(e.code, rmcp::model::ErrorCode::INVALID_PARAMS, "{e:?}");
@@ -207,15 +176,10 @@ async fn fifty_concurrent_calls_over_stdio() {
 }
 
 /// Reads the next stdout line, which must be a JSON-RPC 2.0 message.
-async fn next_message<R: tokio::io::AsyncBufRead + Unpin>(
-    lines: &mut tokio::io::Lines<R>,
-) -> Value {
-    let line = guard("a line on stdout", lines.next_line())
-        .await
-        .expect("read stdout")
-        .expect("stdout closed early");
-    let message: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:.200}"));
+async fn next_message<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>) -> Value {
+    let line = guard("a line on stdout", lines.next_line()).await.expect("read stdout").expect("stdout closed early");
+    let message: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:.200}"));
     assert_eq!(message["jsonrpc"], "2.0", "not JSON-RPC: {line:.200}");
     message
 }
@@ -226,9 +190,7 @@ async fn next_message<R: tokio::io::AsyncBufRead + Unpin>(
 async fn stdout_carries_only_json_rpc() {
     let env = Env::demo().plugin(&fixture_wasm("hostile"), "hostile.wasm");
     let mut cmd = env.command(&["serve", "--stdio"]);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("spawn cordon serve --stdio");
     let log = Log::default();
     log.collect(child.stderr.take().unwrap());
@@ -236,17 +198,11 @@ async fn stdout_carries_only_json_rpc() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
 
     let send = |message: Value| format!("{message}\n");
-    stdin
-        .write_all(send(initialize_request()).as_bytes())
-        .await
-        .unwrap();
+    stdin.write_all(send(initialize_request()).as_bytes()).await.unwrap();
     let first = next_message(&mut lines).await;
     assert_eq!(first["id"], 1, "{first}");
     assert_eq!(first["result"]["serverInfo"]["name"], "cordon", "{first}");
-    assert!(
-        first["result"]["capabilities"]["tools"].is_object(),
-        "{first}"
-    );
+    assert!(first["result"]["capabilities"]["tools"].is_object(), "{first}");
 
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let requests = [
@@ -261,9 +217,7 @@ async fn stdout_carries_only_json_rpc() {
     let mut answers = std::collections::BTreeMap::new();
     while answers.len() < 2 {
         let message = next_message(&mut lines).await;
-        let id = message["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("unexpected message on stdout: {message:.300}"));
+        let id = message["id"].as_u64().unwrap_or_else(|| panic!("unexpected message on stdout: {message:.300}"));
         answers.insert(id, message);
     }
     let chatter = Outcome::from_wire(&answers[&2]["result"]);
@@ -273,13 +227,7 @@ async fn stdout_carries_only_json_rpc() {
     assert_eq!(echo.ok(), &json!({"text": "after chatter"}));
 
     drop(stdin);
-    let status = guard("cordon to exit after stdin closed", child.wait())
-        .await
-        .unwrap();
+    let status = guard("cordon to exit after stdin closed", child.wait()).await.unwrap();
     assert!(status.success(), "{status:?}; stderr:\n{}", log.text());
-    assert_eq!(
-        guard("stdout EOF", lines.next_line()).await.unwrap(),
-        None,
-        "nothing may follow on stdout"
-    );
+    assert_eq!(guard("stdout EOF", lines.next_line()).await.unwrap(), None, "nothing may follow on stdout");
 }

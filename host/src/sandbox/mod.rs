@@ -144,10 +144,7 @@ impl Sandbox {
             } else {
                 // Yield so a guest that never calls out still lets other tasks on this thread run;
                 // tokio's yield_now also lets the worker poll for I/O before resuming the guest.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
             }
         });
 

@@ -27,29 +27,18 @@ pub type Client = RunningService<RoleClient, ()>;
 pub const HANG_GUARD: Duration = Duration::from_secs(120);
 
 /// Variables that would change what `cordon` does behind the test's back.
-const CORDON_ENV: &[&str] = &[
-    "CORDON_PLUGINS",
-    "CORDON_DATA",
-    "CORDON_CONFIG",
-    "CORDON_LISTEN",
-    "CORDON_STATELESS",
-    "CORDON_LOG",
-    "RUST_LOG",
-];
+const CORDON_ENV: &[&str] =
+    &["CORDON_PLUGINS", "CORDON_DATA", "CORDON_CONFIG", "CORDON_LISTEN", "CORDON_STATELESS", "CORDON_LOG", "RUST_LOG"];
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// The `cordon` binary under test: `$CORDON_BIN` or `<workspace>/target/debug/cordon`.
 pub fn cordon_bin() -> PathBuf {
-    let path = std::env::var_os("CORDON_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/debug/cordon"));
+    let path =
+        std::env::var_os("CORDON_BIN").map(PathBuf::from).unwrap_or_else(|| workspace().join("target/debug/cordon"));
     assert!(
         path.is_file(),
         "{} not found: build it first: cargo build -p cordon-host (make test does this)",
@@ -59,11 +48,7 @@ pub fn cordon_bin() -> PathBuf {
 }
 
 fn dist(path: PathBuf) -> PathBuf {
-    assert!(
-        path.is_file(),
-        "{} not found: run make plugins",
-        path.display()
-    );
+    assert!(path.is_file(), "{} not found: run make plugins", path.display());
     path
 }
 
@@ -91,10 +76,7 @@ impl Default for Env {
 impl Env {
     /// An empty environment.
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("cordon-e2e-")
-            .tempdir()
-            .expect("create temp dir");
+        let dir = tempfile::Builder::new().prefix("cordon-e2e-").tempdir().expect("create temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("create plugins/");
         std::fs::create_dir(dir.path().join("data")).expect("create data/");
         Self { dir }
@@ -107,9 +89,7 @@ impl Env {
 
     /// An environment serving demo.wasm and hostile.wasm under `config`.
     pub fn demo_and_hostile(config: &str) -> Self {
-        Self::demo()
-            .plugin(&fixture_wasm("hostile"), "hostile.wasm")
-            .config(config)
+        Self::demo().plugin(&fixture_wasm("hostile"), "hostile.wasm").config(config)
     }
 
     /// Copies `src` into `plugins/` as `file_name`.
@@ -153,20 +133,14 @@ impl Env {
     /// environment.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(cordon_bin());
-        cmd.args(args)
-            .arg("--plugins")
-            .arg(self.plugins_dir())
-            .arg("--data")
-            .arg(self.data_dir());
+        cmd.args(args).arg("--plugins").arg(self.plugins_dir()).arg("--data").arg(self.data_dir());
         if self.config_path().exists() {
             cmd.arg("--config").arg(self.config_path());
         }
         for var in CORDON_ENV {
             cmd.env_remove(var);
         }
-        cmd.current_dir(self.path())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        cmd.current_dir(self.path()).stdin(Stdio::null()).kill_on_drop(true);
         cmd
     }
 
@@ -175,69 +149,51 @@ impl Env {
         let mut cmd = self.command(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn().expect("spawn cordon");
-        guard("cordon to exit", child.wait_with_output())
-            .await
-            .expect("wait for cordon")
+        guard("cordon to exit", child.wait_with_output()).await.expect("wait for cordon")
     }
 
     /// `cordon tools`, which must succeed, as JSON.
     pub async fn tools(&self) -> Value {
         let out = self.run(&["tools"]).await;
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "cordon tools: {}",
-            describe(&out)
-        );
+        assert_eq!(out.status.code(), Some(0), "cordon tools: {}", describe(&out));
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("cordon tools printed no JSON ({e}): {}", describe(&out)))
     }
 
-    /// `cordon serve --listen 127.0.0.1:0 <extra>`, once it is listening.
+    /// `cordon serve --listen 127.0.0.1:0 --allow-unauthenticated <extra>`, once it is listening.
     pub async fn spawn_http(&self, extra: &[&str]) -> HttpServer {
+        self.spawn_http_with(&["--allow-unauthenticated"], extra).await
+    }
+
+    /// `cordon serve --listen 127.0.0.1:0 <auth> <extra>`, once it is listening.
+    pub async fn spawn_http_with(&self, auth: &[&str], extra: &[&str]) -> HttpServer {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(auth);
         args.extend_from_slice(extra);
         let mut cmd = self.command(&args);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn cordon serve");
         let log = Log::default();
         let stderr = child.stderr.take().expect("piped stderr");
-        let url = guard(
-            "cordon serve to print its URL",
-            log.collect_until(stderr, "url="),
-        )
-        .await;
+        let url = guard("cordon serve to print its URL", log.collect_until(stderr, "url=")).await;
         let Some(line) = url else {
             let status = child.wait().await;
-            panic!(
-                "cordon serve exited ({status:?}) before listening; stderr:\n{}",
-                log.text()
-            );
+            panic!("cordon serve exited ({status:?}) before listening; stderr:\n{}", log.text());
         };
         let url = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("url="))
             .expect("url= in the listening line")
             .to_string();
-        let base = url
-            .strip_suffix("/mcp")
-            .expect("URL ends in /mcp")
-            .to_string();
-        HttpServer {
-            child,
-            url,
-            base,
-            log,
-        }
+        let base = url.strip_suffix("/mcp").expect("URL ends in /mcp").to_string();
+        HttpServer { child, url, base, log }
     }
 
     /// `cordon serve --stdio` with an rmcp client on its stdin/stdout; stderr is collected.
     pub async fn stdio_client(&self) -> (Client, Log) {
         let cmd = self.command(&["serve", "--stdio"]);
-        let (transport, stderr) = TokioChildProcess::builder(cmd)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cordon serve --stdio");
+        let (transport, stderr) =
+            TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn cordon serve --stdio");
         let log = Log::default();
         log.collect(stderr.expect("piped stderr"));
         let client = guard("MCP initialize over stdio", ().serve(transport))
@@ -261,17 +217,11 @@ pub struct HttpServer {
 impl HttpServer {
     /// An rmcp client over Streamable HTTP (allowing many requests in flight).
     pub async fn client(&self) -> Client {
-        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone())
-            .max_concurrent_requests(64);
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
         let transport = StreamableHttpClientTransport::from_config(config);
         guard("MCP initialize over HTTP", ().serve(transport))
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "MCP initialize over HTTP: {e}; stderr:\n{}",
-                    self.log.text()
-                )
-            })
+            .unwrap_or_else(|e| panic!("MCP initialize over HTTP: {e}; stderr:\n{}", self.log.text()))
     }
 
     /// Whether the server process is still running.
@@ -393,31 +343,21 @@ impl Outcome {
     /// The structured result of a successful call.
     pub fn ok(&self) -> &Value {
         assert!(!self.is_error, "expected success, got {}", self.raw);
-        self.structured
-            .as_ref()
-            .unwrap_or_else(|| panic!("no structuredContent: {}", self.raw))
+        self.structured.as_ref().unwrap_or_else(|| panic!("no structuredContent: {}", self.raw))
     }
 
     /// The `error` object of a failed call, after checking that the text and the structured
     /// content carry the same `{"error": ...}` body.
     pub fn error(&self) -> &Value {
         assert!(self.is_error, "expected a tool error, got {}", self.raw);
-        let structured = self
-            .structured
-            .as_ref()
-            .unwrap_or_else(|| panic!("error without structuredContent: {}", self.raw));
+        let structured =
+            self.structured.as_ref().unwrap_or_else(|| panic!("error without structuredContent: {}", self.raw));
         let text: Value = serde_json::from_str(self.texts.first().expect("error text"))
             .unwrap_or_else(|e| panic!("error text is not JSON ({e}): {}", self.raw));
         assert_eq!(&text, structured, "error text and structuredContent differ");
         let error = &structured["error"];
-        assert!(
-            error["message"].is_string(),
-            "error without message: {error}"
-        );
-        assert!(
-            error["retryable"].is_boolean(),
-            "error without retryable: {error}"
-        );
+        assert!(error["message"].is_string(), "error without message: {error}");
+        assert!(error["retryable"].is_boolean(), "error without retryable: {error}");
         error
     }
 
@@ -442,16 +382,12 @@ pub fn object(args: Value) -> Map<String, Value> {
 pub async fn try_call(client: &Client, tool: &str, args: Value) -> Result<Outcome, ServiceError> {
     let params = CallToolRequestParams::new(tool.to_string()).with_arguments(object(args));
     let result = guard(&format!("answer to {tool}"), client.call_tool(params)).await?;
-    Ok(Outcome::from_wire(
-        &serde_json::to_value(&result).expect("serialize CallToolResult"),
-    ))
+    Ok(Outcome::from_wire(&serde_json::to_value(&result).expect("serialize CallToolResult")))
 }
 
 /// Calls `tool`, which must produce a tool result (success or tool error).
 pub async fn call(client: &Client, tool: &str, args: Value) -> Outcome {
-    try_call(client, tool, args)
-        .await
-        .unwrap_or_else(|e| panic!("{tool}: JSON-RPC error instead of a result: {e}"))
+    try_call(client, tool, args).await.unwrap_or_else(|e| panic!("{tool}: JSON-RPC error instead of a result: {e}"))
 }
 
 /// `demo_echo` answers on this connection.
@@ -463,9 +399,7 @@ pub async fn assert_echo(client: &Client, text: &str) {
 
 /// Every tool the server lists, as wire JSON, keyed by name.
 pub async fn list_tools(client: &Client) -> Map<String, Value> {
-    let tools = guard("tools/list", client.list_all_tools())
-        .await
-        .expect("tools/list");
+    let tools = guard("tools/list", client.list_all_tools()).await.expect("tools/list");
     tools
         .into_iter()
         .map(|t| {
@@ -485,9 +419,7 @@ pub async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::R
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    guard("HTTP response", request.send())
-        .await
-        .expect("HTTP request")
+    guard("HTTP response", request.send()).await.expect("HTTP request")
 }
 
 /// A JSON-RPC `initialize` request with id 1.
@@ -523,12 +455,8 @@ pub fn describe(out: &Output) -> String {
 /// 50 `demo_echo` calls in flight at once on one connection: every answer is its own.
 pub async fn fifty_concurrent_echoes(client: &Client) {
     let texts: Vec<String> = (0..50).map(|i| format!("concurrent echo #{i}")).collect();
-    let outcomes = futures::future::join_all(
-        texts
-            .iter()
-            .map(|text| call(client, "demo_echo", json!({ "text": text }))),
-    )
-    .await;
+    let outcomes =
+        futures::future::join_all(texts.iter().map(|text| call(client, "demo_echo", json!({ "text": text })))).await;
     for (text, out) in texts.iter().zip(&outcomes) {
         assert_eq!(out.ok(), &json!({ "text": text }), "{}", out.raw);
         assert_eq!(&out.texts[0], text);
