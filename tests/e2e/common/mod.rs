@@ -65,6 +65,8 @@ pub fn fixture_wasm(name: &str) -> PathBuf {
 /// A temp dir holding `plugins/`, `data/` and maybe `cordon.toml`; removed on drop.
 pub struct Env {
     dir: TempDir,
+    /// Extra environment variables for every command (see [`Env::var`]).
+    vars: Vec<(String, String)>,
 }
 
 impl Default for Env {
@@ -79,7 +81,7 @@ impl Env {
         let dir = tempfile::Builder::new().prefix("cordon-e2e-").tempdir().expect("create temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("create plugins/");
         std::fs::create_dir(dir.path().join("data")).expect("create data/");
-        Self { dir }
+        Self { dir, vars: Vec::new() }
     }
 
     /// An environment serving demo.wasm.
@@ -113,6 +115,13 @@ impl Env {
         self
     }
 
+    /// Sets `name=value` in the environment of every `cordon` this environment starts (after the
+    /// clean-up of `CORDON_*`, so it may set `CORDON_LOG`).
+    pub fn var(mut self, name: &str, value: &str) -> Self {
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -140,6 +149,7 @@ impl Env {
         for var in CORDON_ENV {
             cmd.env_remove(var);
         }
+        cmd.envs(self.vars.iter().map(|(name, value)| (name, value)));
         cmd.current_dir(self.path()).stdin(Stdio::null()).kill_on_drop(true);
         cmd
     }
@@ -217,11 +227,26 @@ pub struct HttpServer {
 impl HttpServer {
     /// An rmcp client over Streamable HTTP (allowing many requests in flight).
     pub async fn client(&self) -> Client {
-        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
-        let transport = StreamableHttpClientTransport::from_config(config);
-        guard("MCP initialize over HTTP", ().serve(transport))
+        self.try_client(None)
             .await
             .unwrap_or_else(|e| panic!("MCP initialize over HTTP: {e}; stderr:\n{}", self.log.text()))
+    }
+
+    /// An rmcp client sending `Authorization: Bearer <token>` with every request.
+    pub async fn client_as(&self, token: &str) -> Client {
+        self.try_client(Some(token))
+            .await
+            .unwrap_or_else(|e| panic!("MCP initialize over HTTP with a token: {e}; stderr:\n{}", self.log.text()))
+    }
+
+    /// Connects an rmcp client (with a bearer token, if given); `Err` when `initialize` fails.
+    pub async fn try_client(&self, token: Option<&str>) -> Result<Client, rmcp::service::ClientInitializeError> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
+        if let Some(token) = token {
+            config = config.auth_header(token);
+        }
+        let transport = StreamableHttpClientTransport::from_config(config);
+        guard("MCP initialize over HTTP", ().serve(transport)).await
     }
 
     /// Whether the server process is still running.
