@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::grants::credentials::Credentials;
+use crate::idempotency::Idempotency;
 use crate::registry::cache::CompileCache;
 use crate::registry::{self, Catalog, LoadContext};
 use crate::sandbox::Sandbox;
@@ -25,6 +26,7 @@ pub struct Cordon {
     pub(crate) config: Config,
     cache: Arc<CompileCache>,
     pub(crate) credentials: Arc<Credentials>,
+    pub(crate) idempotency: Arc<Idempotency>,
     paths: Paths,
     /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
     catalog: RwLock<Arc<Catalog>>,
@@ -34,11 +36,21 @@ impl Cordon {
     /// Builds the engine and loads every plugin in `paths.plugins`.
     pub async fn start(config: Config, paths: Paths) -> Result<Arc<Cordon>> {
         let credentials = Arc::new(Credentials::load(&config.credentials)?);
+        let idempotency = Idempotency::open(&paths.data.join(IDEMPOTENCY_DB))?;
+        spawn_cleanup(idempotency.clone());
         let sandbox = Sandbox::new(&config.pool)?;
         let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
         let cx = LoadContext { sandbox: &sandbox, cache: &cache, config: &config, credentials: &credentials };
         let catalog = registry::load_dir(&cx, &paths.plugins).await?;
-        Ok(Arc::new(Cordon { sandbox, config, cache, credentials, paths, catalog: RwLock::new(Arc::new(catalog)) }))
+        Ok(Arc::new(Cordon {
+            sandbox,
+            config,
+            cache,
+            credentials,
+            idempotency,
+            paths,
+            catalog: RwLock::new(Arc::new(catalog)),
+        }))
     }
 
     /// The catalog now being served.
@@ -63,4 +75,24 @@ impl Cordon {
     pub fn compile_cache_counts(&self) -> (u64, u64) {
         self.cache.counts()
     }
+}
+
+/// The idempotency store's file in the data directory.
+pub const IDEMPOTENCY_DB: &str = "idempotency.sqlite3";
+
+/// How often expired idempotency records are deleted.
+const CLEANUP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn spawn_cleanup(idempotency: Arc<Idempotency>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CLEANUP_EVERY);
+        loop {
+            tick.tick().await;
+            match idempotency.store().purge(std::time::SystemTime::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(records = n, "expired idempotency records deleted"),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "idempotency clean-up failed"),
+            }
+        }
+    });
 }

@@ -3,17 +3,21 @@
 //! 1. **authenticate** — the transport hands over an authenticated [`Principal`];
 //! 2. **resolve** — the published tool name, in the catalog snapshot taken at the start;
 //! 3. **validate** — size cap, then the strict input schema (`invalid_arguments`);
-//! 4. **idempotency** — (seam: the durable store arrives with the idempotency issue);
+//! 4. **idempotency** — derive the call's key; replay a stored outcome, wait for a duplicate in
+//!    flight, or claim the key durably before running ([`crate::idempotency`]);
 //! 5. **limits** — an instance slot within `max_concurrency`, waiting at most `queue_timeout`;
 //! 6. **instance** — a fresh instance under fuel, timeout and memory caps ([`crate::sandbox`]);
 //! 7. **grants** — the plugin's grants for this principal go into the instance: directories,
 //!    and outbound HTTP whose every request is checked ([`crate::grants`]); a refused request
 //!    turns a failed call into `egress_denied` or `forbidden`, naming the URL;
-//! 8. **result** — output size cap, JSON and output-schema checks, then the reply.
+//! 8. **result** — output size cap, JSON and output-schema checks; a keyed outcome is recorded
+//!    durably before the reply.
 
 use crate::app::Cordon;
 use crate::error::{ErrorType, ToolError};
 use crate::grants::http::{EgressRecord, Refusal};
+use crate::idempotency::store::Claimed;
+use crate::idempotency::{Begin, KeyedCall, ProvidedKey, ToolKeying};
 use crate::registry::ToolEntry;
 use crate::sandbox::bindings::CallContext;
 use crate::sandbox::{CallGrants, GuestReply, Invocation};
@@ -40,6 +44,8 @@ pub struct CallRequest {
     pub arguments: Option<Map<String, Value>>,
     /// Who is calling.
     pub principal: Principal,
+    /// An idempotency key the transport received (`_meta`, HTTP header, CLI flag).
+    pub idempotency_key: Option<ProvidedKey>,
 }
 
 /// A successful call.
@@ -73,43 +79,85 @@ impl Cordon {
         drop(catalog);
 
         let call_id = uuid::Uuid::new_v4().simple().to_string();
-        let outcome = self.run_tool(&tool, request.arguments, &request.principal, &call_id).await;
+        let principal = request.principal.clone();
+        let (outcome, idempotency) = self.run_call(&tool, request, &call_id).await;
         tracing::info!(
-            call = %call_id, tool = %tool.name, principal = %request.principal.0,
+            call = %call_id, tool = %tool.name, principal = %principal.0,
             outcome = match &outcome { Ok(_) => "ok", Err(e) => &e.kind },
+            idempotency,
             latency_us = started.elapsed().as_micros() as u64,
             "tool call"
         );
         Ok(outcome)
     }
 
-    async fn run_tool(
-        &self,
-        tool: &ToolEntry,
-        arguments: Option<Map<String, Value>>,
-        principal: &Principal,
-        call_id: &str,
-    ) -> CallOutcome {
-        let plugin = &tool.plugin;
-        let limits = &plugin.limits;
+    /// Steps 3 and 4; returns the outcome and what idempotency did (`none`, `miss`, `hit`,
+    /// `retry` or `recovery`).
+    async fn run_call(&self, tool: &ToolEntry, request: CallRequest, call_id: &str) -> (CallOutcome, &'static str) {
+        let CallRequest { arguments, principal, idempotency_key, .. } = request;
+        let limits = &tool.plugin.limits;
 
         // 3. validate
         let arguments = Value::Object(arguments.unwrap_or_default());
-        let serialized = serde_json::to_string(&arguments)
-            .map_err(|e| ToolError::new(ErrorType::InvalidArguments, format!("arguments cannot be serialized: {e}")))?;
+        let serialized = match serde_json::to_string(&arguments) {
+            Ok(text) => text,
+            Err(e) => return (Err(ToolError::new(ErrorType::InvalidArguments, format!("bad arguments: {e}"))), "none"),
+        };
         if serialized.len() > limits.max_input_bytes {
-            return Err(ToolError::new(
-                ErrorType::InputTooLarge,
-                format!(
-                    "arguments are {} bytes; this tool accepts at most {}",
-                    serialized.len(),
-                    limits.max_input_bytes
-                ),
-            ));
+            let message = format!(
+                "arguments are {} bytes; this tool accepts at most {}",
+                serialized.len(),
+                limits.max_input_bytes
+            );
+            return (Err(ToolError::new(ErrorType::InputTooLarge, message)), "none");
         }
-        tool.input.check_arguments(&arguments)?;
+        if let Err(e) = tool.input.check_arguments(&arguments) {
+            return (Err(e), "none");
+        }
 
-        // 4. idempotency: seam (DESIGN §5).
+        // 4. idempotency
+        let keying = ToolKeying {
+            plugin: &tool.plugin.name,
+            tool: &tool.name,
+            read_only: tool.read_only,
+            key_argument: tool.key_argument.as_deref(),
+            config: &tool.plugin.idempotency,
+        };
+        let keyed = match self.idempotency.key_for(idempotency_key.as_ref(), &keying, &arguments, &principal) {
+            Ok(Some(keyed)) => keyed,
+            Ok(None) => return (self.execute(tool, serialized, &principal, call_id, None).await, "none"),
+            Err(e) => return (Err(e), "none"),
+        };
+        let (ticket, note) = match self.idempotency.begin(&keyed).await {
+            Ok((Begin::Replay(stored), _)) => return (stored, "hit"),
+            Ok((Begin::Run(ticket), Claimed::Run { recovery: true, .. })) => (ticket, "recovery"),
+            Ok((Begin::Run(ticket), Claimed::Run { attempt, .. })) if attempt > 1 => (ticket, "retry"),
+            Ok((Begin::Run(ticket), _)) => (ticket, "miss"),
+            Err(e) => return (Err(e), "none"),
+        };
+        if note == "recovery" {
+            tracing::warn!(call = %call_id, tool = %tool.name, key = %keyed.key(),
+                "recovering a keyed call cut off by a crash: re-running with the same upstream keys");
+        }
+        let outcome = self.execute(tool, serialized, &principal, call_id, Some(&keyed)).await;
+        // The outcome is durable before anyone sees it.
+        match ticket.finish(&outcome).await {
+            Ok(()) => (outcome, note),
+            Err(e) => (Err(e), note),
+        }
+    }
+
+    /// Steps 5 to 8: a slot, a fresh instance with the grants, the checked result.
+    async fn execute(
+        &self,
+        tool: &ToolEntry,
+        arguments: String,
+        principal: &Principal,
+        call_id: &str,
+        keyed: Option<&KeyedCall>,
+    ) -> CallOutcome {
+        let plugin = &tool.plugin;
+        let limits = &plugin.limits;
 
         // 5. limits: an instance slot.
         let _slot = match tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire()).await {
@@ -135,10 +183,14 @@ impl Cordon {
             credentials: self.credentials.clone(),
             principal: principal.clone(),
             egress: egress.clone(),
+            upstream_key_base: keyed.map(|k| k.upstream_base.clone()),
         };
-        let context =
-            CallContext { principal: principal.0.to_string(), call_id: call_id.to_string(), idempotency_key: None };
-        let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments: serialized, context };
+        let context = CallContext {
+            principal: principal.0.to_string(),
+            call_id: call_id.to_string(),
+            idempotency_key: keyed.map(|k| k.key().to_string()),
+        };
+        let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments, context };
         let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
         let run = self.sandbox.run(&plugin.prepared, limits, label, grants, invocation).await;
         let reply = run.reply.and_then(|reply| match reply {

@@ -141,6 +141,9 @@ pub struct PluginConfig {
     /// `[[plugins.NAME.dirs]]`: host directories visible to the guest.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
+    /// `[plugins.NAME.idempotency]`: key retention and implicit keys.
+    #[serde(default)]
+    pub idempotency: crate::idempotency::IdempotencyConfig,
 }
 
 /// Effective limits for one plugin (DESIGN §3). Come from the operator, never the guest.

@@ -36,6 +36,8 @@ pub enum ErrorType {
     EgressDenied,
     /// The caller may not do this (e.g. has no value for a credential the tool needs).
     Forbidden,
+    /// The idempotency key was used before with other arguments.
+    IdempotencyKeyReused,
     /// Something went wrong inside the host; details are in the host's log only.
     Internal,
 }
@@ -56,6 +58,7 @@ impl ErrorType {
             Self::Cancelled => "cancelled",
             Self::EgressDenied => "egress_denied",
             Self::Forbidden => "forbidden",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::Internal => "internal",
         }
     }
@@ -67,7 +70,7 @@ impl ErrorType {
 }
 
 /// One schema violation: where in the arguments, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Violation {
     /// JSON pointer into the arguments (`""` is the whole object).
     pub pointer: String,

@@ -11,6 +11,7 @@ pub mod call;
 pub mod config;
 pub mod error;
 pub mod grants;
+pub mod idempotency;
 pub mod mcp;
 pub mod registry;
 pub mod sandbox;

@@ -7,6 +7,8 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cordon_host::call::{CallRequest, Principal, ProtocolError};
+use cordon_host::idempotency::store::Store;
+use cordon_host::idempotency::{KeySource, ProvidedKey};
 use cordon_host::server::HttpOptions;
 use cordon_host::{auth, mcp, Config, Cordon, Paths};
 use serde_json::Value;
@@ -53,12 +55,45 @@ enum Command {
         /// Arguments as a JSON object.
         #[arg(default_value = "{}")]
         arguments: String,
+        /// Idempotency key: a second call with the same key returns the first's result.
+        #[arg(long)]
+        idempotency_key: Option<String>,
         #[command(flatten)]
         common: Common,
     },
     /// Bearer tokens for HTTP callers.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Inspect and clean the idempotency store.
+    #[command(subcommand)]
+    Idempotency(IdempotencyCommand),
+}
+
+#[derive(Subcommand)]
+enum IdempotencyCommand {
+    /// Recent records, newest first, as JSON lines.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every record with this key (one per principal, plugin and tool), with its stored outcome.
+    Show {
+        /// The idempotency key.
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete finished records that expired, or that are older than --older-than.
+    Purge {
+        /// Age, e.g. `30m`, `12h`, `7d`; records created before now minus this are deleted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +176,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        Command::Idempotency(command) => idempotency_command(command).await,
         Command::Token(TokenCommand::Hash { token }) => {
             let token = match token {
                 Some(token) => token,
@@ -170,7 +206,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             print_json(&cordon.catalog().to_json());
             Ok(0)
         }
-        Command::Call { tool, arguments, common } => {
+        Command::Call { tool, arguments, idempotency_key, common } => {
             let arguments = match serde_json::from_str::<Value>(&arguments) {
                 Ok(Value::Object(map)) => map,
                 Ok(_) => {
@@ -180,7 +216,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             let cordon = start(&common).await?;
             let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
-            let request = CallRequest { tool, arguments: Some(arguments), principal };
+            let idempotency_key = idempotency_key.map(|key| ProvidedKey { key, source: KeySource::Cli });
+            let request = CallRequest { tool, arguments: Some(arguments), principal, idempotency_key };
             match cordon.call(request).await {
                 Ok(Ok(success)) => {
                     print_json(&serde_json::to_value(mcp::success_result(success)).unwrap_or_default());
@@ -192,6 +229,42 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }
                 Err(e @ ProtocolError::UnknownTool(_)) => Err(usage(e.into())),
             }
+        }
+    }
+}
+
+async fn idempotency_command(command: IdempotencyCommand) -> Result<u8, Failure> {
+    let common = match &command {
+        IdempotencyCommand::List { common, .. }
+        | IdempotencyCommand::Show { common, .. }
+        | IdempotencyCommand::Purge { common, .. } => common,
+    };
+    let (_, paths) = resolve(common).map_err(usage)?;
+    let store = Store::open(&paths.data.join(cordon_host::app::IDEMPOTENCY_DB)).map_err(runtime)?;
+    match command {
+        IdempotencyCommand::List { limit, .. } => {
+            for record in store.list(None, limit).map_err(runtime)? {
+                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+            }
+            Ok(0)
+        }
+        IdempotencyCommand::Show { key, .. } => {
+            let records = store.list(Some(&key), usize::MAX >> 1).map_err(runtime)?;
+            if records.is_empty() {
+                return Err(runtime(anyhow::anyhow!("no record with key {key:?}")));
+            }
+            print_json(&serde_json::to_value(records).unwrap_or_default());
+            Ok(0)
+        }
+        IdempotencyCommand::Purge { older_than, .. } => {
+            let now = std::time::SystemTime::now();
+            let purged = match older_than {
+                Some(age) => store.purge_created_before(now - age).await,
+                None => store.purge(now).await,
+            }
+            .map_err(runtime)?;
+            println!("purged {purged} record(s)");
+            Ok(0)
         }
     }
 }

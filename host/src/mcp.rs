@@ -7,6 +7,7 @@
 use crate::app::Cordon;
 use crate::call::{CallRequest, Principal, ProtocolError, ToolSuccess};
 use crate::error::{ErrorType, ToolError};
+use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig,
@@ -77,10 +78,12 @@ impl ServerHandler for McpService {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let idempotency_key = provided_key(&request, &context);
         let call = self.cordon.call(CallRequest {
             tool: request.name.into_owned(),
             arguments: request.arguments,
             principal: self.principal(&context)?,
+            idempotency_key,
         });
         // A client's `notifications/cancelled` drops the call, and with it the guest instance.
         let outcome = tokio::select! {
@@ -95,6 +98,23 @@ impl ServerHandler for McpService {
             }
         }
     }
+}
+
+/// The key a client sent with the call: `_meta["cordon/idempotency-key"]` first, then the HTTP
+/// `Idempotency-Key` header.
+fn provided_key(request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Option<ProvidedKey> {
+    let from_meta =
+        |meta: &serde_json::Map<String, Value>| meta.get(META_KEY).and_then(Value::as_str).map(str::to_owned);
+    let meta = request.meta.as_ref().and_then(|m| from_meta(&m.0 .0)).or_else(|| from_meta(&context.meta.0 .0));
+    if let Some(key) = meta {
+        return Some(ProvidedKey { key, source: KeySource::Meta });
+    }
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.headers.get("idempotency-key"))
+        .and_then(|value| value.to_str().ok())
+        .map(|key| ProvidedKey { key: key.to_owned(), source: KeySource::Header })
 }
 
 /// The MCP result for a successful call: the tool's text, then its structured result as JSON

@@ -62,6 +62,13 @@ pub struct GrantConfig {
     pub methods: Vec<String>,
     /// A `[credentials.NAME]` to attach.
     pub credential: Option<String>,
+    /// Send a deterministic `Idempotency-Key` on requests of keyed calls (default true).
+    #[serde(default = "yes")]
+    pub idempotency_key: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_methods() -> Vec<String> {
@@ -78,6 +85,7 @@ pub struct HttpGrant {
     methods: Vec<Method>,
     /// The credential attached to matching requests.
     pub credential: Option<String>,
+    idempotency_key: bool,
 }
 
 impl HttpGrant {
@@ -111,6 +119,7 @@ impl HttpGrant {
             path_prefix: uri.path().to_string(),
             methods,
             credential: config.credential.clone(),
+            idempotency_key: config.idempotency_key,
         })
     }
 
@@ -242,6 +251,7 @@ pub struct EgressHooks {
     principal: Principal,
     attempts: u32,
     record: Arc<Mutex<EgressRecord>>,
+    upstream_key_base: Option<String>,
 }
 
 impl EgressHooks {
@@ -251,8 +261,9 @@ impl EgressHooks {
         credentials: Arc<Credentials>,
         principal: Principal,
         record: Arc<Mutex<EgressRecord>>,
+        upstream_key_base: Option<String>,
     ) -> Self {
-        Self { policy, credentials, principal, attempts: 0, record }
+        Self { policy, credentials, principal, attempts: 0, record, upstream_key_base }
     }
 
     fn refuse(&self, method: Method, uri: &Uri, why: Refusal) -> HttpError {
@@ -291,6 +302,14 @@ impl EgressHooks {
             };
             // `insert` replaces every value the guest set under this name.
             request.headers_mut().insert(header.clone(), value.clone());
+        }
+        if let (Some(base), true) = (&self.upstream_key_base, grant.idempotency_key) {
+            // The same call key and ordinal give the same upstream key on every attempt, so an
+            // upstream that honours keys acts once even across host crashes.
+            let key = crate::idempotency::upstream_key(base, self.attempts);
+            if let Ok(value) = http::HeaderValue::from_str(&key) {
+                request.headers_mut().insert("idempotency-key", value);
+            }
         }
         Ok(request)
     }
@@ -334,6 +353,16 @@ impl WasiHttpHooks for EgressHooks {
                 record.sent.push(SentRequest { method, host, status });
             }
             let (response, io) = sent?;
+            // A declared length over the cap fails on the response path, where the guest sees
+            // `HttpResponseBodySize`; a body that grows past the cap fails while it is read.
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max_body as u64) {
+                return Err(HttpError::HttpResponseBodySize(declared));
+            }
             let response = response.map(|body| limit_body(body, max_body));
             Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
         })
@@ -402,12 +431,17 @@ mod tests {
     fn bad_grants_are_refused_at_load() {
         for url in ["ftp://x/", "not a url", "http:///nohost", "http://x/?q=1"] {
             assert!(
-                HttpGrant::parse(&GrantConfig { url: url.into(), methods: default_methods(), credential: None })
-                    .is_err(),
+                HttpGrant::parse(&GrantConfig {
+                    url: url.into(),
+                    methods: default_methods(),
+                    credential: None,
+                    idempotency_key: true,
+                })
+                .is_err(),
                 "{url}"
             );
         }
-        let g = GrantConfig { url: "http://x/".into(), methods: vec![], credential: None };
+        let g = GrantConfig { url: "http://x/".into(), methods: vec![], credential: None, idempotency_key: true };
         assert!(HttpGrant::parse(&g).is_err());
     }
 }

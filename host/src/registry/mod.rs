@@ -42,6 +42,8 @@ pub struct LoadedPlugin {
     pub compile_cache: CacheOutcome,
     /// What the operator granted it.
     pub grants: PluginGrants,
+    /// Its idempotency settings.
+    pub idempotency: crate::idempotency::IdempotencyConfig,
     pub(crate) prepared: Prepared,
     /// Instance slots: at most `limits.max_concurrency` calls run at once.
     pub(crate) slots: Semaphore,
@@ -61,6 +63,10 @@ pub struct ToolEntry {
     pub output: Option<Schema>,
     /// The tool's `tools/list` entry, built once.
     pub descriptor: Tool,
+    /// Whether the tool declares itself read-only (not keyed unless configured).
+    pub read_only: bool,
+    /// The argument whose schema property says `"x-idempotency-key": true`.
+    pub key_argument: Option<String>,
 }
 
 /// A plugin file that could not be loaded, and why.
@@ -203,6 +209,7 @@ async fn load_plugin(
         credentials: Arc::new(Credentials::default()),
         principal: Principal::new("cordon"),
         egress: Default::default(),
+        upstream_key_base: None,
     };
     let run = sandbox.run(&prepared, &limits, label, nothing, Invocation::Describe).await;
     let descriptors = match run.reply {
@@ -219,6 +226,7 @@ async fn load_plugin(
         limits,
         compile_cache,
         grants,
+        idempotency: plugin_config.idempotency.clone(),
         prepared,
     });
     let tools = publish_tools(&plugin, descriptors, loaded)?;
@@ -258,9 +266,29 @@ fn publish_tools(
         if let Some(output) = &output {
             descriptor = descriptor.with_raw_output_schema(Arc::new(output.json.clone()));
         }
-        tools.push(Arc::new(ToolEntry { name, local_name: d.name, plugin: plugin.clone(), input, output, descriptor }));
+        let key_argument = key_argument(&input.json);
+        let read_only = d.annotations.read_only == Some(true);
+        tools.push(Arc::new(ToolEntry {
+            name,
+            local_name: d.name,
+            plugin: plugin.clone(),
+            input,
+            output,
+            descriptor,
+            read_only,
+            key_argument,
+        }));
     }
     Ok(tools)
+}
+
+/// The top-level property marked `"x-idempotency-key": true`, if any.
+fn key_argument(schema: &serde_json::Map<String, Value>) -> Option<String> {
+    let properties = schema.get("properties")?.as_object()?;
+    properties
+        .iter()
+        .find(|(_, p)| p.get("x-idempotency-key").and_then(Value::as_bool) == Some(true))
+        .map(|(name, _)| name.clone())
 }
 
 fn annotations(a: &Annotations) -> ToolAnnotations {

@@ -33,6 +33,8 @@ pub struct CallGrants {
     pub principal: Principal,
     /// Where the call's outbound requests are recorded.
     pub egress: Arc<Mutex<EgressRecord>>,
+    /// For a keyed call: the base of each outbound request's `Idempotency-Key`.
+    pub upstream_key_base: Option<String>,
 }
 
 /// Everything one call's store holds.
@@ -63,11 +65,11 @@ impl CallState {
         for dir in grants.grants.dirs.iter() {
             dir.apply(&mut builder)?;
         }
-        let CallGrants { grants, credentials, principal, egress } = grants;
+        let CallGrants { grants, credentials, principal, egress, upstream_key_base } = grants;
         Ok(Self {
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
-            egress: EgressHooks::new(grants.http, credentials, principal, egress),
+            egress: EgressHooks::new(grants.http, credentials, principal, egress, upstream_key_base),
             settings: grants.settings,
             table: ResourceTable::new(),
             limiter: MemoryCap { max_bytes: memory_bytes, exceeded: false },

@@ -1,0 +1,411 @@
+//! Idempotency outside the guest (DESIGN §5): a retried side-effecting call never acts twice.
+//!
+//! **Keys**, first found wins: `params._meta["cordon/idempotency-key"]`; the HTTP
+//! `Idempotency-Key` header; the tool argument whose schema property says
+//! `"x-idempotency-key": true` (so a batch `custom_id` passed by the model works); else, for a
+//! tool that is not read-only, an implicit key — the hash of the canonical arguments — that holds
+//! for `implicit_window_s`. Keys are namespaced by principal, plugin and tool. Read-only tools
+//! are not keyed unless `store_read_only` is set.
+//!
+//! **Semantics**: the claim (`in_progress`, with the arguments' fingerprint) is durable before
+//! the guest runs; the outcome is durable before the reply is sent ([`store`]). A key seen again
+//! returns the stored outcome without running the guest; with other arguments it is
+//! `idempotency_key_reused`. A duplicate arriving while the first runs waits for it (single
+//! flight in [`Idempotency::begin`]). A retryable failure is recorded and run again by the next
+//! attempt. A claim left `in_progress` by a process that died is never treated as new: the next
+//! attempt re-runs it as a *recovery*, and because the outbound `Idempotency-Key` of each request
+//! derives from the call's key and the request's ordinal ([`upstream_key`]), upstreams that
+//! honour keys see the same keys again and act once.
+
+pub mod store;
+
+use crate::call::Principal;
+use crate::error::{ErrorType, ToolError, Violation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use store::{Claim, Claimed, Store};
+use tokio::sync::watch;
+
+/// `[plugins.NAME.idempotency]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long a keyed outcome is kept and replayed, hours.
+    pub ttl_hours: u64,
+    /// How long an implicit key (same principal, tool and arguments) dedupes, seconds; 0 turns
+    /// implicit keys off.
+    pub implicit_window_s: u64,
+    /// Key and store read-only tools too.
+    pub store_read_only: bool,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self { ttl_hours: 24, implicit_window_s: 60, store_read_only: false }
+    }
+}
+
+/// Where a call's key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// `params._meta["cordon/idempotency-key"]`.
+    Meta,
+    /// The HTTP `Idempotency-Key` header.
+    Header,
+    /// `cordon call --idempotency-key`.
+    Cli,
+    /// The tool argument marked `x-idempotency-key`.
+    Argument,
+    /// Derived from the arguments.
+    Implicit,
+}
+
+impl KeySource {
+    /// The name stored and logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Meta => "meta",
+            Self::Header => "header",
+            Self::Cli => "cli",
+            Self::Argument => "argument",
+            Self::Implicit => "implicit",
+        }
+    }
+}
+
+/// A key the transport received with the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvidedKey {
+    /// The key.
+    pub key: String,
+    /// Where it came from.
+    pub source: KeySource,
+}
+
+/// The `_meta` field that carries a key.
+pub const META_KEY: &str = "cordon/idempotency-key";
+/// The longest key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// What the idempotency layer needs to know about a tool.
+pub struct ToolKeying<'a> {
+    /// Plugin name.
+    pub plugin: &'a str,
+    /// Published tool name.
+    pub tool: &'a str,
+    /// Whether the tool declares itself read-only.
+    pub read_only: bool,
+    /// The argument that carries the key, if the schema marks one.
+    pub key_argument: Option<&'a str>,
+    /// The plugin's settings.
+    pub config: &'a IdempotencyConfig,
+}
+
+/// A call that is keyed: what to claim, and the base of its upstream keys.
+#[derive(Debug, Clone)]
+pub struct KeyedCall {
+    claim: Claim,
+    /// Where the key came from.
+    pub source: KeySource,
+    /// Base for the outbound `Idempotency-Key` of each request (see [`upstream_key`]).
+    pub upstream_base: String,
+}
+
+impl KeyedCall {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.claim.key
+    }
+}
+
+/// The outcome of [`Idempotency::begin`].
+pub enum Begin {
+    /// Run the call, then [`Ticket::finish`] it.
+    Run(Ticket),
+    /// The stored outcome of an earlier run: return it without running anything.
+    Replay(Result<crate::call::ToolSuccess, ToolError>),
+}
+
+/// The idempotency layer: the store plus in-process single flight.
+pub struct Idempotency {
+    store: Store,
+    /// Random per process: a claim `in_progress` under another owner was cut off by a crash.
+    boot_id: String,
+    /// Keys being run in this process; followers wait for the leader's channel to close.
+    inflight: Mutex<HashMap<(String, String), watch::Receiver<()>>>,
+}
+
+impl Idempotency {
+    /// Opens the store at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Arc<Idempotency>> {
+        Ok(Arc::new(Idempotency {
+            store: Store::open(path)?,
+            boot_id: uuid::Uuid::new_v4().simple().to_string(),
+            inflight: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The store, for maintenance.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The key of a call, if it has one (see the module docs for the order of sources).
+    pub fn key_for(
+        &self,
+        provided: Option<&ProvidedKey>,
+        tool: &ToolKeying<'_>,
+        arguments: &Value,
+        principal: &Principal,
+    ) -> Result<Option<KeyedCall>, ToolError> {
+        if tool.read_only && !tool.config.store_read_only {
+            return Ok(None);
+        }
+        let canonical = canonical_json(arguments);
+        let fingerprint = hex::encode(Sha256::digest(canonical.as_bytes()));
+        let argument_key = tool
+            .key_argument
+            .and_then(|name| arguments.get(name))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .map(|key| ProvidedKey { key, source: KeySource::Argument });
+        let now = SystemTime::now();
+        let (key, source, lifetime) = match provided.cloned().or(argument_key) {
+            Some(ProvidedKey { key, source }) => (key, source, Duration::from_secs(tool.config.ttl_hours * 3600)),
+            None if tool.config.implicit_window_s > 0 => {
+                (fingerprint.clone(), KeySource::Implicit, Duration::from_secs(tool.config.implicit_window_s))
+            }
+            None => return Ok(None),
+        };
+        if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+            return Err(ToolError::new(
+                ErrorType::InvalidArguments,
+                format!("idempotency key must be 1 to {MAX_KEY_LEN} printable characters"),
+            ));
+        }
+        let namespace = serde_json::json!([principal.0, tool.plugin, tool.tool]).to_string();
+        let upstream_base = hex::encode(Sha256::digest(format!("{namespace}\n{key}").as_bytes()));
+        Ok(Some(KeyedCall {
+            claim: Claim {
+                namespace,
+                key,
+                principal: principal.0.to_string(),
+                plugin: tool.plugin.to_string(),
+                tool: tool.tool.to_string(),
+                source: source.as_str(),
+                fingerprint,
+                owner: self.boot_id.clone(),
+                expires_ms: store::millis(now + lifetime),
+            },
+            source,
+            upstream_base,
+        }))
+    }
+
+    /// Claims a keyed call: run it, replay it, wait for the run in flight, or refuse reuse.
+    pub async fn begin(self: &Arc<Self>, call: &KeyedCall) -> Result<(Begin, Claimed), ToolError> {
+        let id = (call.claim.namespace.clone(), call.claim.key.clone());
+        loop {
+            let leader = {
+                let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                match inflight.get(&id) {
+                    Some(running) => Err(running.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(());
+                        inflight.insert(id.clone(), rx);
+                        Ok(Leader { idempotency: self.clone(), id: id.clone(), _done: tx })
+                    }
+                }
+            };
+            let leader = match leader {
+                Ok(leader) => leader,
+                Err(mut running) => {
+                    // The leader's channel closes when it finishes; then look again.
+                    let _ = running.changed().await;
+                    continue;
+                }
+            };
+            let claimed = self.store.claim(call.claim.clone()).await.map_err(|e| {
+                tracing::error!(error = %format!("{e:#}"), "idempotency store unavailable");
+                ToolError::new(ErrorType::Internal, "the idempotency store is unavailable; the call did not run")
+            })?;
+            let begin = match &claimed {
+                Claimed::Run { .. } => Begin::Run(Ticket { leader: Some(leader), call: call.clone() }),
+                Claimed::Done(stored) => Begin::Replay(decode(stored)?),
+                Claimed::Mismatch => {
+                    return Err(ToolError::new(
+                        ErrorType::IdempotencyKeyReused,
+                        format!("idempotency key {:?} was already used with other arguments", call.claim.key),
+                    ))
+                }
+            };
+            return Ok((begin, claimed));
+        }
+    }
+}
+
+/// Holds the single-flight slot of a key; releasing it wakes the waiters.
+struct Leader {
+    idempotency: Arc<Idempotency>,
+    id: (String, String),
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        // Remove the entry before the sender closes, so woken waiters find the slot free.
+        self.idempotency.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
+/// The right (and duty) to run a claimed call and record its outcome.
+pub struct Ticket {
+    leader: Option<Leader>,
+    call: KeyedCall,
+}
+
+impl Ticket {
+    /// Records the outcome durably; only then may the reply be sent.
+    pub async fn finish(mut self, outcome: &Result<crate::call::ToolSuccess, ToolError>) -> Result<(), ToolError> {
+        let retryable = matches!(outcome, Err(e) if e.retryable);
+        let encoded = encode(outcome);
+        let Some(leader) = self.leader.take() else { return Ok(()) };
+        let claim = &self.call.claim;
+        let stored =
+            leader.idempotency.store.finish(&claim.namespace, &claim.key, &claim.owner, retryable, encoded).await;
+        drop(leader);
+        stored.map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), key = %claim.key, "cannot record a call's outcome");
+            ToolError::new(
+                ErrorType::Internal,
+                "the call ran but its outcome could not be recorded; retry with the same key",
+            )
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Dropped unfinished (the client cancelled, or the task was aborted): the run may have
+        // acted, so the next attempt must re-run it with the same upstream keys.
+        if let Some(leader) = self.leader.take() {
+            let claim = &self.call.claim;
+            let outcome = encode(&Err(ToolError::new(ErrorType::Cancelled, "the call was interrupted")));
+            leader.idempotency.store.abandon(&claim.namespace, &claim.key, &claim.owner, outcome);
+        }
+    }
+}
+
+/// The outbound `Idempotency-Key` of the `ordinal`-th request (from 1) of a keyed call.
+pub fn upstream_key(base: &str, ordinal: u32) -> String {
+    hex::encode(&Sha256::digest(format!("{base}:{ordinal}").as_bytes())[..20])
+}
+
+/// JSON with object keys sorted at every level: the same arguments always hash the same.
+pub fn canonical_json(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(v, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(v, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// A stored outcome.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum Stored {
+    Ok { text: Option<String>, structured: Option<Value> },
+    Error { r#type: String, message: String, retryable: bool, violations: Vec<Violation> },
+}
+
+fn encode(outcome: &Result<crate::call::ToolSuccess, ToolError>) -> String {
+    let stored = match outcome {
+        Ok(s) => Stored::Ok { text: s.text.clone(), structured: s.structured.clone() },
+        Err(e) => Stored::Error {
+            r#type: e.kind.to_string(),
+            message: e.message.clone(),
+            retryable: e.retryable,
+            violations: e.violations.clone(),
+        },
+    };
+    serde_json::to_string(&stored).unwrap_or_default()
+}
+
+fn decode(stored: &str) -> Result<Result<crate::call::ToolSuccess, ToolError>, ToolError> {
+    match serde_json::from_str::<Stored>(stored) {
+        Ok(Stored::Ok { text, structured }) => Ok(Ok(crate::call::ToolSuccess { text, structured })),
+        Ok(Stored::Error { r#type, message, retryable, violations }) => {
+            Ok(Err(ToolError { kind: r#type.into(), message, retryable, violations }))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable stored outcome");
+            Err(ToolError::new(ErrorType::Internal, "the stored outcome of this key is unreadable"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a = json!({"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": "s"}});
+        assert_eq!(canonical_json(&a), r#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#);
+    }
+
+    #[test]
+    fn upstream_keys_are_deterministic_per_ordinal() {
+        assert_eq!(upstream_key("base", 1), upstream_key("base", 1));
+        assert_ne!(upstream_key("base", 1), upstream_key("base", 2));
+        assert_ne!(upstream_key("base", 1), upstream_key("other", 1));
+        assert_eq!(upstream_key("base", 1).len(), 40);
+    }
+
+    #[test]
+    fn outcomes_round_trip_exactly() {
+        let ok =
+            Ok(crate::call::ToolSuccess { text: Some("t".into()), structured: Some(json!({"z": 1.5, "a": [1, 2]})) });
+        let text = encode(&ok);
+        assert_eq!(decode(&text).unwrap(), ok);
+        let err: Result<crate::call::ToolSuccess, ToolError> =
+            Err(ToolError::from_guest("declined".into(), "no".into(), false));
+        assert_eq!(decode(&encode(&err)).unwrap(), err);
+    }
+}
