@@ -160,13 +160,15 @@ fn api_grant(plugin: &str, url: &str, methods: &[&str]) -> String {
 }
 
 /// reach.wasm under `extra` config, plus: stdio principal alice; `[credentials.api]` with
-/// `Bearer <secret>` for alice (env `ALICE_SECRET`, set for cordon only) and bob (a file).
+/// `Bearer <secret>` for alice (env `ALICE_SECRET`, set for cordon only) and bob (a file); and
+/// implicit idempotency keys off, so every repeated request really goes out.
 fn reach_env(extra: &str) -> Env {
     let env = Env::new().plugin(&fixture_wasm("reach"), "reach.wasm").var("ALICE_SECRET", ALICE_SECRET);
     let bob = env.path().join("bob-secret");
     std::fs::write(&bob, format!("{BOB_SECRET}\n")).expect("write bob's secret");
     let config = format!(
         "[server]\nstdio_principal = \"alice\"\n\n\
+         [plugins.reach.idempotency]\nimplicit_window_s = 0\n\n\
          [credentials.api]\nprefix = \"Bearer \"\n\
          principals.alice = {{ env = \"ALICE_SECRET\" }}\nprincipals.bob = {{ file = \"{}\" }}\n\n{extra}",
         bob.display()
@@ -449,7 +451,6 @@ async fn response_bodies_are_capped() {
 /// 48 hands body-stream errors to the guest as plain I/O errors, so `http-error-code` is `none`
 /// and the guest reports `upstream_unreachable` (retryable) instead.
 #[tokio::test]
-#[ignore = "host: a capped response body reaches the guest as upstream_unreachable, not response_too_large"]
 async fn capped_bodies_are_response_too_large() {
     let (_upstream, _env, _client, out) = fetch_too_much().await;
     out.expect_error("response_too_large", false);

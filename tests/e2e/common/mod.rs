@@ -90,8 +90,12 @@ impl Env {
     }
 
     /// An environment serving demo.wasm and hostile.wasm under `config`.
+    ///
+    /// Implicit idempotency keys are off for hostile: its tests need identical concurrent calls
+    /// (two `spin {}`) to run twice, not to share one execution.
     pub fn demo_and_hostile(config: &str) -> Self {
-        Self::demo().plugin(&fixture_wasm("hostile"), "hostile.wasm").config(config)
+        let config = format!("{config}\n[plugins.hostile.idempotency]\nimplicit_window_s = 0\n");
+        Self::demo().plugin(&fixture_wasm("hostile"), "hostile.wasm").config(&config)
     }
 
     /// Copies `src` into `plugins/` as `file_name`.
