@@ -15,7 +15,6 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use common::*;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -136,23 +135,6 @@ impl Upstream {
 }
 
 // ---- environments ------------------------------------------------------------------------------
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The bearer token of `principal` in these tests.
-fn token(principal: &str) -> String {
-    format!("{principal}-e2e-token")
-}
-
-/// `[[auth.tokens]]` for each principal's [`token`].
-fn tokens(principals: &[&str]) -> String {
-    principals
-        .iter()
-        .map(|p| format!("[[auth.tokens]]\nprincipal = \"{p}\"\nsha256 = \"{}\"\n\n", sha256_hex(token(p).as_bytes())))
-        .collect()
-}
 
 /// A grant of `url` to `plugin` for `methods`, attaching `[credentials.api]`.
 fn api_grant(plugin: &str, url: &str, methods: &[&str]) -> String {

@@ -57,6 +57,11 @@ pub fn demo_wasm() -> PathBuf {
     dist(workspace().join("plugins/dist/demo.wasm"))
 }
 
+/// An example plugin: `plugins/dist/<name>.wasm` (demo, httpbin, payments).
+pub fn example_wasm(name: &str) -> PathBuf {
+    dist(workspace().join(format!("plugins/dist/{name}.wasm")))
+}
+
 /// A test fixture: `tests/plugins/dist/<name>.wasm` (hostile, badimport, badname, twins).
 pub fn fixture_wasm(name: &str) -> PathBuf {
     dist(workspace().join(format!("tests/plugins/dist/{name}.wasm")))
@@ -245,9 +250,35 @@ impl HttpServer {
 
     /// Connects an rmcp client (with a bearer token, if given); `Err` when `initialize` fails.
     pub async fn try_client(&self, token: Option<&str>) -> Result<Client, rmcp::service::ClientInitializeError> {
+        self.try_client_with(token, &[]).await
+    }
+
+    /// An rmcp client sending `headers` (e.g. `Idempotency-Key`) with every request.
+    pub async fn client_with_headers(&self, headers: &[(&str, &str)]) -> Client {
+        self.try_client_with(None, headers)
+            .await
+            .unwrap_or_else(|e| panic!("MCP initialize over HTTP with headers: {e}; stderr:\n{}", self.log.text()))
+    }
+
+    /// Connects an rmcp client with a bearer token, if given, and extra headers on every request.
+    pub async fn try_client_with(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, rmcp::service::ClientInitializeError> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
         if let Some(token) = token {
             config = config.auth_header(token);
+        }
+        if !headers.is_empty() {
+            let headers = headers
+                .iter()
+                .map(|(name, value)| {
+                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+                    (name, reqwest::header::HeaderValue::from_str(value).expect("a header value"))
+                })
+                .collect();
+            config = config.custom_headers(headers);
         }
         let transport = StreamableHttpClientTransport::from_config(config);
         guard("MCP initialize over HTTP", ().serve(transport)).await
@@ -419,6 +450,17 @@ pub async fn call(client: &Client, tool: &str, args: Value) -> Outcome {
     try_call(client, tool, args).await.unwrap_or_else(|e| panic!("{tool}: JSON-RPC error instead of a result: {e}"))
 }
 
+/// Calls `tool` with `params._meta` set to `meta` (a JSON object), which must produce a tool
+/// result.
+pub async fn call_with_meta(client: &Client, tool: &str, args: Value, meta: Value) -> Outcome {
+    let params: CallToolRequestParams =
+        serde_json::from_value(json!({"name": tool, "arguments": args, "_meta": meta})).expect("call params");
+    let result = guard(&format!("answer to {tool}"), client.call_tool(params))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: JSON-RPC error instead of a result: {e}"));
+    Outcome::from_wire(&serde_json::to_value(&result).expect("serialize CallToolResult"))
+}
+
 /// `demo_echo` answers on this connection.
 pub async fn assert_echo(client: &Client, text: &str) {
     let out = call(client, "demo_echo", json!({ "text": text })).await;
@@ -494,3 +536,24 @@ pub async fn fifty_concurrent_echoes(client: &Client) {
 
 /// Config under which calls wait for a slot instead of failing `busy` on a loaded machine.
 pub const PATIENT: &str = "[defaults]\nqueue_timeout_ms = 60000\n";
+
+// ---- bearer-token principals -------------------------------------------------------------------
+
+/// SHA-256 of `bytes` in lower-case hex (what `cordon token hash` prints).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bearer token of `principal` in these tests.
+pub fn token(principal: &str) -> String {
+    format!("{principal}-e2e-token")
+}
+
+/// `[[auth.tokens]]` for each principal's [`token`].
+pub fn tokens(principals: &[&str]) -> String {
+    principals
+        .iter()
+        .map(|p| format!("[[auth.tokens]]\nprincipal = \"{p}\"\nsha256 = \"{}\"\n\n", sha256_hex(token(p).as_bytes())))
+        .collect()
+}
