@@ -103,8 +103,12 @@ impl ServerHandler for McpService {
 /// The key a client sent with the call: `_meta["cordon/idempotency-key"]` first, then the HTTP
 /// `Idempotency-Key` header.
 fn provided_key(request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Option<ProvidedKey> {
-    let from_meta =
-        |meta: &serde_json::Map<String, Value>| meta.get(META_KEY).and_then(Value::as_str).map(str::to_owned);
+    // Strings and numbers are keys, as for a key argument; anything else is ignored.
+    let from_meta = |meta: &serde_json::Map<String, Value>| match meta.get(META_KEY)? {
+        Value::String(key) => Some(key.clone()),
+        Value::Number(key) => Some(key.to_string()),
+        _ => None,
+    };
     let meta = request.meta.as_ref().and_then(|m| from_meta(&m.0 .0)).or_else(|| from_meta(&context.meta.0 .0));
     if let Some(key) = meta {
         return Some(ProvidedKey { key, source: KeySource::Meta });

@@ -281,8 +281,14 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                              WHERE namespace = ?4 AND key = ?5 AND owner = ?6 AND state = 'in_progress'",
                             params![state, outcome, now, namespace, key, owner],
                         )
-                        .map(drop)
-                        .map_err(anyhow::Error::from);
+                        .map_err(anyhow::Error::from)
+                        .and_then(|updated| match updated {
+                            1 => Ok(()),
+                            // Another process took the claim over (it thought this one dead): its
+                            // run is the one of record, and this outcome must not be reported
+                            // as durable.
+                            _ => Err(anyhow!("the claim on key {key:?} is no longer held by this process")),
+                        });
                     replies.push(Reply::Unit(reply, done));
                 }
                 Op::Purge { created, before_ms, reply } => {
