@@ -388,6 +388,7 @@ mod tests {
             url: url.into(),
             methods: methods.iter().map(|m| m.to_string()).collect(),
             credential: None,
+            idempotency_key: true,
         })
         .unwrap()
     }

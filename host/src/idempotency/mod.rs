@@ -126,7 +126,7 @@ impl KeyedCall {
 /// The outcome of [`Idempotency::begin`].
 pub enum Begin {
     /// Run the call, then [`Ticket::finish`] it.
-    Run(Ticket),
+    Run(Box<Ticket>),
     /// The stored outcome of an earlier run: return it without running anything.
     Replay(Result<crate::call::ToolSuccess, ToolError>),
 }
@@ -238,7 +238,7 @@ impl Idempotency {
                 ToolError::new(ErrorType::Internal, "the idempotency store is unavailable; the call did not run")
             })?;
             let begin = match &claimed {
-                Claimed::Run { .. } => Begin::Run(Ticket { leader: Some(leader), call: call.clone() }),
+                Claimed::Run { .. } => Begin::Run(Box::new(Ticket { leader: Some(leader), call: call.clone() })),
                 Claimed::Done(stored) => Begin::Replay(decode(stored)?),
                 Claimed::Mismatch => {
                     return Err(ToolError::new(
