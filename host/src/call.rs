@@ -14,6 +14,7 @@
 //!    durably before the reply.
 
 use crate::app::Cordon;
+use crate::auth::Caller;
 use crate::error::{ErrorType, ToolError};
 use crate::grants::http::{EgressRecord, Refusal};
 use crate::idempotency::store::Claimed;
@@ -42,8 +43,8 @@ pub struct CallRequest {
     pub tool: String,
     /// Arguments; `None` is an empty object.
     pub arguments: Option<Map<String, Value>>,
-    /// Who is calling.
-    pub principal: Principal,
+    /// Who is calling, with what token and scope.
+    pub caller: Caller,
     /// An idempotency key the transport received (`_meta`, HTTP header, CLI flag).
     pub idempotency_key: Option<ProvidedKey>,
 }
@@ -72,14 +73,21 @@ impl Cordon {
     /// Runs one tool call through the whole path (see the module docs).
     pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, ProtocolError> {
         let started = Instant::now();
-        // 1. authenticate: `request.principal` was established by the transport.
+        // 1. authenticate: `request.caller` was established by the transport.
         // 2. resolve, in one snapshot: the call runs on the plugin version it started with.
         let catalog = self.catalog();
         let tool = catalog.tool(&request.tool).ok_or_else(|| ProtocolError::UnknownTool(request.tool.clone()))?.clone();
         drop(catalog);
 
         let call_id = uuid::Uuid::new_v4().simple().to_string();
-        let principal = request.principal.clone();
+        let principal = request.caller.principal.clone();
+        // ... and authorize: a tool outside the caller's scope is refused before anything runs.
+        if !request.caller.scope.allows(&tool.name) {
+            let message =
+                format!("this token may not call {}; its scope is {}", tool.name, request.caller.scope.describe());
+            tracing::info!(tool = %tool.name, principal = %principal.0, "tool call outside the token's scope refused");
+            return Ok(Err(ToolError::new(ErrorType::Forbidden, message)));
+        }
         let (outcome, idempotency) = self.run_call(&tool, request, &call_id).await;
         tracing::info!(
             call = %call_id, tool = %tool.name, principal = %principal.0,
@@ -94,7 +102,8 @@ impl Cordon {
     /// Steps 3 and 4; returns the outcome and what idempotency did (`none`, `miss`, `hit`,
     /// `retry` or `recovery`).
     async fn run_call(&self, tool: &ToolEntry, request: CallRequest, call_id: &str) -> (CallOutcome, &'static str) {
-        let CallRequest { arguments, principal, idempotency_key, .. } = request;
+        let CallRequest { arguments, caller, idempotency_key, .. } = request;
+        let principal = caller.principal;
         let limits = &tool.plugin.limits;
 
         // 3. validate

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod call;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod grants;
 pub mod idempotency;
 pub mod mcp;
+pub mod ratelimit;
 pub mod registry;
 pub mod sandbox;
 pub mod schema;

@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use cordon_host::auth::Caller;
 use cordon_host::call::{CallRequest, Principal, ProtocolError};
 use cordon_host::idempotency::store::Store;
 use cordon_host::idempotency::{KeySource, ProvidedKey};
@@ -109,6 +110,28 @@ enum TokenCommand {
         #[arg(long)]
         principal: String,
     },
+    /// Mint a short-lived host-signed token (signed with the data directory's key).
+    Issue {
+        /// Principal the token authenticates as.
+        #[arg(long)]
+        subject: String,
+        /// Tools it may list and call: glob patterns over tool names, comma-separated
+        /// (e.g. 'demo_*,payments_charge') [default: every tool]
+        #[arg(long, value_delimiter = ',')]
+        tools: Vec<String>,
+        /// Lifetime, e.g. 15m, 12h, 7d.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke a host-signed token by id; a running server refuses it from its next request.
+    Revoke {
+        /// The token id (`id` printed by `cordon token issue`).
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
@@ -168,7 +191,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 allow_unauthenticated,
             };
             // Check the address and auth before the (possibly slow) plugin load.
-            let plan = if stdio { None } else { Some(options.plan(&config).map_err(runtime)?) };
+            let plan = if stdio { None } else { Some(options.plan(&config, &paths.data).map_err(runtime)?) };
             let cordon = Cordon::start(config, paths).await.map_err(runtime)?;
             match plan {
                 None => cordon_host::server::serve_stdio(cordon).await.map_err(runtime)?,
@@ -190,6 +213,27 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 return Err(usage(anyhow::anyhow!("the token is empty")));
             }
             println!("{}", auth::hash_token(&token));
+            Ok(0)
+        }
+        Command::Token(TokenCommand::Issue { subject, tools, ttl, common }) => {
+            let (_, paths) = resolve(&common).map_err(usage)?;
+            // Bad patterns are refused now rather than on first use.
+            auth::ToolScope::from_patterns(&tools).map_err(usage)?;
+            let signer = auth::signed::Signer::load_or_create(&paths.data).map_err(runtime)?;
+            let (token, claims) = signer.issue(&subject, &tools, ttl, std::time::SystemTime::now()).map_err(usage)?;
+            let expires = humantime::format_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp));
+            println!(
+                "{}",
+                serde_json::json!({ "token": token, "id": claims.jti, "subject": claims.sub,
+                "tools": claims.tools, "expires": expires.to_string() })
+            );
+            Ok(0)
+        }
+        Command::Token(TokenCommand::Revoke { id, common }) => {
+            let (_, paths) = resolve(&common).map_err(usage)?;
+            let revocations = auth::signed::Revocations::open(&paths.data).map_err(runtime)?;
+            let fresh = revocations.revoke(&id).map_err(runtime)?;
+            println!("{}", if fresh { format!("revoked {id}") } else { format!("{id} was already revoked") });
             Ok(0)
         }
         Command::Token(TokenCommand::New { principal }) => {
@@ -215,9 +259,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 Err(e) => return Err(usage(anyhow::anyhow!("arguments are not valid JSON: {e}"))),
             };
             let cordon = start(&common).await?;
-            let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
+            let caller = Caller::unrestricted(Principal::new(cordon.config().server.stdio_principal.as_str()));
             let idempotency_key = idempotency_key.map(|key| ProvidedKey { key, source: KeySource::Cli });
-            let request = CallRequest { tool, arguments: Some(arguments), principal, idempotency_key };
+            let request = CallRequest { tool, arguments: Some(arguments), caller, idempotency_key };
             match cordon.call(request).await {
                 Ok(Ok(success)) => {
                     print_json(&serde_json::to_value(mcp::success_result(success)).unwrap_or_default());

@@ -5,7 +5,8 @@
 //! content); only protocol mistakes — an unknown tool, a malformed request — are JSON-RPC errors.
 
 use crate::app::Cordon;
-use crate::call::{CallRequest, Principal, ProtocolError, ToolSuccess};
+use crate::auth::Caller;
+use crate::call::{CallRequest, ProtocolError, ToolSuccess};
 use crate::error::{ErrorType, ToolError};
 use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
 use rmcp::model::{
@@ -21,29 +22,29 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct McpService {
     cordon: Arc<Cordon>,
-    /// The connection's principal (stdio); `None` over HTTP, where each request carries its own.
-    principal: Option<Principal>,
+    /// The connection's caller (stdio); `None` over HTTP, where each request carries its own.
+    caller: Option<Caller>,
 }
 
 impl McpService {
-    /// A service whose calls all run as `principal` (stdio).
-    pub fn for_principal(cordon: Arc<Cordon>, principal: Principal) -> Self {
-        Self { cordon, principal: Some(principal) }
+    /// A service whose calls all run as `caller` (stdio).
+    pub fn for_caller(cordon: Arc<Cordon>, caller: Caller) -> Self {
+        Self { cordon, caller: Some(caller) }
     }
 
     /// A service whose calls run as the principal the HTTP auth layer attached to each request.
     pub fn per_request(cordon: Arc<Cordon>) -> Self {
-        Self { cordon, principal: None }
+        Self { cordon, caller: None }
     }
 
-    fn principal(&self, context: &RequestContext<RoleServer>) -> Result<Principal, McpError> {
-        if let Some(principal) = &self.principal {
-            return Ok(principal.clone());
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        if let Some(caller) = &self.caller {
+            return Ok(caller.clone());
         }
         context
             .extensions
             .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Principal>())
+            .and_then(|parts| parts.extensions.get::<Caller>())
             .cloned()
             // The auth layer runs before every HTTP request; reaching here without a principal
             // is a wiring bug, and failing closed is the only safe answer.
@@ -67,10 +68,13 @@ impl ServerHandler for McpService {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        // Each caller sees only the tools its token allows.
+        let scope = self.caller(&context)?.scope;
         let catalog = self.cordon.catalog();
-        Ok(ListToolsResult::with_all_items(catalog.tools.iter().map(|t| t.descriptor.clone()).collect()))
+        let visible = catalog.tools.iter().filter(|t| scope.allows(&t.name)).map(|t| t.descriptor.clone()).collect();
+        Ok(ListToolsResult::with_all_items(visible))
     }
 
     async fn call_tool(
@@ -82,7 +86,7 @@ impl ServerHandler for McpService {
         let call = self.cordon.call(CallRequest {
             tool: request.name.into_owned(),
             arguments: request.arguments,
-            principal: self.principal(&context)?,
+            caller: self.caller(&context)?,
             idempotency_key,
         });
         // A client's `notifications/cancelled` drops the call, and with it the guest instance.

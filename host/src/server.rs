@@ -6,6 +6,7 @@
 //! opt-in, `cordon serve` refuses to start and says why.
 
 use crate::app::Cordon;
+use crate::auth::Caller;
 use crate::auth::{self, Authenticator};
 use crate::call::Principal;
 use crate::mcp::McpService;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 /// Serves MCP on stdin/stdout until the client closes it. Nothing else is written to stdout.
 pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
     let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
-    let service = McpService::for_principal(cordon, principal)
+    let service = McpService::for_caller(cordon, Caller::unrestricted(principal))
         .serve(rmcp::transport::stdio())
         .await
         .context("MCP initialization over stdio failed")?;
@@ -54,12 +55,12 @@ pub struct HttpPlan {
 
 impl HttpOptions {
     /// Checks the address and the authentication settings, before any plugin is loaded.
-    pub fn plan(self, config: &crate::Config) -> Result<HttpPlan> {
+    pub fn plan(self, config: &crate::Config, data_dir: &std::path::Path) -> Result<HttpPlan> {
         let HttpOptions { listen, stateless, allow_unauthenticated } = self;
         let addr: SocketAddr = listen
             .parse()
             .with_context(|| format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787"))?;
-        let authenticator = Arc::new(Authenticator::from_config(&config.auth, allow_unauthenticated)?);
+        let authenticator = Arc::new(Authenticator::new(&config.auth, allow_unauthenticated, data_dir)?);
         if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
             bail!(
                 "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \
@@ -69,7 +70,8 @@ impl HttpOptions {
         if !authenticator.allows_unauthenticated() && !authenticator.has_tokens() {
             bail!(
                 "no bearer tokens configured: add [[auth.tokens]] to the config (`cordon token hash` prints the \
-                 sha256), or serve a loopback address without authentication with --allow-unauthenticated"
+                 sha256), or serve a loopback address without authentication with --allow-unauthenticated \
+                 (or set [auth] signed_tokens_only = true to accept only tokens from `cordon token issue`)"
             );
         }
         Ok(HttpPlan { addr, stateless, authenticator })

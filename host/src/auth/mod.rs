@@ -1,0 +1,335 @@
+//! Authentication of HTTP callers (DESIGN §7): every `/mcp` request carries
+//! `Authorization: Bearer`, resolved to a [`Caller`] — principal, token id and tool scope —
+//! before MCP sees it.
+//!
+//! Token kinds:
+//! - **static tokens**, configured as SHA-256 hashes (`cordon token hash`), each mapped to a
+//!   principal and optionally to tool patterns;
+//! - **host-signed tokens** (`cordon token issue`, [`signed`]): short-lived, scoped, revocable
+//!   without a restart.
+//!
+//! Expired, revoked, forged or malformed tokens get 401 with `WWW-Authenticate: Bearer
+//! error="invalid_token"`; a valid token calling a tool outside its scope gets 403 with
+//! `error="insufficient_scope"` (and, over any transport, the call path answers `forbidden`).
+//! HTTP without any token is possible only when the operator says so explicitly
+//! (`[auth] allow_unauthenticated` or `--allow-unauthenticated`), and only on a loopback address;
+//! callers are then `anonymous` with every tool in scope.
+//!
+//! ```toml
+//! [[auth.tokens]]
+//! principal = "alice"
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! tools = ["demo_*"]        # optional; default: every tool
+//! ```
+
+pub mod scope;
+pub mod signed;
+
+use crate::call::Principal;
+use anyhow::{bail, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+pub use scope::ToolScope;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use signed::{Invalid, Revocations, Signer};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Serve HTTP without bearer tokens (loopback addresses only). Default false.
+    pub allow_unauthenticated: bool,
+    /// Static bearer tokens.
+    pub tokens: Vec<StaticToken>,
+    /// Serve HTTP with no static tokens, accepting only host-signed ones (`cordon token issue`).
+    pub signed_tokens_only: bool,
+}
+
+/// One `[[auth.tokens]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    /// Who presents this token.
+    pub principal: String,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+    /// Glob patterns of the tools it may list and call; default every tool.
+    #[serde(default)]
+    pub tools: Vec<String>,
+}
+
+/// The principal of unauthenticated HTTP callers, when they are allowed.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// SHA-256 of a token, hex: what goes in `[[auth.tokens]] sha256`.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who it is.
+    pub principal: Principal,
+    /// The id of the token it presented (host-signed tokens), for audit.
+    pub token_id: Option<Arc<str>>,
+    /// The tools it may list and call.
+    pub scope: ToolScope,
+}
+
+impl Caller {
+    /// A caller with every tool in scope (the local operator, an unauthenticated loopback user).
+    pub fn unrestricted(principal: Principal) -> Caller {
+        Caller { principal, token_id: None, scope: ToolScope::all() }
+    }
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No bearer token was presented.
+    Missing,
+    /// The token is unknown, forged, malformed, expired or revoked.
+    Invalid,
+}
+
+/// Resolves bearer tokens to callers.
+pub struct Authenticator {
+    by_hash: HashMap<[u8; 32], Caller>,
+    signer: Signer,
+    revocations: Revocations,
+    allow_unauthenticated: bool,
+    signed_tokens_only: bool,
+}
+
+impl Authenticator {
+    /// Builds the token table (refusing malformed hashes, duplicates and bad patterns) and opens
+    /// the signing key and revocation list in `data_dir`.
+    pub fn new(config: &AuthConfig, allow_unauthenticated: bool, data_dir: &Path) -> Result<Authenticator> {
+        let mut by_hash = HashMap::new();
+        for (i, token) in config.tokens.iter().enumerate() {
+            let at = format!("[[auth.tokens]] #{} ({})", i + 1, token.principal);
+            let mut hash = [0u8; 32];
+            if hex::decode_to_slice(token.sha256.trim(), &mut hash).is_err() {
+                bail!("{at}: sha256 must be 64 hex digits (see `cordon token hash`)");
+            }
+            if token.principal.is_empty() {
+                bail!("{at}: principal must not be empty");
+            }
+            let scope = ToolScope::from_patterns(&token.tools).map_err(|e| anyhow::anyhow!("{at}: {e:#}"))?;
+            let caller = Caller { principal: Principal::new(token.principal.as_str()), token_id: None, scope };
+            if by_hash.insert(hash, caller).is_some() {
+                bail!("{at}: the same token hash is listed twice");
+            }
+        }
+        Ok(Authenticator {
+            by_hash,
+            signer: Signer::load_or_create(data_dir)?,
+            revocations: Revocations::open(data_dir)?,
+            allow_unauthenticated: allow_unauthenticated || config.allow_unauthenticated,
+            signed_tokens_only: config.signed_tokens_only,
+        })
+    }
+
+    /// Whether requests without a token are accepted.
+    pub fn allows_unauthenticated(&self) -> bool {
+        self.allow_unauthenticated
+    }
+
+    /// Whether callers have a way in: static tokens, or host-signed ones by explicit choice.
+    pub fn has_tokens(&self) -> bool {
+        !self.by_hash.is_empty() || self.signed_tokens_only
+    }
+
+    /// The caller for an `Authorization` header value.
+    pub fn authenticate(&self, authorization: Option<&HeaderValue>, now: SystemTime) -> Result<Caller, AuthError> {
+        let Some(value) = authorization else {
+            return if self.allow_unauthenticated {
+                Ok(Caller::unrestricted(Principal::new(ANONYMOUS)))
+            } else {
+                Err(AuthError::Missing)
+            };
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or(AuthError::Invalid)?;
+        if token.starts_with(signed::PREFIX) {
+            return self.signed(token, now);
+        }
+        // Looking up the digest, not the token, keeps comparison time independent of the secret.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.by_hash.get(&digest).cloned().ok_or(AuthError::Invalid)
+    }
+
+    fn signed(&self, token: &str, now: SystemTime) -> Result<Caller, AuthError> {
+        let refused = |why: Invalid| {
+            tracing::info!(reason = %why, "host-signed token refused");
+            AuthError::Invalid
+        };
+        let claims = self.signer.verify(token, now).map_err(refused)?;
+        if self.revocations.is_revoked(&claims.jti) {
+            return Err(refused(Invalid::Revoked));
+        }
+        // Patterns were checked when the token was issued; a bad one here means tampering.
+        let scope = ToolScope::from_patterns(&claims.tools).map_err(|_| refused(Invalid::Malformed))?;
+        Ok(Caller { principal: Principal::new(claims.sub.as_str()), token_id: Some(claims.jti.into()), scope })
+    }
+}
+
+/// Axum middleware: authenticates the request, refuses a `tools/call` outside the caller's scope
+/// with 403, and stores the [`Caller`] in the request's extensions (rmcp hands them to the MCP
+/// handler).
+pub async fn require_bearer(State(auth): State<Arc<Authenticator>>, request: Request, next: Next) -> Response {
+    let caller = match auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()) {
+        Ok(caller) => caller,
+        Err(error) => return unauthorized(error),
+    };
+    let mut request = if caller.scope.is_restricted() {
+        match check_scope(request, &caller.scope).await {
+            Ok(request) => request,
+            Err(refusal) => return refusal,
+        }
+    } else {
+        request
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// Reads the body of a POST to find `tools/call` names; answers 403 if one is out of scope.
+async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, Response> {
+    if request.method() != axum::http::Method::POST {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    // rmcp enforces its own (configurable) size cap after us; this bound only protects the read.
+    let bytes = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response())?;
+    let denied = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|message| {
+        let calls: Vec<&serde_json::Value> = match &message {
+            serde_json::Value::Array(batch) => batch.iter().collect(),
+            single => vec![single],
+        };
+        calls.into_iter().find_map(|m| {
+            let is_call = m.get("method").and_then(|v| v.as_str()) == Some("tools/call");
+            let name = m.pointer("/params/name").and_then(|v| v.as_str())?;
+            (is_call && !scope.allows(name)).then(|| name.to_string())
+        })
+    });
+    if let Some(tool) = denied {
+        let challenge =
+            format!("Bearer realm=\"cordon\", error=\"insufficient_scope\", scope=\"{}\"", scope.describe());
+        let body = serde_json::json!({ "error": format!("this token may not call {tool}") }).to_string();
+        return Err((
+            StatusCode::FORBIDDEN,
+            [(header::WWW_AUTHENTICATE, challenge), (header::CONTENT_TYPE, "application/json".to_string())],
+            body,
+        )
+            .into_response());
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+fn unauthorized(error: AuthError) -> Response {
+    let (challenge, message) = match error {
+        AuthError::Missing => ("Bearer realm=\"cordon\"", "missing bearer token"),
+        AuthError::Invalid => ("Bearer realm=\"cordon\", error=\"invalid_token\"", "invalid bearer token"),
+    };
+    let body = serde_json::json!({ "error": message }).to_string();
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge), (header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn auth(allow: bool, dir: &Path) -> Authenticator {
+        let config = AuthConfig {
+            tokens: vec![StaticToken {
+                principal: "alice".into(),
+                sha256: hash_token("alice-token"),
+                tools: vec!["demo_*".into()],
+            }],
+            ..Default::default()
+        };
+        Authenticator::new(&config, allow, dir).unwrap()
+    }
+
+    fn bearer(token: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+    }
+
+    #[test]
+    fn static_tokens_resolve_to_their_principal_and_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = auth(false, dir.path());
+        let now = SystemTime::now();
+        let caller = a.authenticate(Some(&bearer("alice-token")), now).unwrap();
+        assert_eq!(caller.principal.0.as_ref(), "alice");
+        assert!(caller.scope.allows("demo_echo") && !caller.scope.allows("payments_charge"));
+        assert!(a.authenticate(Some(&HeaderValue::from_static("bearer alice-token")), now).is_ok());
+    }
+
+    #[test]
+    fn missing_and_unknown_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = auth(false, dir.path());
+        let now = SystemTime::now();
+        assert_eq!(a.authenticate(None, now).unwrap_err(), AuthError::Missing);
+        assert_eq!(a.authenticate(Some(&bearer("wrong")), now).unwrap_err(), AuthError::Invalid);
+        assert_eq!(
+            a.authenticate(Some(&HeaderValue::from_static("Basic YWxpY2U=")), now).unwrap_err(),
+            AuthError::Invalid
+        );
+        let open = auth(true, dir.path());
+        assert_eq!(open.authenticate(None, now).unwrap().principal.0.as_ref(), ANONYMOUS);
+        assert_eq!(open.authenticate(Some(&bearer("wrong")), now).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn signed_tokens_carry_subject_scope_and_id_until_expired_or_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = auth(false, dir.path());
+        let now = SystemTime::now();
+        let signer = Signer::load_or_create(dir.path()).unwrap();
+        let (token, claims) = signer.issue("bot", &["payments_*".into()], Duration::from_secs(60), now).unwrap();
+        let caller = a.authenticate(Some(&bearer(&token)), now).unwrap();
+        assert_eq!(caller.principal.0.as_ref(), "bot");
+        assert_eq!(caller.token_id.as_deref(), Some(claims.jti.as_str()));
+        assert!(caller.scope.allows("payments_charge") && !caller.scope.allows("demo_echo"));
+        let later = now + Duration::from_secs(61);
+        assert_eq!(a.authenticate(Some(&bearer(&token)), later).unwrap_err(), AuthError::Invalid);
+        Revocations::open(dir.path()).unwrap().revoke(&claims.jti).unwrap();
+        assert_eq!(a.authenticate(Some(&bearer(&token)), now).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn malformed_config_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad_hash = StaticToken { principal: "x".into(), sha256: "abc".into(), tools: vec![] };
+        let config = AuthConfig { tokens: vec![bad_hash], ..Default::default() };
+        assert!(Authenticator::new(&config, false, dir.path()).is_err());
+        let bad_glob = StaticToken { principal: "x".into(), sha256: hash_token("t"), tools: vec!["[".into()] };
+        let config = AuthConfig { tokens: vec![bad_glob], ..Default::default() };
+        assert!(Authenticator::new(&config, false, dir.path()).is_err());
+    }
+}

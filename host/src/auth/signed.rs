@@ -1,0 +1,243 @@
+//! Host-signed, short-lived, scoped tokens (`cordon token issue`).
+//!
+//! A token is `cdt1.<claims>.<signature>`: the claims (subject, allowed tool patterns, issue and
+//! expiry times, a random id) as base64url JSON, and an HMAC-SHA256 over `cdt1.<claims>` with a
+//! key kept in the data directory (`token-signing.key`, created on first use with mode 0600).
+//! Anyone who can read that file can mint tokens: it is as sensitive as the tokens themselves.
+//! Revoking an id (`cordon token revoke ID`) writes it to `tokens.sqlite3`, which the server
+//! consults on every request, so revocation needs no restart.
+
+use anyhow::{bail, Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The prefix that marks a host-signed token.
+pub const PREFIX: &str = "cdt1.";
+/// The signing key's file in the data directory.
+pub const KEY_FILE: &str = "token-signing.key";
+/// The revocation list's file in the data directory.
+pub const REVOCATIONS_FILE: &str = "tokens.sqlite3";
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The principal the token authenticates as.
+    pub sub: String,
+    /// Glob patterns of the tools it may list and call; empty means every tool.
+    pub tools: Vec<String>,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: u64,
+    /// The token's id, for revocation and audit.
+    pub jti: String,
+}
+
+/// Why a host-signed token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// Not of the `cdt1.<claims>.<signature>` shape, or unreadable claims.
+    #[error("malformed token")]
+    Malformed,
+    /// The signature does not match.
+    #[error("bad signature")]
+    Forged,
+    /// Past its expiry.
+    #[error("expired")]
+    Expired,
+    /// Revoked by an operator.
+    #[error("revoked")]
+    Revoked,
+}
+
+/// Signs and verifies tokens with the data directory's key.
+pub struct Signer {
+    key: [u8; 32],
+}
+
+impl Signer {
+    /// Loads the key from `data_dir`, creating it (mode 0600) if there is none.
+    pub fn load_or_create(data_dir: &Path) -> Result<Signer> {
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let key: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("{} must hold exactly 32 bytes", path.display()))?;
+                Ok(Signer { key })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for the signing key: {e}"))?;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                match options.open(&path) {
+                    Ok(mut file) => {
+                        file.write_all(&key).with_context(|| format!("cannot write {}", path.display()))?;
+                        file.sync_all()?;
+                        Ok(Signer { key })
+                    }
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
+                    Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+                }
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Mints a token for `subject`, allowed `tools`, valid for `ttl`. Returns it with its id.
+    pub fn issue(&self, subject: &str, tools: &[String], ttl: Duration, now: SystemTime) -> Result<(String, Claims)> {
+        if subject.is_empty() {
+            bail!("the subject must not be empty");
+        }
+        let iat = unix(now);
+        let mut id = [0u8; 12];
+        getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for the token id: {e}"))?;
+        let claims =
+            Claims { sub: subject.into(), tools: tools.to_vec(), iat, exp: iat + ttl.as_secs(), jti: hex::encode(id) };
+        let payload = format!("{PREFIX}{}", B64.encode(serde_json::to_vec(&claims)?));
+        let signature = B64.encode(self.mac(&payload).finalize().into_bytes());
+        Ok((format!("{payload}.{signature}"), claims))
+    }
+
+    /// Checks signature and expiry (revocation is the caller's next step).
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, Invalid> {
+        let (payload, signature) = token.rsplit_once('.').ok_or(Invalid::Malformed)?;
+        let claims_b64 = payload.strip_prefix(PREFIX).ok_or(Invalid::Malformed)?;
+        let signature = B64.decode(signature).map_err(|_| Invalid::Malformed)?;
+        // `verify_slice` compares in constant time.
+        self.mac(payload).verify_slice(&signature).map_err(|_| Invalid::Forged)?;
+        let claims: Claims = serde_json::from_slice(&B64.decode(claims_b64).map_err(|_| Invalid::Malformed)?)
+            .map_err(|_| Invalid::Malformed)?;
+        if unix(now) >= claims.exp {
+            return Err(Invalid::Expired);
+        }
+        Ok(claims)
+    }
+
+    fn mac(&self, payload: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(payload.as_bytes());
+        mac
+    }
+}
+
+/// The revocation list (`tokens.sqlite3`), shared by the server and `cordon token revoke`.
+pub struct Revocations {
+    conn: Mutex<Connection>,
+}
+
+impl Revocations {
+    /// Opens (creating) the list in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Revocations> {
+        let path = data_dir.join(REVOCATIONS_FILE);
+        let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS revoked_tokens (id TEXT PRIMARY KEY, revoked_ms INTEGER NOT NULL) WITHOUT ROWID",
+        )
+        .with_context(|| format!("cannot prepare {}", path.display()))?;
+        Ok(Revocations { conn: Mutex::new(conn) })
+    }
+
+    /// Revokes a token id. Returns false if it was already revoked.
+    pub fn revoke(&self, id: &str) -> Result<bool> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Ok(conn.execute("INSERT OR IGNORE INTO revoked_tokens (id, revoked_ms) VALUES (?1, ?2)", params![id, now])?
+            == 1)
+    }
+
+    /// Whether `id` is revoked. A store error counts as revoked: fail closed.
+    pub fn is_revoked(&self, id: &str) -> bool {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let found = conn
+            .prepare_cached("SELECT 1 FROM revoked_tokens WHERE id = ?1")
+            .and_then(|mut stmt| stmt.exists(params![id]));
+        found.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the token revocation list; refusing the token");
+            true
+        })
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> (Signer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Signer::load_or_create(dir.path()).unwrap(), dir)
+    }
+
+    #[test]
+    fn issued_tokens_verify_until_they_expire() {
+        let (s, _dir) = signer();
+        let now = SystemTime::now();
+        let (token, claims) = s.issue("alice", &["demo_*".into()], Duration::from_secs(60), now).unwrap();
+        assert!(token.starts_with(PREFIX));
+        assert_eq!(s.verify(&token, now).unwrap(), claims);
+        assert_eq!(s.verify(&token, now + Duration::from_secs(61)), Err(Invalid::Expired));
+    }
+
+    #[test]
+    fn forged_and_malformed_tokens_are_refused() {
+        let (s, dir) = signer();
+        let now = SystemTime::now();
+        let (token, _) = s.issue("alice", &[], Duration::from_secs(60), now).unwrap();
+        // Claims changed, signature kept.
+        let (payload, sig) = token.rsplit_once('.').unwrap();
+        let mut claims: Claims = serde_json::from_slice(&B64.decode(&payload[PREFIX.len()..]).unwrap()).unwrap();
+        claims.sub = "root".into();
+        let forged = format!("{PREFIX}{}.{sig}", B64.encode(serde_json::to_vec(&claims).unwrap()));
+        assert_eq!(s.verify(&forged, now), Err(Invalid::Forged));
+        // Another key.
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        let other = Signer::load_or_create(dir.path()).unwrap();
+        assert_eq!(other.verify(&token, now), Err(Invalid::Forged));
+        for bad in ["", "cdt1.", "cdt1.abc", "nope.abc.def", "cdt1.!!!.###"] {
+            assert!(matches!(s.verify(bad, now), Err(Invalid::Malformed | Invalid::Forged)), "{bad}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_key_file_is_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (s, dir) = signer();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = Signer::load_or_create(dir.path()).unwrap();
+        let (token, _) = s.issue("a", &[], Duration::from_secs(5), SystemTime::now()).unwrap();
+        assert!(again.verify(&token, SystemTime::now()).is_ok());
+    }
+
+    #[test]
+    fn revocation_is_seen_by_another_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Revocations::open(dir.path()).unwrap();
+        let cli = Revocations::open(dir.path()).unwrap();
+        assert!(!server.is_revoked("t1"));
+        assert!(cli.revoke("t1").unwrap());
+        assert!(!cli.revoke("t1").unwrap());
+        assert!(server.is_revoked("t1"));
+    }
+}
