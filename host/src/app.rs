@@ -1,9 +1,11 @@
 //! [`Cordon`]: the running host — sandbox, compile cache and the catalog being served — shared
 //! by every transport (stdio, HTTP, the in-process `cordon call`).
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::grants::credentials::Credentials;
 use crate::idempotency::Idempotency;
+use crate::ratelimit::RateLimits;
 use crate::registry::cache::CompileCache;
 use crate::registry::{self, Catalog, LoadContext};
 use crate::sandbox::Sandbox;
@@ -27,6 +29,8 @@ pub struct Cordon {
     cache: Arc<CompileCache>,
     pub(crate) credentials: Arc<Credentials>,
     pub(crate) idempotency: Arc<Idempotency>,
+    pub(crate) audit: AuditLog,
+    pub(crate) rate_limits: Arc<RateLimits>,
     paths: Paths,
     /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
     catalog: RwLock<Arc<Catalog>>,
@@ -38,6 +42,8 @@ impl Cordon {
         let credentials = Arc::new(Credentials::load(&config.credentials)?);
         let idempotency = Idempotency::open(&paths.data.join(IDEMPOTENCY_DB))?;
         spawn_cleanup(idempotency.clone());
+        let audit = AuditLog::start(&config.audit, &paths.data)?;
+        let rate_limits = Arc::new(RateLimits::new(&config.rate_limits)?);
         let sandbox = Sandbox::new(&config.pool)?;
         let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
         let cx = LoadContext { sandbox: &sandbox, cache: &cache, config: &config, credentials: &credentials };
@@ -48,6 +54,8 @@ impl Cordon {
             cache,
             credentials,
             idempotency,
+            audit,
+            rate_limits,
             paths,
             catalog: RwLock::new(Arc::new(catalog)),
         }))
@@ -59,6 +67,16 @@ impl Cordon {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The rate limits, shared with the HTTP layer.
+    pub fn rate_limits(&self) -> Arc<RateLimits> {
+        self.rate_limits.clone()
+    }
+
+    /// Writes queued audit lines, waiting at most `timeout` (before a short-lived process exits).
+    pub fn flush_audit(&self, timeout: std::time::Duration) -> bool {
+        self.audit.flush(timeout)
     }
 
     /// The configuration in force.

@@ -97,6 +97,18 @@ pub enum IdempotencyUse {
 }
 
 impl IdempotencyUse {
+    /// The name written to logs and the audit file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Miss => "miss",
+            Self::Hit => "hit",
+            Self::Retry => "retry",
+            Self::Recovery => "recovery",
+            Self::Reused => "reused",
+        }
+    }
+
     /// From the store's answer to a claim.
     pub fn from_claimed(claimed: &crate::idempotency::store::Claimed) -> Self {
         use crate::idempotency::store::Claimed;
@@ -379,8 +391,9 @@ pub struct AuditLog {
     log_arguments: bool,
     queue: Option<SyncSender<Msg>>,
     writer: Option<JoinHandle<()>>,
-    /// Disconnects when the writer thread ends; lets `Drop` wait for it with a deadline.
-    writer_done: Option<Receiver<()>>,
+    /// Disconnects when the writer thread ends; lets `Drop` wait for it with a deadline. (In a
+    /// mutex only so the log can be shared across threads; only `Drop` touches it.)
+    writer_done: Option<Mutex<Receiver<()>>>,
     health: Arc<Health>,
 }
 
@@ -427,7 +440,7 @@ impl AuditLog {
             log_arguments: config.log_arguments,
             queue: Some(queue),
             writer: Some(writer),
-            writer_done: Some(writer_done),
+            writer_done: Some(Mutex::new(writer_done)),
             health,
         })
     }
@@ -506,6 +519,7 @@ impl Drop for AuditLog {
         // forever: a hung disk must not hang shutdown.
         self.queue = None;
         if let Some(done) = self.writer_done.take() {
+            let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
             if let Err(mpsc::RecvTimeoutError::Disconnected) = done.recv_timeout(DRAIN_ON_DROP) {
                 if let Some(writer) = self.writer.take() {
                     let _ = writer.join();

@@ -14,11 +14,12 @@
 //!    durably before the reply.
 
 use crate::app::Cordon;
+use crate::audit::{self, AuditRecord, IdempotencyUse};
 use crate::auth::Caller;
 use crate::error::{ErrorType, ToolError};
 use crate::grants::http::{EgressRecord, Refusal};
-use crate::idempotency::store::Claimed;
 use crate::idempotency::{Begin, KeyedCall, ProvidedKey, ToolKeying};
+use crate::ratelimit;
 use crate::registry::ToolEntry;
 use crate::sandbox::bindings::CallContext;
 use crate::sandbox::{CallGrants, GuestReply, Invocation};
@@ -66,6 +67,17 @@ pub enum ProtocolError {
     UnknownTool(String),
 }
 
+/// What a call did, collected along the path for its audit line.
+#[derive(Default)]
+struct CallTrace {
+    idempotency: IdempotencyUse,
+    key: Option<String>,
+    arguments_sha256: String,
+    arguments: Option<Value>,
+    fuel_used: u64,
+    egress: Option<Arc<Mutex<EgressRecord>>>,
+}
+
 /// The outcome of a call that reached a tool.
 pub type CallOutcome = Result<ToolSuccess, ToolError>;
 
@@ -88,41 +100,86 @@ impl Cordon {
             tracing::info!(tool = %tool.name, principal = %principal.0, "tool call outside the token's scope refused");
             return Ok(Err(ToolError::new(ErrorType::Forbidden, message)));
         }
-        let (outcome, idempotency) = self.run_call(&tool, request, &call_id).await;
+        let token_id = request.caller.token_id.clone();
+        let mut trace = CallTrace::default();
+        let outcome = self.run_call(&tool, request, &call_id, &mut trace).await;
+        let latency_us = started.elapsed().as_micros() as u64;
         tracing::info!(
             call = %call_id, tool = %tool.name, principal = %principal.0,
             outcome = match &outcome { Ok(_) => "ok", Err(e) => &e.kind },
-            idempotency,
-            latency_us = started.elapsed().as_micros() as u64,
+            idempotency = trace.idempotency.as_str(),
+            latency_us,
             "tool call"
         );
+        self.audit(&tool, &principal, token_id.as_deref(), &call_id, &outcome, trace, latency_us);
         Ok(outcome)
     }
 
-    /// Steps 3 and 4; returns the outcome and what idempotency did (`none`, `miss`, `hit`,
-    /// `retry` or `recovery`).
-    async fn run_call(&self, tool: &ToolEntry, request: CallRequest, call_id: &str) -> (CallOutcome, &'static str) {
+    /// One audit line per call that reached a tool (DESIGN §7).
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        tool: &ToolEntry,
+        principal: &Principal,
+        token_id: Option<&str>,
+        call_id: &str,
+        outcome: &CallOutcome,
+        trace: CallTrace,
+        latency_us: u64,
+    ) {
+        let mut record = AuditRecord {
+            time: audit::timestamp(std::time::SystemTime::now()),
+            call_id: call_id.to_string(),
+            principal: principal.0.to_string(),
+            token_id: token_id.map(str::to_string),
+            tool: tool.name.clone(),
+            plugin: tool.plugin.name.clone(),
+            plugin_digest: tool.plugin.digest.clone(),
+            arguments_sha256: trace.arguments_sha256,
+            arguments: trace.arguments,
+            idempotency_key: trace.key,
+            idempotency: trace.idempotency,
+            outcome: if outcome.is_ok() { audit::Outcome::Ok } else { audit::Outcome::Error },
+            error_type: outcome.as_ref().err().map(|e| e.kind.to_string()),
+            error_message: outcome.as_ref().err().map(|e| e.message.clone()),
+            retryable: outcome.as_ref().err().map(|e| e.retryable),
+            latency_us,
+            fuel_used: trace.fuel_used,
+            ..Default::default()
+        };
+        if let Some(egress) = trace.egress.as_ref().and_then(|e| e.lock().ok()) {
+            record.egress(&egress);
+        }
+        self.audit.record(&record);
+    }
+
+    /// Steps 3 and 4.
+    async fn run_call(
+        &self,
+        tool: &ToolEntry,
+        request: CallRequest,
+        call_id: &str,
+        trace: &mut CallTrace,
+    ) -> CallOutcome {
         let CallRequest { arguments, caller, idempotency_key, .. } = request;
         let principal = caller.principal;
         let limits = &tool.plugin.limits;
 
         // 3. validate
         let arguments = Value::Object(arguments.unwrap_or_default());
-        let serialized = match serde_json::to_string(&arguments) {
-            Ok(text) => text,
-            Err(e) => return (Err(ToolError::new(ErrorType::InvalidArguments, format!("bad arguments: {e}"))), "none"),
-        };
+        trace.arguments_sha256 = audit::arguments_sha256(&arguments);
+        trace.arguments = self.audit.arguments(&arguments);
+        let serialized = serde_json::to_string(&arguments)
+            .map_err(|e| ToolError::new(ErrorType::InvalidArguments, format!("bad arguments: {e}")))?;
         if serialized.len() > limits.max_input_bytes {
             let message = format!(
                 "arguments are {} bytes; this tool accepts at most {}",
                 serialized.len(),
                 limits.max_input_bytes
             );
-            return (Err(ToolError::new(ErrorType::InputTooLarge, message)), "none");
+            return Err(ToolError::new(ErrorType::InputTooLarge, message));
         }
-        if let Err(e) = tool.input.check_arguments(&arguments) {
-            return (Err(e), "none");
-        }
+        tool.input.check_arguments(&arguments)?;
 
         // 4. idempotency
         let keying = ToolKeying {
@@ -132,28 +189,33 @@ impl Cordon {
             key_argument: tool.key_argument.as_deref(),
             config: &tool.plugin.idempotency,
         };
-        let keyed = match self.idempotency.key_for(idempotency_key.as_ref(), &keying, &arguments, &principal) {
-            Ok(Some(keyed)) => keyed,
-            Ok(None) => return (self.execute(tool, serialized, &principal, call_id, None).await, "none"),
-            Err(e) => return (Err(e), "none"),
+        let Some(keyed) = self.idempotency.key_for(idempotency_key.as_ref(), &keying, &arguments, &principal)? else {
+            return self.execute(tool, serialized, &principal, call_id, None, trace).await;
         };
-        let (ticket, note) = match self.idempotency.begin(&keyed).await {
-            Ok((Begin::Replay(stored), _)) => return (stored, "hit"),
-            Ok((Begin::Run(ticket), Claimed::Run { recovery: true, .. })) => (ticket, "recovery"),
-            Ok((Begin::Run(ticket), Claimed::Run { attempt, .. })) if attempt > 1 => (ticket, "retry"),
-            Ok((Begin::Run(ticket), _)) => (ticket, "miss"),
-            Err(e) => return (Err(e), "none"),
+        trace.key = Some(keyed.key().to_string());
+        let ticket = match self.idempotency.begin(&keyed).await {
+            Ok((begin, claimed)) => {
+                trace.idempotency = IdempotencyUse::from_claimed(&claimed);
+                match begin {
+                    Begin::Replay(stored) => return stored,
+                    Begin::Run(ticket) => ticket,
+                }
+            }
+            Err(e) => {
+                if e.is(ErrorType::IdempotencyKeyReused) {
+                    trace.idempotency = IdempotencyUse::Reused;
+                }
+                return Err(e);
+            }
         };
-        if note == "recovery" {
+        if trace.idempotency == IdempotencyUse::Recovery {
             tracing::warn!(call = %call_id, tool = %tool.name, key = %keyed.key(),
                 "recovering a keyed call cut off by a crash: re-running with the same upstream keys");
         }
-        let outcome = self.execute(tool, serialized, &principal, call_id, Some(&keyed)).await;
+        let outcome = self.execute(tool, serialized, &principal, call_id, Some(&keyed), trace).await;
         // The outcome is durable before anyone sees it.
-        match ticket.finish(&outcome).await {
-            Ok(()) => (outcome, note),
-            Err(e) => (Err(e), note),
-        }
+        ticket.finish(&outcome).await?;
+        outcome
     }
 
     /// Steps 5 to 8: a slot, a fresh instance with the grants, the checked result.
@@ -164,11 +226,15 @@ impl Cordon {
         principal: &Principal,
         call_id: &str,
         keyed: Option<&KeyedCall>,
+        trace: &mut CallTrace,
     ) -> CallOutcome {
         let plugin = &tool.plugin;
         let limits = &plugin.limits;
 
-        // 5. limits: an instance slot.
+        // 5. limits: the plugin's rate, then an instance slot.
+        if let Some(decision) = self.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
+            return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
+        }
         let _slot = match tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => {
@@ -187,6 +253,7 @@ impl Cordon {
 
         // 6. instance, with 7. grants applied for this principal.
         let egress = Arc::new(Mutex::new(EgressRecord::default()));
+        trace.egress = Some(egress.clone());
         let grants = CallGrants {
             grants: plugin.grants.clone(),
             credentials: self.credentials.clone(),
@@ -202,6 +269,7 @@ impl Cordon {
         let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments, context };
         let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
         let run = self.sandbox.run(&plugin.prepared, limits, label, grants, invocation).await;
+        trace.fuel_used = run.fuel_used;
         let reply = run.reply.and_then(|reply| match reply {
             GuestReply::Output(Ok(output)) => Ok(output),
             GuestReply::Output(Err(e)) => Err(ToolError::from_guest(e.kind, e.message, e.retryable)),

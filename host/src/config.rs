@@ -39,6 +39,12 @@ pub struct Config {
     /// Secrets attached to granted outbound requests, by name.
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialConfig>,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// Rate limits per principal and per plugin.
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
 }
 
 /// `[paths]`.
@@ -266,6 +272,7 @@ impl Config {
                 bail!("{section} timeout_ms and fuel must be greater than zero");
             }
         }
+        self.rate_limits.validate()?;
         for (name, plugin) in &self.plugins {
             if let Some(pin) = &plugin.sha256 {
                 if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {

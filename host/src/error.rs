@@ -38,6 +38,8 @@ pub enum ErrorType {
     Forbidden,
     /// The idempotency key was used before with other arguments.
     IdempotencyKeyReused,
+    /// Over a rate limit; the message says how long to wait.
+    RateLimited,
     /// Something went wrong inside the host; details are in the host's log only.
     Internal,
 }
@@ -59,13 +61,14 @@ impl ErrorType {
             Self::EgressDenied => "egress_denied",
             Self::Forbidden => "forbidden",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
         }
     }
 
     /// Whether the same call may succeed if simply retried later.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Timeout | Self::Busy | Self::Internal)
+        matches!(self, Self::Timeout | Self::Busy | Self::Internal | Self::RateLimited)
     }
 }
 

@@ -68,6 +68,25 @@ enum Command {
     /// Inspect and clean the idempotency store.
     #[command(subcommand)]
     Idempotency(IdempotencyCommand),
+    /// Query the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Tool-level errors per idempotency key (latest attempt), leaving out keys that later
+    /// succeeded: the reconciliation pass after a Messages Batch.
+    Errors {
+        /// Only records since: RFC 3339, a date (YYYY-MM-DD), or an age such as 2h.
+        #[arg(long, value_parser = cordon_host::audit::parse_since)]
+        since: Option<std::time::SystemTime>,
+        /// Only this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,13 +212,24 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             // Check the address and auth before the (possibly slow) plugin load.
             let plan = if stdio { None } else { Some(options.plan(&config, &paths.data).map_err(runtime)?) };
             let cordon = Cordon::start(config, paths).await.map_err(runtime)?;
-            match plan {
-                None => cordon_host::server::serve_stdio(cordon).await.map_err(runtime)?,
-                Some(plan) => cordon_host::server::serve_http(cordon, plan).await.map_err(runtime)?,
-            }
+            let served = match plan {
+                None => cordon_host::server::serve_stdio(cordon.clone()).await,
+                Some(plan) => cordon_host::server::serve_http(cordon.clone(), plan).await,
+            };
+            cordon.flush_audit(std::time::Duration::from_secs(5));
+            served.map_err(runtime)?;
             Ok(0)
         }
         Command::Idempotency(command) => idempotency_command(command).await,
+        Command::Audit(AuditCommand::Errors { since, tool, common }) => {
+            let (config, paths) = resolve(&common).map_err(usage)?;
+            let Some(path) = config.audit.file_in(&paths.data) else {
+                return Err(usage(anyhow::anyhow!("the audit file is turned off ([audit] file = \"\")")));
+            };
+            let report = cordon_host::audit::errors_report(&path, since, tool.as_deref()).map_err(runtime)?;
+            print_json(&serde_json::to_value(&report).unwrap_or_default());
+            Ok(0)
+        }
         Command::Token(TokenCommand::Hash { token }) => {
             let token = match token {
                 Some(token) => token,
@@ -262,7 +292,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let caller = Caller::unrestricted(Principal::new(cordon.config().server.stdio_principal.as_str()));
             let idempotency_key = idempotency_key.map(|key| ProvidedKey { key, source: KeySource::Cli });
             let request = CallRequest { tool, arguments: Some(arguments), caller, idempotency_key };
-            match cordon.call(request).await {
+            let outcome = cordon.call(request).await;
+            // The audit line is written by a background thread: let it land before exiting.
+            cordon.flush_audit(std::time::Duration::from_secs(5));
+            match outcome {
                 Ok(Ok(success)) => {
                     print_json(&serde_json::to_value(mcp::success_result(success)).unwrap_or_default());
                     Ok(0)
@@ -288,7 +321,7 @@ async fn idempotency_command(command: IdempotencyCommand) -> Result<u8, Failure>
     match command {
         IdempotencyCommand::List { limit, .. } => {
             for record in store.list(None, limit).map_err(runtime)? {
-                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+                print_line(&serde_json::to_string(&record).unwrap_or_default());
             }
             Ok(0)
         }
@@ -333,10 +366,24 @@ fn resolve(common: &Common) -> Result<(Config, Paths)> {
     Ok((config, Paths { plugins, data }))
 }
 
+/// One line to stdout; a closed pipe ends the output quietly.
+fn print_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 fn print_json(value: &Value) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("error: cannot print the result: {e}"),
+    use std::io::Write;
+    let text = match serde_json::to_string_pretty(value) {
+        Ok(text) => text,
+        Err(e) => return eprintln!("error: cannot print the result: {e}"),
+    };
+    // A reader that stopped early (`| head`) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot print the result: {e}");
+        }
     }
 }
 

@@ -102,9 +102,10 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
             mcp_config,
         )
     };
-    let mcp = Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(authenticator.clone(), auth::require_bearer));
+    let mcp = Router::new().nest_service("/mcp", mcp).layer(axum::middleware::from_fn_with_state(
+        Arc::new(auth::Gate { auth: authenticator.clone(), limits: cordon.rate_limits() }),
+        auth::require_bearer,
+    ));
     let app = Router::new()
         .merge(mcp)
         .route("/healthz", get(health))

@@ -188,14 +188,32 @@ impl Authenticator {
     }
 }
 
-/// Axum middleware: authenticates the request, refuses a `tools/call` outside the caller's scope
-/// with 403, and stores the [`Caller`] in the request's extensions (rmcp hands them to the MCP
-/// handler).
-pub async fn require_bearer(State(auth): State<Arc<Authenticator>>, request: Request, next: Next) -> Response {
-    let caller = match auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()) {
+/// What every `/mcp` request passes: authentication, then the caller's rate limit.
+pub struct Gate {
+    /// Resolves tokens to callers.
+    pub auth: Arc<Authenticator>,
+    /// Per-principal (and per-plugin) buckets.
+    pub limits: Arc<crate::ratelimit::RateLimits>,
+}
+
+/// Axum middleware: authenticates the request, applies the caller's rate limit (429 with
+/// `RateLimit-*` and `Retry-After`; the `RateLimit-*` headers on every response within limits),
+/// refuses a `tools/call` outside the caller's scope with 403, and stores the [`Caller`] in the
+/// request's extensions (rmcp hands them to the MCP handler).
+pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    let caller = match gate.auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()) {
         Ok(caller) => caller,
         Err(error) => return unauthorized(error),
     };
+    let decision = gate.limits.principal(&caller.principal.0);
+    if let Some(decision) = decision.as_ref().filter(|d| !d.allowed) {
+        tracing::info!(principal = %caller.principal.0, "rate limit exceeded");
+        let body = serde_json::json!({ "error": decision.message(crate::ratelimit::Scope::Principal) }).to_string();
+        let mut response =
+            (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        add_headers(&mut response, decision.headers());
+        return response;
+    }
     let mut request = if caller.scope.is_restricted() {
         match check_scope(request, &caller.scope).await {
             Ok(request) => request,
@@ -205,7 +223,19 @@ pub async fn require_bearer(State(auth): State<Arc<Authenticator>>, request: Req
         request
     };
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(decision) = decision {
+        add_headers(&mut response, decision.headers());
+    }
+    response
+}
+
+fn add_headers(response: &mut Response, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
 }
 
 /// Reads the body of a POST to find `tools/call` names; answers 403 if one is out of scope.
