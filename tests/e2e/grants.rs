@@ -92,6 +92,10 @@ async fn record(State(requests): State<Requests>, request: Request) -> Response 
     if path == "/api/big" {
         return Response::new(Body::from("B".repeat(BIG)));
     }
+    if path == "/api/redirect" {
+        // A granted target: the host must still not follow it.
+        return (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, "/api/target")]).into_response();
+    }
     Json(upstream_reply(&method, &path)).into_response()
 }
 
@@ -429,13 +433,27 @@ async fn response_bodies_are_capped() {
     assert_eq!(upstream.counts(), (2, 2));
 }
 
-/// The SDK's kind for a capped body is `response_too_large` (not retryable). wasmtime-wasi-http
-/// 48 hands body-stream errors to the guest as plain I/O errors, so `http-error-code` is `none`
-/// and the guest reports `upstream_unreachable` (retryable) instead.
+/// The SDK's kind for a capped body is `response_too_large` (not retryable): a declared
+/// `Content-Length` over the cap fails on the response path, where the guest sees
+/// `HttpResponseBodySize`.
 #[tokio::test]
 async fn capped_bodies_are_response_too_large() {
     let (_upstream, _env, _client, out) = fetch_too_much().await;
     out.expect_error("response_too_large", false);
+}
+
+/// The host follows no redirect, even to a granted URL: the guest gets the 302 itself and the
+/// upstream sees one request.
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let upstream = Upstream::start().await;
+    let env = reach_env(&api_grant("reach", &upstream.url("/api/"), &["GET"]));
+    let (client, _log) = env.stdio_client().await;
+    let out = call(&client, "reach_request", req("GET", &upstream.url("/api/redirect"))).await;
+    assert_eq!(out.ok()["status"], json!(302), "{}", out.raw);
+    assert_eq!(out.ok()["headers"]["location"], json!("/api/target"), "{}", out.raw);
+    assert_eq!(upstream.counts(), (1, 1));
+    assert_eq!(upstream.last().path, "/api/redirect");
 }
 
 /// No secret reaches the guest or leaves Cordon: with credentials in use (the upstream got
