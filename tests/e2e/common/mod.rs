@@ -557,3 +557,48 @@ pub fn tokens(principals: &[&str]) -> String {
         .map(|p| format!("[[auth.tokens]]\nprincipal = \"{p}\"\nsha256 = \"{}\"\n\n", sha256_hex(token(p).as_bytes())))
         .collect()
 }
+
+// ---- host-signed tokens and the audit log ------------------------------------------------------
+
+impl Env {
+    /// `cordon token issue --subject SUBJECT [--tools TOOLS] --ttl TTL` in this environment (same
+    /// data dir as its servers), which must succeed: the printed JSON line.
+    pub async fn issue_token(&self, subject: &str, tools: Option<&str>, ttl: &str) -> Value {
+        let mut args = vec!["token", "issue", "--subject", subject, "--ttl", ttl];
+        if let Some(tools) = tools {
+            args.extend_from_slice(&["--tools", tools]);
+        }
+        let out = self.run(&args).await;
+        assert_eq!(out.status.code(), Some(0), "cordon token issue: {}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 1, "cordon token issue prints one line: {}", describe(&out));
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("cordon token issue printed no JSON ({e}): {text}"))
+    }
+
+    /// `<data>/audit.jsonl`, the default audit log.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir().join("audit.jsonl")
+    }
+
+    /// The audit log's records, once it holds at least `count` (lines are written off the call
+    /// path, so they may trail the answers).
+    pub async fn audit_records(&self, count: usize) -> Vec<Value> {
+        let path = self.audit_path();
+        guard(&format!("{count} audit records in {}", path.display()), async {
+            loop {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Only whole lines: the writer may be half-way through one.
+                let records: Vec<Value> = text
+                    .split_inclusive('\n')
+                    .filter(|l| l.ends_with('\n') && !l.trim().is_empty())
+                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+                    .collect();
+                if records.len() >= count {
+                    return records;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+}
