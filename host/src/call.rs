@@ -97,7 +97,7 @@ impl Cordon {
         if !request.caller.scope.allows(&tool.name) {
             let message =
                 format!("this token may not call {}; its scope is {}", tool.name, request.caller.scope.describe());
-            tracing::info!(tool = %tool.name, principal = %principal.0, "tool call outside the token's scope refused");
+            self.audit_denial(&request.caller, &tool.name, &message);
             return Ok(Err(ToolError::new(ErrorType::Forbidden, message)));
         }
         let token_id = request.caller.token_id.clone();
@@ -113,6 +113,27 @@ impl Cordon {
         );
         self.audit(&tool, &principal, token_id.as_deref(), &call_id, &outcome, trace, latency_us);
         Ok(outcome)
+    }
+
+    /// The audit line of a call refused before the call path (an out-of-scope call over HTTP).
+    pub fn audit_denial(&self, caller: &Caller, tool: &str, message: &str) {
+        tracing::info!(tool, principal = %caller.principal.0, "tool call outside the token's scope refused");
+        let catalog = self.catalog();
+        let entry = catalog.tool(tool);
+        self.audit.record(&AuditRecord {
+            time: audit::timestamp(std::time::SystemTime::now()),
+            call_id: uuid::Uuid::new_v4().simple().to_string(),
+            principal: caller.principal.0.to_string(),
+            token_id: caller.token_id.as_deref().map(str::to_string),
+            tool: tool.to_string(),
+            plugin: entry.map(|t| t.plugin.name.clone()).unwrap_or_default(),
+            plugin_digest: entry.map(|t| t.plugin.digest.clone()).unwrap_or_default(),
+            outcome: audit::Outcome::Error,
+            error_type: Some(ErrorType::Forbidden.as_str().to_string()),
+            error_message: Some(message.to_string()),
+            retryable: Some(false),
+            ..Default::default()
+        });
     }
 
     /// One audit line per call that reached a tool (DESIGN §7).

@@ -103,7 +103,7 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         )
     };
     let mcp = Router::new().nest_service("/mcp", mcp).layer(axum::middleware::from_fn_with_state(
-        Arc::new(auth::Gate { auth: authenticator.clone(), limits: cordon.rate_limits() }),
+        Arc::new(auth::Gate { auth: authenticator.clone(), cordon: cordon.clone() }),
         auth::require_bearer,
     ));
     let app = Router::new()

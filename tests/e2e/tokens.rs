@@ -397,11 +397,11 @@ async fn every_call_leaves_one_audit_line_without_secrets() {
         "headers": {"api_key": SECRET, "accept": "application/json"},
     });
     call(&client, "reach_request", refused).await.expect_error("egress_denied", false);
-    // Out of scope over HTTP: 403 before the call path.
+    // Out of scope over HTTP: 403 before the call path, audited as a `forbidden` denial.
     let denied = try_call(&client, "reach_hunt", json!({})).await;
     assert!(denied.is_err(), "{denied:?}");
 
-    let records = env.audit_records(4).await;
+    let records = env.audit_records(5).await;
     // Common fields.
     for r in &records {
         assert_eq!(r["principal"], "auditor", "{r}");
@@ -462,10 +462,11 @@ async fn every_call_leaves_one_audit_line_without_secrets() {
         assert!(!egress[field].to_string().contains("q-secret"), "{field}: {egress}");
     }
 
-    // What the out-of-scope call left (see the report): exactly one `forbidden` line, or none.
+    // The out-of-scope call left exactly one `forbidden` line.
     let denials: Vec<&Value> = records.iter().filter(|r| r["tool"] == "reach_hunt").collect();
-    assert!(denials.is_empty() || (denials.len() == 1 && denials[0]["error_type"] == "forbidden"), "{denials:?}");
-    assert_eq!(records.len(), 4 + denials.len(), "one line per call: {records:#?}");
+    assert!(denials.len() == 1 && denials[0]["error_type"] == "forbidden", "{denials:?}");
+    assert_eq!(denials[0]["plugin"], "reach");
+    assert_eq!(records.len(), 5, "one line per call: {records:#?}");
 }
 
 /// `cordon audit errors` lists the tool errors still standing per idempotency key: a key that

@@ -192,8 +192,8 @@ impl Authenticator {
 pub struct Gate {
     /// Resolves tokens to callers.
     pub auth: Arc<Authenticator>,
-    /// Per-principal (and per-plugin) buckets.
-    pub limits: Arc<crate::ratelimit::RateLimits>,
+    /// The host: its rate limits, and its audit log for denials decided here.
+    pub cordon: Arc<crate::Cordon>,
 }
 
 /// Axum middleware: authenticates the request, applies the caller's rate limit (429 with
@@ -205,7 +205,7 @@ pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, nex
         Ok(caller) => caller,
         Err(error) => return unauthorized(error),
     };
-    let decision = gate.limits.principal(&caller.principal.0);
+    let decision = gate.cordon.rate_limits().principal(&caller.principal.0);
     if let Some(decision) = decision.as_ref().filter(|d| !d.allowed) {
         tracing::info!(principal = %caller.principal.0, "rate limit exceeded");
         let body = serde_json::json!({ "error": decision.message(crate::ratelimit::Scope::Principal) }).to_string();
@@ -217,7 +217,14 @@ pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, nex
     let mut request = if caller.scope.is_restricted() {
         match check_scope(request, &caller.scope).await {
             Ok(request) => request,
-            Err(refusal) => return refusal,
+            Err((tool, mut refusal)) => {
+                let message = format!("this token may not call {tool}; its scope is {}", caller.scope.describe());
+                gate.cordon.audit_denial(&caller, &tool, &message);
+                if let Some(decision) = decision {
+                    add_headers(&mut refusal, decision.headers());
+                }
+                return refusal;
+            }
         }
     } else {
         request
@@ -238,8 +245,9 @@ fn add_headers(response: &mut Response, headers: Vec<(&'static str, String)>) {
     }
 }
 
-/// Reads the body of a POST to find `tools/call` names; answers 403 if one is out of scope.
-async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, Response> {
+/// Reads the body of a POST to find `tools/call` names; answers 403 (with the tool's name) if
+/// one is out of scope.
+async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, (String, Response)> {
     if request.method() != axum::http::Method::POST {
         return Ok(request);
     }
@@ -247,7 +255,7 @@ async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, Res
     // rmcp enforces its own (configurable) size cap after us; this bound only protects the read.
     let bytes = axum::body::to_bytes(body, 64 << 20)
         .await
-        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response())?;
+        .map_err(|_| (String::new(), (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()))?;
     let denied = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|message| {
         let calls: Vec<&serde_json::Value> = match &message {
             serde_json::Value::Array(batch) => batch.iter().collect(),
@@ -263,12 +271,13 @@ async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, Res
         let challenge =
             format!("Bearer realm=\"cordon\", error=\"insufficient_scope\", scope=\"{}\"", scope.describe());
         let body = serde_json::json!({ "error": format!("this token may not call {tool}") }).to_string();
-        return Err((
+        let response = (
             StatusCode::FORBIDDEN,
             [(header::WWW_AUTHENTICATE, challenge), (header::CONTENT_TYPE, "application/json".to_string())],
             body,
         )
-            .into_response());
+            .into_response();
+        return Err((tool, response));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
