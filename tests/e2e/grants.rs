@@ -420,6 +420,35 @@ async fn fetch_too_much() -> (Upstream, Env, Client, Outcome) {
     (upstream, env, client, out)
 }
 
+/// `request_timeout_ms` bounds a request: against an upstream that accepts the connection and
+/// never answers, the guest gets a failed request (not the call's own `timeout`, which is far
+/// longer), so it can report the upstream as unreachable.
+#[tokio::test]
+async fn outbound_requests_time_out_at_the_grant_bound() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the silent upstream");
+    let port = listener.local_addr().expect("address").port();
+    // Accept and hold every connection open without a byte of response.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/api/slow");
+    let config = format!(
+        "[plugins.reach.limits]\ntimeout_ms = 60000\n\n[plugins.reach.http]\nrequest_timeout_ms = 300\n\n\
+         [[plugins.reach.http.grants]]\nurl = \"http://127.0.0.1:{port}/api/\"\n"
+    );
+    let env = reach_env(&config);
+    let (client, _log) = env.stdio_client().await;
+    let out = call(&client, "reach_request", req("GET", &url)).await;
+    let error = out.error();
+    assert_eq!(error["type"], "upstream_unreachable", "{}", out.raw);
+    assert_eq!(error["retryable"], true, "{}", out.raw);
+    assert!(error["message"].as_str().is_some_and(|m| m.to_ascii_lowercase().contains("timeout")), "{}", out.raw);
+    silent.abort();
+}
+
 /// `max_response_bytes = 1000`: a 10 KB body fails to read — the guest gets an error naming the
 /// cap, and none of the body; a small body passes.
 #[tokio::test]
