@@ -28,7 +28,6 @@ use crate::grants::http::{EgressRecord, Refusal};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
@@ -269,7 +268,7 @@ pub fn timestamp(time: SystemTime) -> String {
 /// SHA-256 of the canonical arguments: the same value as the idempotency fingerprint, so a log
 /// line can be matched with a stored key.
 pub fn arguments_sha256(arguments: &Value) -> String {
-    hex::encode(Sha256::digest(crate::idempotency::canonical_json(arguments).as_bytes()))
+    crate::idempotency::fingerprint(arguments)
 }
 
 /// The words that make an object key sensitive (matched case-insensitively, anywhere in the

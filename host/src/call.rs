@@ -210,7 +210,14 @@ impl Cordon {
             key_argument: tool.key_argument.as_deref(),
             config: &tool.plugin.idempotency,
         };
-        let Some(keyed) = self.idempotency.key_for(idempotency_key.as_ref(), &keying, &arguments, &principal)? else {
+        let Some(keyed) = self.idempotency.key_for(
+            idempotency_key.as_ref(),
+            &keying,
+            &arguments,
+            &trace.arguments_sha256,
+            &principal,
+        )?
+        else {
             return self.execute(tool, serialized, &principal, call_id, None, trace).await;
         };
         trace.key = Some(keyed.key().to_string());

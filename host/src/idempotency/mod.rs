@@ -156,18 +156,18 @@ impl Idempotency {
     }
 
     /// The key of a call, if it has one (see the module docs for the order of sources).
+    /// `fingerprint` is [`fingerprint`] of `arguments`, computed once by the caller.
     pub fn key_for(
         &self,
         provided: Option<&ProvidedKey>,
         tool: &ToolKeying<'_>,
         arguments: &Value,
+        fingerprint: &str,
         principal: &Principal,
     ) -> Result<Option<KeyedCall>, ToolError> {
         if tool.read_only && !tool.config.store_read_only {
             return Ok(None);
         }
-        let canonical = canonical_json(arguments);
-        let fingerprint = hex::encode(Sha256::digest(canonical.as_bytes()));
         let argument_key = tool
             .key_argument
             .and_then(|name| arguments.get(name))
@@ -181,7 +181,7 @@ impl Idempotency {
         let (key, source, lifetime) = match provided.cloned().or(argument_key) {
             Some(ProvidedKey { key, source }) => (key, source, Duration::from_secs(tool.config.ttl_hours * 3600)),
             None if tool.config.implicit_window_s > 0 => {
-                (fingerprint.clone(), KeySource::Implicit, Duration::from_secs(tool.config.implicit_window_s))
+                (fingerprint.to_string(), KeySource::Implicit, Duration::from_secs(tool.config.implicit_window_s))
             }
             None => return Ok(None),
         };
@@ -201,7 +201,7 @@ impl Idempotency {
                 plugin: tool.plugin.to_string(),
                 tool: tool.tool.to_string(),
                 source: source.as_str(),
-                fingerprint,
+                fingerprint: fingerprint.to_string(),
                 owner: self.boot_id.clone(),
                 expires_ms: store::millis(now + lifetime),
             },
@@ -307,6 +307,12 @@ impl Drop for Ticket {
 /// The outbound `Idempotency-Key` of the `ordinal`-th request (from 1) of a keyed call.
 pub fn upstream_key(base: &str, ordinal: u32) -> String {
     hex::encode(&Sha256::digest(format!("{base}:{ordinal}").as_bytes())[..20])
+}
+
+/// SHA-256 (hex) of the canonical arguments: the idempotency fingerprint, also the audit log's
+/// argument hash.
+pub fn fingerprint(arguments: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_json(arguments).as_bytes()))
 }
 
 /// JSON with object keys sorted at every level: the same arguments always hash the same.
