@@ -106,16 +106,31 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         Arc::new(auth::Gate { auth: authenticator.clone(), cordon: cordon.clone() }),
         auth::require_bearer,
     ));
-    let app = Router::new()
+    let mut app = Router::new()
         .merge(mcp)
         .route("/healthz", get(health))
         .route("/readyz", get(health))
         .with_state(cordon.clone());
+    if let Some(oauth) = authenticator.oauth() {
+        // Unauthenticated by design: it is how a client learns where to get a token.
+        let metadata = Json(oauth.metadata());
+        for path in oauth.metadata_paths() {
+            let metadata = metadata.clone();
+            app = app.route(&path, get(move || async move { metadata }));
+        }
+        oauth.warm_up().await;
+    }
 
     tracing::info!(
         url = %format!("http://{local}/mcp"),
         stateless,
-        authentication = if authenticator.allows_unauthenticated() { "off" } else { "bearer" },
+        authentication = if authenticator.allows_unauthenticated() {
+            "off"
+        } else if authenticator.oauth().is_some() {
+            "bearer+oauth"
+        } else {
+            "bearer"
+        },
         "listening"
     );
     axum::serve(listener, app)

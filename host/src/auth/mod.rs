@@ -6,11 +6,15 @@
 //! - **static tokens**, configured as SHA-256 hashes (`cordon token hash`), each mapped to a
 //!   principal and optionally to tool patterns;
 //! - **host-signed tokens** (`cordon token issue`, [`signed`]): short-lived, scoped, revocable
-//!   without a restart.
+//!   without a restart;
+//! - **OAuth access tokens** ([`oauth`]): JWTs from an external authorization server, checked
+//!   against its JWKS, issuer and this server's resource URL, their scopes mapped to tool patterns.
 //!
 //! Expired, revoked, forged or malformed tokens get 401 with `WWW-Authenticate: Bearer
 //! error="invalid_token"`; a valid token calling a tool outside its scope gets 403 with
 //! `error="insufficient_scope"` (and, over any transport, the call path answers `forbidden`).
+//! With OAuth configured, every 401 challenge also carries `resource_metadata="…"` (RFC 9728), so
+//! an MCP client can discover the authorization server.
 //! HTTP without any token is possible only when the operator says so explicitly
 //! (`[auth] allow_unauthenticated` or `--allow-unauthenticated`), and only on a loopback address;
 //! callers are then `anonymous` with every tool in scope.
@@ -22,6 +26,7 @@
 //! tools = ["demo_*"]        # optional; default: every tool
 //! ```
 
+pub mod oauth;
 pub mod scope;
 pub mod signed;
 
@@ -32,6 +37,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use oauth::OAuth;
 pub use scope::ToolScope;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -51,6 +57,8 @@ pub struct AuthConfig {
     pub tokens: Vec<StaticToken>,
     /// Serve HTTP with no static tokens, accepting only host-signed ones (`cordon token issue`).
     pub signed_tokens_only: bool,
+    /// OAuth 2.1 resource-server mode.
+    pub oauth: Option<oauth::OAuthConfig>,
 }
 
 /// One `[[auth.tokens]]`.
@@ -83,12 +91,27 @@ pub struct Caller {
     pub token_id: Option<Arc<str>>,
     /// The tools it may list and call.
     pub scope: ToolScope,
+    /// How it authenticated.
+    pub kind: TokenKind,
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// No token: stdio, the CLI, or unauthenticated loopback HTTP.
+    None,
+    /// A configured static token.
+    Static,
+    /// A host-signed token.
+    Signed,
+    /// An OAuth access token (JWT).
+    OAuth,
 }
 
 impl Caller {
     /// A caller with every tool in scope (the local operator, an unauthenticated loopback user).
     pub fn unrestricted(principal: Principal) -> Caller {
-        Caller { principal, token_id: None, scope: ToolScope::all() }
+        Caller { principal, token_id: None, scope: ToolScope::all(), kind: TokenKind::None }
     }
 }
 
@@ -108,6 +131,7 @@ pub struct Authenticator {
     revocations: Revocations,
     allow_unauthenticated: bool,
     signed_tokens_only: bool,
+    oauth: Option<OAuth>,
 }
 
 impl Authenticator {
@@ -125,7 +149,12 @@ impl Authenticator {
                 bail!("{at}: principal must not be empty");
             }
             let scope = ToolScope::from_patterns(&token.tools).map_err(|e| anyhow::anyhow!("{at}: {e:#}"))?;
-            let caller = Caller { principal: Principal::new(token.principal.as_str()), token_id: None, scope };
+            let caller = Caller {
+                principal: Principal::new(token.principal.as_str()),
+                token_id: None,
+                scope,
+                kind: TokenKind::Static,
+            };
             if by_hash.insert(hash, caller).is_some() {
                 bail!("{at}: the same token hash is listed twice");
             }
@@ -136,7 +165,13 @@ impl Authenticator {
             revocations: Revocations::open(data_dir)?,
             allow_unauthenticated: allow_unauthenticated || config.allow_unauthenticated,
             signed_tokens_only: config.signed_tokens_only,
+            oauth: config.oauth.as_ref().map(OAuth::new).transpose()?,
         })
+    }
+
+    /// The OAuth verifier, when resource-server mode is configured.
+    pub fn oauth(&self) -> Option<&OAuth> {
+        self.oauth.as_ref()
     }
 
     /// Whether requests without a token are accepted.
@@ -144,13 +179,17 @@ impl Authenticator {
         self.allow_unauthenticated
     }
 
-    /// Whether callers have a way in: static tokens, or host-signed ones by explicit choice.
+    /// Whether callers have a way in: static tokens, OAuth, or host-signed ones by explicit choice.
     pub fn has_tokens(&self) -> bool {
-        !self.by_hash.is_empty() || self.signed_tokens_only
+        !self.by_hash.is_empty() || self.signed_tokens_only || self.oauth.is_some()
     }
 
     /// The caller for an `Authorization` header value.
-    pub fn authenticate(&self, authorization: Option<&HeaderValue>, now: SystemTime) -> Result<Caller, AuthError> {
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&HeaderValue>,
+        now: SystemTime,
+    ) -> Result<Caller, AuthError> {
         let Some(value) = authorization else {
             return if self.allow_unauthenticated {
                 Ok(Caller::unrestricted(Principal::new(ANONYMOUS)))
@@ -170,7 +209,36 @@ impl Authenticator {
         }
         // Looking up the digest, not the token, keeps comparison time independent of the secret.
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.by_hash.get(&digest).cloned().ok_or(AuthError::Invalid)
+        if let Some(caller) = self.by_hash.get(&digest) {
+            return Ok(caller.clone());
+        }
+        match &self.oauth {
+            Some(oauth) if OAuth::claims_token(token) => match oauth.verify(token, now).await {
+                Ok(verified) => Ok(Caller {
+                    principal: Principal::new(verified.principal.as_str()),
+                    token_id: verified.token_id.map(Into::into),
+                    scope: verified.scope,
+                    kind: TokenKind::OAuth,
+                }),
+                Err(why) => {
+                    tracing::info!(reason = %why, "OAuth access token refused");
+                    Err(AuthError::Invalid)
+                }
+            },
+            _ => Err(AuthError::Invalid),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401.
+    fn challenge(&self, error: AuthError) -> String {
+        let mut challenge = "Bearer realm=\"cordon\"".to_string();
+        if let Some(oauth) = &self.oauth {
+            challenge.push_str(&format!(", resource_metadata=\"{}\"", oauth.metadata_url()));
+        }
+        if error == AuthError::Invalid {
+            challenge.push_str(", error=\"invalid_token\"");
+        }
+        challenge
     }
 
     fn signed(&self, token: &str, now: SystemTime) -> Result<Caller, AuthError> {
@@ -184,7 +252,12 @@ impl Authenticator {
         }
         // Patterns were checked when the token was issued; a bad one here means tampering.
         let scope = ToolScope::from_patterns(&claims.tools).map_err(|_| refused(Invalid::Malformed))?;
-        Ok(Caller { principal: Principal::new(claims.sub.as_str()), token_id: Some(claims.jti.into()), scope })
+        Ok(Caller {
+            principal: Principal::new(claims.sub.as_str()),
+            token_id: Some(claims.jti.into()),
+            scope,
+            kind: TokenKind::Signed,
+        })
     }
 }
 
@@ -201,9 +274,9 @@ pub struct Gate {
 /// refuses a `tools/call` outside the caller's scope with 403, and stores the [`Caller`] in the
 /// request's extensions (rmcp hands them to the MCP handler).
 pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
-    let caller = match gate.auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()) {
+    let caller = match gate.auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()).await {
         Ok(caller) => caller,
-        Err(error) => return unauthorized(error),
+        Err(error) => return unauthorized(&gate.auth, error),
     };
     let decision = gate.cordon.rate_limits().principal(&caller.principal.0);
     if let Some(decision) = decision.as_ref().filter(|d| !d.allowed) {
@@ -215,7 +288,7 @@ pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, nex
         return response;
     }
     let mut request = if caller.scope.is_restricted() {
-        match check_scope(request, &caller.scope).await {
+        match check_scope(request, &caller, gate.auth.oauth()).await {
             Ok(request) => request,
             Err((tool, mut refusal)) => {
                 let message = format!("this token may not call {tool}; its scope is {}", caller.scope.describe());
@@ -247,7 +320,8 @@ fn add_headers(response: &mut Response, headers: Vec<(&'static str, String)>) {
 
 /// Reads the body of a POST to find `tools/call` names; answers 403 (with the tool's name) if
 /// one is out of scope.
-async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, (String, Response)> {
+async fn check_scope(request: Request, caller: &Caller, oauth: Option<&OAuth>) -> Result<Request, (String, Response)> {
+    let scope = &caller.scope;
     if request.method() != axum::http::Method::POST {
         return Ok(request);
     }
@@ -268,8 +342,14 @@ async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, (St
         })
     });
     if let Some(tool) = denied {
-        let challenge =
-            format!("Bearer realm=\"cordon\", error=\"insufficient_scope\", scope=\"{}\"", scope.describe());
+        // An OAuth client can step up: name the OAuth scopes that grant the tool. Other tokens
+        // have no scopes to ask for; their tool patterns say what they may do.
+        let wanted = match oauth.filter(|_| caller.kind == TokenKind::OAuth) {
+            Some(oauth) => oauth.scopes_for(&tool).join(" "),
+            None => scope.describe(),
+        };
+        let metadata = oauth.map(|o| format!(", resource_metadata=\"{}\"", o.metadata_url())).unwrap_or_default();
+        let challenge = format!("Bearer realm=\"cordon\", error=\"insufficient_scope\", scope=\"{wanted}\"{metadata}");
         let body = serde_json::json!({ "error": format!("this token may not call {tool}") }).to_string();
         let response = (
             StatusCode::FORBIDDEN,
@@ -282,15 +362,16 @@ async fn check_scope(request: Request, scope: &ToolScope) -> Result<Request, (St
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-fn unauthorized(error: AuthError) -> Response {
-    let (challenge, message) = match error {
-        AuthError::Missing => ("Bearer realm=\"cordon\"", "missing bearer token"),
-        AuthError::Invalid => ("Bearer realm=\"cordon\", error=\"invalid_token\"", "invalid bearer token"),
+fn unauthorized(auth: &Authenticator, error: AuthError) -> Response {
+    let challenge = auth.challenge(error);
+    let message = match error {
+        AuthError::Missing => "missing bearer token",
+        AuthError::Invalid => "invalid bearer token",
     };
     let body = serde_json::json!({ "error": message }).to_string();
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, challenge), (header::CONTENT_TYPE, "application/json")],
+        [(header::WWW_AUTHENTICATE, challenge), (header::CONTENT_TYPE, "application/json".to_string())],
         body,
     )
         .into_response()
@@ -317,48 +398,48 @@ mod tests {
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
     }
 
-    #[test]
-    fn static_tokens_resolve_to_their_principal_and_scope() {
+    #[tokio::test]
+    async fn static_tokens_resolve_to_their_principal_and_scope() {
         let dir = tempfile::tempdir().unwrap();
         let a = auth(false, dir.path());
         let now = SystemTime::now();
-        let caller = a.authenticate(Some(&bearer("alice-token")), now).unwrap();
+        let caller = a.authenticate(Some(&bearer("alice-token")), now).await.unwrap();
         assert_eq!(caller.principal.0.as_ref(), "alice");
         assert!(caller.scope.allows("demo_echo") && !caller.scope.allows("payments_charge"));
-        assert!(a.authenticate(Some(&HeaderValue::from_static("bearer alice-token")), now).is_ok());
+        assert!(a.authenticate(Some(&HeaderValue::from_static("bearer alice-token")), now).await.is_ok());
     }
 
-    #[test]
-    fn missing_and_unknown_tokens_are_refused() {
+    #[tokio::test]
+    async fn missing_and_unknown_tokens_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let a = auth(false, dir.path());
         let now = SystemTime::now();
-        assert_eq!(a.authenticate(None, now).unwrap_err(), AuthError::Missing);
-        assert_eq!(a.authenticate(Some(&bearer("wrong")), now).unwrap_err(), AuthError::Invalid);
+        assert_eq!(a.authenticate(None, now).await.unwrap_err(), AuthError::Missing);
+        assert_eq!(a.authenticate(Some(&bearer("wrong")), now).await.unwrap_err(), AuthError::Invalid);
         assert_eq!(
-            a.authenticate(Some(&HeaderValue::from_static("Basic YWxpY2U=")), now).unwrap_err(),
+            a.authenticate(Some(&HeaderValue::from_static("Basic YWxpY2U=")), now).await.unwrap_err(),
             AuthError::Invalid
         );
         let open = auth(true, dir.path());
-        assert_eq!(open.authenticate(None, now).unwrap().principal.0.as_ref(), ANONYMOUS);
-        assert_eq!(open.authenticate(Some(&bearer("wrong")), now).unwrap_err(), AuthError::Invalid);
+        assert_eq!(open.authenticate(None, now).await.unwrap().principal.0.as_ref(), ANONYMOUS);
+        assert_eq!(open.authenticate(Some(&bearer("wrong")), now).await.unwrap_err(), AuthError::Invalid);
     }
 
-    #[test]
-    fn signed_tokens_carry_subject_scope_and_id_until_expired_or_revoked() {
+    #[tokio::test]
+    async fn signed_tokens_carry_subject_scope_and_id_until_expired_or_revoked() {
         let dir = tempfile::tempdir().unwrap();
         let a = auth(false, dir.path());
         let now = SystemTime::now();
         let signer = Signer::load_or_create(dir.path()).unwrap();
         let (token, claims) = signer.issue("bot", &["payments_*".into()], Duration::from_secs(60), now).unwrap();
-        let caller = a.authenticate(Some(&bearer(&token)), now).unwrap();
+        let caller = a.authenticate(Some(&bearer(&token)), now).await.unwrap();
         assert_eq!(caller.principal.0.as_ref(), "bot");
         assert_eq!(caller.token_id.as_deref(), Some(claims.jti.as_str()));
         assert!(caller.scope.allows("payments_charge") && !caller.scope.allows("demo_echo"));
         let later = now + Duration::from_secs(61);
-        assert_eq!(a.authenticate(Some(&bearer(&token)), later).unwrap_err(), AuthError::Invalid);
+        assert_eq!(a.authenticate(Some(&bearer(&token)), later).await.unwrap_err(), AuthError::Invalid);
         Revocations::open(dir.path()).unwrap().revoke(&claims.jti).unwrap();
-        assert_eq!(a.authenticate(Some(&bearer(&token)), now).unwrap_err(), AuthError::Invalid);
+        assert_eq!(a.authenticate(Some(&bearer(&token)), now).await.unwrap_err(), AuthError::Invalid);
     }
 
     #[test]

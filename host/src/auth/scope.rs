@@ -31,6 +31,16 @@ impl ToolScope {
         Ok(ToolScope { patterns: Some(Arc::new((patterns.to_vec(), set))) })
     }
 
+    /// No tool at all (an OAuth token none of whose scopes the config knows).
+    pub fn none() -> ToolScope {
+        ToolScope { patterns: Some(Arc::new((Vec::new(), GlobSet::empty()))) }
+    }
+
+    /// The patterns (empty when unrestricted).
+    pub fn patterns(&self) -> &[String] {
+        self.patterns.as_ref().map_or(&[], |p| p.0.as_slice())
+    }
+
     /// Whether `tool` is in scope.
     pub fn allows(&self, tool: &str) -> bool {
         self.patterns.as_ref().is_none_or(|p| p.1.is_match(tool))
@@ -43,7 +53,11 @@ impl ToolScope {
 
     /// The patterns, for error messages (`*` when unrestricted).
     pub fn describe(&self) -> String {
-        self.patterns.as_ref().map_or_else(|| "*".to_string(), |p| p.0.join(" "))
+        match &self.patterns {
+            None => "*".to_string(),
+            Some(p) if p.0.is_empty() => "(no tools)".to_string(),
+            Some(p) => p.0.join(" "),
+        }
     }
 }
 
