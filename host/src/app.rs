@@ -9,9 +9,11 @@ use crate::ratelimit::RateLimits;
 use crate::registry::cache::CompileCache;
 use crate::registry::{self, Catalog, LoadContext};
 use crate::sandbox::Sandbox;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use rmcp::service::Peer;
+use rmcp::RoleServer;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Where Cordon reads plugins and keeps its data.
 #[derive(Debug, Clone)]
@@ -20,20 +22,41 @@ pub struct Paths {
     pub plugins: PathBuf,
     /// The data directory.
     pub data: PathBuf,
+    /// The config file read at start, if any: what SIGHUP reads again.
+    pub config_file: Option<PathBuf>,
 }
 
 /// The running host.
 pub struct Cordon {
     pub(crate) sandbox: Sandbox,
-    pub(crate) config: Config,
+    /// The config, credentials and rate limits in force, swapped together on SIGHUP.
+    settings: RwLock<Arc<Settings>>,
     cache: Arc<CompileCache>,
-    pub(crate) credentials: Arc<Credentials>,
     pub(crate) idempotency: Arc<Idempotency>,
     pub(crate) audit: AuditLog,
-    pub(crate) rate_limits: Arc<RateLimits>,
     paths: Paths,
     /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
     catalog: RwLock<Arc<Catalog>>,
+    /// One reload at a time (file events and SIGHUP may coincide).
+    reloading: tokio::sync::Mutex<()>,
+    /// Connected MCP sessions, told when the tool list changes.
+    sessions: Mutex<Vec<Peer<RoleServer>>>,
+}
+
+/// What SIGHUP replaces as one unit.
+pub(crate) struct Settings {
+    pub(crate) config: Arc<Config>,
+    pub(crate) credentials: Arc<Credentials>,
+    pub(crate) rate_limits: Arc<RateLimits>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Whether the tool list changed (connected clients were notified).
+    pub tools_changed: bool,
+    /// Files refused in this pass (their previous versions, if any, keep serving).
+    pub refused: Vec<String>,
 }
 
 impl Cordon {
@@ -46,19 +69,111 @@ impl Cordon {
         let rate_limits = Arc::new(RateLimits::new(&config.rate_limits)?);
         let sandbox = Sandbox::new(&config.pool)?;
         let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
-        let cx = LoadContext { sandbox: &sandbox, cache: &cache, config: &config, credentials: &credentials };
-        let catalog = registry::load_dir(&cx, &paths.plugins).await?;
+        let cx = LoadContext {
+            sandbox: &sandbox,
+            cache: &cache,
+            config: &config,
+            credentials: &credentials,
+            lint_refuses: true,
+        };
+        let catalog = registry::load_dir(&cx, &paths.plugins, None).await?;
+        let settings = Settings { config: Arc::new(config), credentials, rate_limits };
         Ok(Arc::new(Cordon {
             sandbox,
-            config,
+            settings: RwLock::new(Arc::new(settings)),
             cache,
-            credentials,
             idempotency,
             audit,
-            rate_limits,
             paths,
             catalog: RwLock::new(Arc::new(catalog)),
+            reloading: tokio::sync::Mutex::new(()),
+            sessions: Mutex::new(Vec::new()),
         }))
+    }
+
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rescans the plugins folder: changed files load again, unchanged ones keep their loaded
+    /// plugin, removed ones go. Calls in flight finish on the catalog they started with.
+    pub async fn reload_plugins(&self) -> Result<ReloadReport> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let settings = self.settings();
+        self.reload_with(&settings, true).await
+    }
+
+    /// Applies a new config: credentials, rate limits, then every plugin loaded again under it
+    /// (limits, grants, overrides, pins). Nothing changes unless all of it is valid; a plugin
+    /// the new config refuses keeps its previous version. `[server]`, `[pool]`, `[paths]` and
+    /// `[audit]` take effect at the next start (a warning says so).
+    pub async fn reload_config(&self, config: Config) -> Result<ReloadReport> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let old = self.settings();
+        let restart_only = [
+            ("[server]", format!("{:?}", old.config.server) != format!("{:?}", config.server)),
+            ("[pool]", format!("{:?}", old.config.pool) != format!("{:?}", config.pool)),
+            ("[paths]", format!("{:?}", old.config.paths) != format!("{:?}", config.paths)),
+            ("[audit]", format!("{:?}", old.config.audit) != format!("{:?}", config.audit)),
+        ];
+        for (section, _) in restart_only.iter().filter(|(_, changed)| *changed) {
+            tracing::warn!("{section} changed: it takes effect at the next start");
+        }
+        let credentials = Arc::new(Credentials::load(&config.credentials).context("[credentials]")?);
+        // Buckets restart only when their settings change, so a reload is no way around a limit.
+        let rate_limits = if format!("{:?}", old.config.rate_limits) == format!("{:?}", config.rate_limits) {
+            old.rate_limits.clone()
+        } else {
+            Arc::new(RateLimits::new(&config.rate_limits).context("[rate_limits]")?)
+        };
+        let settings = Settings { config: Arc::new(config), credentials, rate_limits };
+        let report = self.reload_with(&settings, false).await?;
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        Ok(report)
+    }
+
+    async fn reload_with(&self, settings: &Settings, reuse_unchanged: bool) -> Result<ReloadReport> {
+        let cx = LoadContext {
+            sandbox: &self.sandbox,
+            cache: &self.cache,
+            config: &settings.config,
+            credentials: &settings.credentials,
+            lint_refuses: true,
+        };
+        let old = self.catalog();
+        let previous = registry::Previous { catalog: &old, reuse_unchanged };
+        let catalog = registry::load_dir(&cx, &self.paths.plugins, Some(previous)).await?;
+        let report = ReloadReport {
+            tools_changed: catalog.lists_differ(&old),
+            refused: catalog.failures.iter().map(|f| format!("{}: {}", f.file, f.reason)).collect(),
+        };
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        if report.tools_changed {
+            self.notify_tools_changed().await;
+        }
+        Ok(report)
+    }
+
+    /// Remembers a connected session, to tell it when the tool list changes.
+    pub fn add_session(&self, peer: Peer<RoleServer>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|p| !p.is_transport_closed());
+        sessions.push(peer);
+    }
+
+    async fn notify_tools_changed(&self) {
+        let sessions: Vec<Peer<RoleServer>> = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.retain(|p| !p.is_transport_closed());
+            sessions.clone()
+        };
+        tracing::info!(sessions = sessions.len(), "tool list changed; notifying connected clients");
+        for peer in sessions {
+            // A session that went away meanwhile is not an error worth more than a debug line.
+            if let Err(e) = peer.notify_tool_list_changed().await {
+                tracing::debug!(error = %e, "cannot send tools/list_changed");
+            }
+        }
     }
 
     /// The catalog now being served.
@@ -71,7 +186,7 @@ impl Cordon {
 
     /// The rate limits, shared with the HTTP layer.
     pub fn rate_limits(&self) -> Arc<RateLimits> {
-        self.rate_limits.clone()
+        self.settings().rate_limits.clone()
     }
 
     /// Writes queued audit lines, waiting at most `timeout` (before a short-lived process exits).
@@ -80,13 +195,23 @@ impl Cordon {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn config(&self) -> Arc<Config> {
+        self.settings().config.clone()
+    }
+
+    /// The config file SIGHUP reads again, if Cordon started from one.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.paths.config_file.as_deref()
     }
 
     /// The plugins folder.
     pub fn plugins_dir(&self) -> &Path {
         &self.paths.plugins
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.paths.data
     }
 
     /// Compile-cache (hits, misses) since start.

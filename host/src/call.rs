@@ -260,7 +260,8 @@ impl Cordon {
         let limits = &plugin.limits;
 
         // 5. limits: the plugin's rate, then an instance slot.
-        if let Some(decision) = self.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
+        let settings = self.settings();
+        if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
             return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
         }
         let _slot = match tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire()).await {
@@ -284,7 +285,7 @@ impl Cordon {
         trace.egress = Some(egress.clone());
         let grants = CallGrants {
             grants: plugin.grants.clone(),
-            credentials: self.credentials.clone(),
+            credentials: settings.credentials.clone(),
             principal: principal.clone(),
             egress: egress.clone(),
             upstream_key_base: keyed.map(|k| k.upstream_base.clone()),

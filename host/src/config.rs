@@ -45,6 +45,41 @@ pub struct Config {
     /// Rate limits per principal and per plugin.
     #[serde(default)]
     pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// The tool-contract quality gate.
+    #[serde(default)]
+    pub lint: crate::registry::lint::LintConfig,
+    /// Hot reload of the plugins folder and of this file.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+/// `[reload]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the plugins folder and apply changes without a restart. Default true.
+    pub watch: bool,
+    /// Quiet time after the last change before reloading, milliseconds (a copy in progress
+    /// settles first). Default 300.
+    pub debounce_ms: u64,
+    /// What a replacement that narrows an existing tool's input schema gets. Default `refuse`.
+    pub incompatible_schemas: SchemaPolicy,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: true, debounce_ms: 300, incompatible_schemas: SchemaPolicy::Refuse }
+    }
+}
+
+/// What happens to a plugin version that changes a tool's input schema incompatibly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaPolicy {
+    /// Keep serving the previous version and report why.
+    Refuse,
+    /// Serve the new version and log a warning.
+    Allow,
 }
 
 /// `[paths]`.
@@ -150,6 +185,29 @@ pub struct PluginConfig {
     /// `[plugins.NAME.idempotency]`: key retention and implicit keys.
     #[serde(default)]
     pub idempotency: crate::idempotency::IdempotencyConfig,
+    /// What goes before `_` in its published tool names. Default: the plugin's name; `""`
+    /// publishes the tools under their own names.
+    pub prefix: Option<String>,
+    /// `[plugins.NAME.tools.TOOL]`: per-tool overrides, by the tool's name inside the plugin.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolOverride>,
+}
+
+/// `[plugins.NAME.tools.TOOL]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolOverride {
+    /// `false` hides the tool from every caller and refuses calls to it. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Replaces the description the plugin declares.
+    pub description: Option<String>,
+    /// Replaces the title the plugin declares.
+    pub title: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Effective limits for one plugin (DESIGN §3). Come from the operator, never the guest.
@@ -274,6 +332,11 @@ impl Config {
         }
         self.rate_limits.validate()?;
         for (name, plugin) in &self.plugins {
+            if let Some(prefix) = &plugin.prefix {
+                if !prefix.is_empty() && !crate::registry::is_valid_tool_name(prefix) {
+                    bail!("[plugins.{name}] prefix {prefix:?} must be empty or of [a-zA-Z0-9_-]");
+                }
+            }
             if let Some(pin) = &plugin.sha256 {
                 if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
                     bail!(

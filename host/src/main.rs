@@ -62,6 +62,22 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Describe a plugin file: world, tools, schemas, digest, lint findings, and what the
+    /// current config grants it.
+    Inspect {
+        /// The component (.wasm).
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check a plugin's tool contracts (descriptions, documented properties, closed schemas).
+    /// Exits 1 when a finding is an error.
+    Lint {
+        /// The component (.wasm).
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Bearer tokens for HTTP callers.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -221,6 +237,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Idempotency(command) => idempotency_command(command).await,
+        Command::Inspect { file, common } => {
+            let (config, paths) = resolve(&common).map_err(usage)?;
+            let examined = cordon_host::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
+            let section = paths.config_file.as_deref().and_then(|path| plugin_section(path, &examined.plugin.name));
+            print_json(&cordon_host::inspect::inspection(&examined, &config, section));
+            Ok(0)
+        }
+        Command::Lint { file, common } => {
+            let (config, paths) = resolve(&common).map_err(usage)?;
+            let examined = cordon_host::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
+            for finding in &examined.findings {
+                print_line(&serde_json::to_string(finding).unwrap_or_default());
+            }
+            let (errors, warnings) = examined.findings.iter().fold((0, 0), |(e, w), f| match f.severity {
+                cordon_host::registry::lint::Severity::Error => (e + 1, w),
+                cordon_host::registry::lint::Severity::Warning => (e, w + 1),
+            });
+            eprintln!("{}: {} tool(s), {errors} error(s), {warnings} warning(s)", file.display(), examined.tools.len());
+            Ok(if examined.has_errors() { 1 } else { 0 })
+        }
         Command::Audit(AuditCommand::Errors { since, tool, common }) => {
             let (config, paths) = resolve(&common).map_err(usage)?;
             let Some(path) = config.audit.file_in(&paths.data) else {
@@ -363,7 +399,19 @@ fn resolve(common: &Common) -> Result<(Config, Paths)> {
     let data =
         common.data.clone().or_else(|| config.paths.data.clone()).unwrap_or_else(|| PathBuf::from("cordon-data"));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    Ok((config, Paths { plugins, data }))
+    let config_file = match &common.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from("cordon.toml")).filter(|p| p.exists()),
+    };
+    Ok((config, Paths { plugins, data, config_file }))
+}
+
+/// `[plugins.NAME]` as written in the config file (secret references, never values), as JSON.
+fn plugin_section(config_file: &Path, name: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(config_file).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    let section = table.get("plugins")?.get(name)?;
+    serde_json::to_value(section).ok()
 }
 
 /// One line to stdout; a closed pipe ends the output quietly.

@@ -65,6 +65,11 @@ impl ServerHandler for McpService {
         info
     }
 
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        // Stateless HTTP has no session to notify; every other client hears of tool changes.
+        self.cordon.add_session(context.peer);
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,

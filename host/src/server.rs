@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves MCP on stdin/stdout until the client closes it. Nothing else is written to stdout.
 pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
+    let _watcher = crate::reload::watch_plugins(cordon.clone())?;
+    crate::reload::reload_on_sighup(cordon.clone(), Box::new(|_| Ok(Box::new(|| ()))));
     let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
     let service = McpService::for_caller(cordon, Caller::unrestricted(principal))
         .serve(rmcp::transport::stdio())
@@ -50,6 +52,7 @@ pub struct HttpOptions {
 pub struct HttpPlan {
     addr: SocketAddr,
     stateless: bool,
+    allow_unauthenticated: bool,
     authenticator: Arc<Authenticator>,
 }
 
@@ -60,27 +63,40 @@ impl HttpOptions {
         let addr: SocketAddr = listen
             .parse()
             .with_context(|| format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787"))?;
-        let authenticator = Arc::new(Authenticator::new(&config.auth, allow_unauthenticated, data_dir)?);
-        if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
-            bail!(
-                "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \
-                 loopback address (127.0.0.1 or ::1); configure [[auth.tokens]] to serve other addresses"
-            );
-        }
-        if !authenticator.allows_unauthenticated() && !authenticator.has_tokens() {
-            bail!(
-                "no bearer tokens configured: add [[auth.tokens]] to the config (`cordon token hash` prints the \
-                 sha256), or serve a loopback address without authentication with --allow-unauthenticated \
-                 (or set [auth] signed_tokens_only = true to accept only tokens from `cordon token issue`)"
-            );
-        }
-        Ok(HttpPlan { addr, stateless, authenticator })
+        let authenticator = authenticator_for(config, allow_unauthenticated, data_dir, addr)?;
+        Ok(HttpPlan { addr, stateless, allow_unauthenticated, authenticator })
     }
+}
+
+/// The token table for `config`, refused when it would leave a non-loopback address open or
+/// let nobody in (at start, and again on every config reload).
+fn authenticator_for(
+    config: &crate::Config,
+    allow_unauthenticated: bool,
+    data_dir: &std::path::Path,
+    addr: SocketAddr,
+) -> Result<Arc<Authenticator>> {
+    let authenticator = Arc::new(Authenticator::new(&config.auth, allow_unauthenticated, data_dir)?);
+    if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \
+             loopback address (127.0.0.1 or ::1); configure [[auth.tokens]] to serve other addresses"
+        );
+    }
+    if !authenticator.allows_unauthenticated() && !authenticator.has_tokens() {
+        bail!(
+            "no bearer tokens configured: add [[auth.tokens]] to the config (`cordon token hash` prints the \
+             sha256), or serve a loopback address without authentication with --allow-unauthenticated \
+             (or set [auth] signed_tokens_only = true to accept only tokens from `cordon token issue`, or \
+             configure [auth.oauth])"
+        );
+    }
+    Ok(authenticator)
 }
 
 /// Serves Streamable HTTP until SIGTERM or SIGINT.
 pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
-    let HttpPlan { addr, stateless, authenticator } = plan;
+    let HttpPlan { addr, stateless, allow_unauthenticated, authenticator } = plan;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("cannot read the bound address")?;
 
@@ -102,10 +118,32 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
             mcp_config,
         )
     };
-    let mcp = Router::new().nest_service("/mcp", mcp).layer(axum::middleware::from_fn_with_state(
-        Arc::new(auth::Gate { auth: authenticator.clone(), cordon: cordon.clone() }),
-        auth::require_bearer,
-    ));
+    let gate = Arc::new(auth::Gate::new(authenticator.clone(), cordon.clone()));
+    let mcp = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(gate.clone(), auth::require_bearer));
+    let _watcher = crate::reload::watch_plugins(cordon.clone())?;
+    let data_dir = cordon.data_dir().to_path_buf();
+    let reload_gate = gate.clone();
+    crate::reload::reload_on_sighup(
+        cordon.clone(),
+        Box::new(move |config| {
+            let authenticator = authenticator_for(config, allow_unauthenticated, &data_dir, addr)?;
+            let gate = reload_gate.clone();
+            Ok(Box::new(move || {
+                if authenticator.oauth().is_some() {
+                    // Fetch the keys now rather than on the first request.
+                    let authenticator = authenticator.clone();
+                    tokio::spawn(async move {
+                        if let Some(oauth) = authenticator.oauth() {
+                            oauth.warm_up().await;
+                        }
+                    });
+                }
+                gate.set_auth(authenticator);
+            }))
+        }),
+    );
     let mut app = Router::new()
         .merge(mcp)
         .route("/healthz", get(health))

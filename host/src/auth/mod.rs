@@ -263,10 +263,27 @@ impl Authenticator {
 
 /// What every `/mcp` request passes: authentication, then the caller's rate limit.
 pub struct Gate {
-    /// Resolves tokens to callers.
-    pub auth: Arc<Authenticator>,
+    /// Resolves tokens to callers; replaced whole when SIGHUP reloads the config.
+    auth: std::sync::RwLock<Arc<Authenticator>>,
     /// The host: its rate limits, and its audit log for denials decided here.
     pub cordon: Arc<crate::Cordon>,
+}
+
+impl Gate {
+    /// A gate in front of `cordon`, resolving tokens with `auth`.
+    pub fn new(auth: Arc<Authenticator>, cordon: Arc<crate::Cordon>) -> Gate {
+        Gate { auth: std::sync::RwLock::new(auth), cordon }
+    }
+
+    /// The token table in force.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the token table (config reload); requests already past the gate are unaffected.
+    pub fn set_auth(&self, auth: Arc<Authenticator>) {
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = auth;
+    }
 }
 
 /// Axum middleware: authenticates the request, applies the caller's rate limit (429 with
@@ -274,9 +291,10 @@ pub struct Gate {
 /// refuses a `tools/call` outside the caller's scope with 403, and stores the [`Caller`] in the
 /// request's extensions (rmcp hands them to the MCP handler).
 pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
-    let caller = match gate.auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()).await {
+    let auth = gate.auth();
+    let caller = match auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()).await {
         Ok(caller) => caller,
-        Err(error) => return unauthorized(&gate.auth, error),
+        Err(error) => return unauthorized(&auth, error),
     };
     let decision = gate.cordon.rate_limits().principal(&caller.principal.0);
     if let Some(decision) = decision.as_ref().filter(|d| !d.allowed) {
@@ -288,7 +306,7 @@ pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, nex
         return response;
     }
     let mut request = if caller.scope.is_restricted() {
-        match check_scope(request, &caller, gate.auth.oauth()).await {
+        match check_scope(request, &caller, auth.oauth()).await {
             Ok(request) => request,
             Err((tool, mut refusal)) => {
                 let message = format!("this token may not call {tool}; its scope is {}", caller.scope.describe());

@@ -34,6 +34,7 @@
 
 use super::scope::ToolScope;
 use anyhow::{bail, Context, Result};
+use http::Uri;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -141,10 +142,12 @@ impl OAuth {
         if config.issuer.trim().is_empty() {
             bail!("{at} issuer must not be empty");
         }
-        let resource = reqwest::Url::parse(&config.resource)
+        let resource: Uri = config
+            .resource
+            .parse()
             .with_context(|| format!("{at} resource {:?} is not an absolute URL", config.resource))?;
-        if !matches!(resource.scheme(), "https" | "http") || resource.fragment().is_some() {
-            bail!("{at} resource must be an http(s) URL without a fragment, e.g. https://cordon.example.com/mcp");
+        if !matches!(resource.scheme_str(), Some("https" | "http")) || resource.authority().is_none() {
+            bail!("{at} resource must be an absolute http(s) URL, e.g. https://cordon.example.com/mcp");
         }
         let algorithms = if config.algorithms.is_empty() {
             use Algorithm::*;
@@ -171,13 +174,15 @@ impl OAuth {
         let source = match (&config.jwks_file, &config.jwks_url) {
             (Some(path), None) => Source::File(path.clone()),
             (None, Some(url)) => {
-                let parsed = reqwest::Url::parse(url).with_context(|| format!("{at} jwks_url {url:?} is not a URL"))?;
-                let host = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']);
+                let parsed: Uri = url.parse().with_context(|| format!("{at} jwks_url {url:?} is not a URL"))?;
+                let host = parsed.host().unwrap_or_default().trim_matches(['[', ']']);
                 let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-                if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
-                    bail!("{at} jwks_url must be https (plain http is accepted only for a loopback address)");
+                match parsed.scheme_str() {
+                    Some("https") => {}
+                    Some("http") if loopback => {}
+                    _ => bail!("{at} jwks_url must be https (plain http is accepted only for a loopback address)"),
                 }
-                Source::Url { url: parsed, client: http_client()? }
+                Source::Url(parsed)
             }
             _ => bail!("{at} needs exactly one of jwks_file and jwks_url"),
         };
@@ -288,7 +293,7 @@ impl OAuth {
     /// followed by the resource's path (RFC 9728 §3.1), e.g. `…/mcp`.
     pub fn metadata_paths(&self) -> Vec<String> {
         let base = "/.well-known/oauth-protected-resource".to_string();
-        let path = reqwest::Url::parse(&self.config.resource).map(|u| u.path().trim_end_matches('/').to_string());
+        let path = self.config.resource.parse::<Uri>().map(|u| u.path().trim_end_matches('/').to_string());
         match path {
             Ok(path) if !path.is_empty() => vec![format!("{base}{path}"), base],
             _ => vec![base],
@@ -297,25 +302,19 @@ impl OAuth {
 
     /// The absolute metadata URL a 401 challenge points at.
     pub fn metadata_url(&self) -> String {
-        let origin =
-            reqwest::Url::parse(&self.config.resource).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+        let origin = match self.config.resource.parse::<Uri>() {
+            Ok(uri) => {
+                format!("{}://{}", uri.scheme_str().unwrap_or("https"), uri.authority().map_or("", |a| a.as_str()))
+            }
+            Err(_) => String::new(),
+        };
         format!("{origin}{}", self.metadata_paths()[0])
     }
 }
 
-fn http_client() -> Result<reqwest::Client> {
-    // reqwest is built without a bundled provider; ring is the one the rest of the host links.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()
-        .context("cannot build the HTTP client for the JWKS")
-}
-
 enum Source {
     File(PathBuf),
-    Url { url: reqwest::Url, client: reqwest::Client },
+    Url(Uri),
 }
 
 /// Verification keys by id, with the time they were loaded.
@@ -372,7 +371,7 @@ impl Jwks {
 
     fn is_stale(&self) -> bool {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        matches!(self.source, Source::Url { .. }) && keys.loaded.is_none_or(|at| at.elapsed() >= self.max_age)
+        matches!(self.source, Source::Url(_)) && keys.loaded.is_none_or(|at| at.elapsed() >= self.max_age)
     }
 
     async fn find(this: &Arc<Jwks>, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, Refusal> {
@@ -412,26 +411,69 @@ impl Jwks {
             Source::File(path) => {
                 tokio::fs::read(path).await.with_context(|| format!("cannot read jwks_file {}", path.display()))?
             }
-            Source::Url { url, client } => fetch(client, url).await?,
+            Source::Url(url) => tokio::time::timeout(FETCH_TIMEOUT, fetch(url))
+                .await
+                .map_err(|_| anyhow::anyhow!("GET {url} took longer than {FETCH_TIMEOUT:?}"))??,
         };
         self.install(parse_jwks(&bytes)?);
         Ok(())
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &reqwest::Url) -> Result<Vec<u8>> {
-    let mut response = client.get(url.clone()).send().await.with_context(|| format!("GET {url} failed"))?;
+/// `GET url`: HTTP/1.1 over TCP, or over rustls (ring, Mozilla's roots from `webpki-roots`) for
+/// https. Redirects are not followed: a JWKS URL is configured exactly.
+async fn fetch(url: &Uri) -> Result<Vec<u8>> {
+    let host = url.host().context("the URL has no host")?;
+    let https = url.scheme_str() == Some("https");
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let authority = url.authority().map_or(host, |a| a.as_str());
+    let request = http::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, authority)
+        .header(http::header::USER_AGENT, concat!("cordon/", env!("CARGO_PKG_VERSION")))
+        .header(http::header::ACCEPT, "application/json, application/jwk-set+json")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .context("cannot build the request")?;
+    let body = if https {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("TLS configuration")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+            .with_context(|| format!("{host} is not a valid TLS server name"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS handshake with {host} failed"))?;
+        send(hyper_util::rt::TokioIo::new(tls), request).await
+    } else {
+        send(hyper_util::rt::TokioIo::new(tcp), request).await
+    };
+    body.with_context(|| format!("GET {url} failed"))
+}
+
+async fn send<I>(io: I, request: http::Request<http_body_util::Empty<bytes::Bytes>>) -> Result<Vec<u8>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    let connection = tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
     if !response.status().is_success() {
-        bail!("GET {url} answered {}", response.status());
+        bail!("the server answered {}", response.status());
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.with_context(|| format!("reading {url} failed"))? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_JWKS_BYTES {
-            bail!("{url} is larger than {MAX_JWKS_BYTES} bytes");
-        }
-    }
-    Ok(body)
+    let body = http_body_util::Limited::new(response.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the body failed (at most {MAX_JWKS_BYTES} bytes): {e}"))?
+        .to_bytes();
+    connection.abort();
+    Ok(body.to_vec())
 }
 
 fn parse_jwks(bytes: &[u8]) -> Result<Keys> {

@@ -7,6 +7,8 @@
 //! on every start (the first file keeps the name).
 
 pub mod cache;
+pub mod compat;
+pub mod lint;
 mod names;
 
 use crate::call::Principal;
@@ -129,10 +131,24 @@ pub struct LoadContext<'a> {
     pub config: &'a Config,
     /// Loaded credentials, to check grants against.
     pub credentials: &'a Credentials,
+    /// Whether `[lint]` findings are logged and, under `mode = "refuse"`, refuse the plugin (the
+    /// server); `cordon lint` and `cordon inspect` report them instead.
+    pub lint_refuses: bool,
 }
 
-/// Loads every `*.wasm` in `dir`.
-pub async fn load_dir(cx: &LoadContext<'_>, dir: &Path) -> Result<Catalog> {
+/// What a reload starts from: the catalog being served, and whether unchanged files may keep
+/// their loaded plugin (a file event) or every plugin is loaded again (a new config).
+pub struct Previous<'a> {
+    /// The catalog now served.
+    pub catalog: &'a Catalog,
+    /// Reuse a plugin whose file has the same digest.
+    pub reuse_unchanged: bool,
+}
+
+/// Loads every `*.wasm` in `dir`. On reload (`previous`), a file whose new version fails to
+/// load — half-written, broken, or narrowing a tool's input schema under the `refuse` policy —
+/// leaves its previous version serving, and the failure is reported.
+pub async fn load_dir(cx: &LoadContext<'_>, dir: &Path, previous: Option<Previous<'_>>) -> Result<Catalog> {
     let config = cx.config;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
@@ -144,40 +160,159 @@ pub async fn load_dir(cx: &LoadContext<'_>, dir: &Path) -> Result<Catalog> {
     let mut catalog = Catalog::default();
     for path in files {
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        match load_plugin(cx, &path, &catalog).await {
-            Ok((plugin, tools)) => {
-                tracing::info!(plugin = %plugin.name, tools = tools.len(), digest = %plugin.digest,
-                    compile_cache = plugin.compile_cache.as_str(), "loaded plugin");
-                for tool in tools {
-                    catalog.by_name.insert(tool.name.clone(), tool.clone());
-                    catalog.tools.push(tool);
+        let before = previous.as_ref().and_then(|p| {
+            let name = names::plugin_name(&path).ok()?;
+            p.catalog.plugins.iter().find(|plugin| plugin.name == name).map(|plugin| (p, plugin.clone()))
+        });
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {file}"));
+        if let (Some((p, old)), Ok(bytes)) = (&before, &bytes) {
+            if p.reuse_unchanged && hex::encode(Sha256::digest(bytes)) == old.digest {
+                if let Err(e) = catalog.keep(p.catalog, old) {
+                    catalog.refuse(file, e);
                 }
-                catalog.plugins.push(plugin);
+                continue;
+            }
+        }
+        let loaded = match bytes {
+            Ok(bytes) => load_plugin(cx, &path, bytes, &catalog).await,
+            Err(e) => Err(e),
+        };
+        let loaded = match (loaded, &before) {
+            (Ok((plugin, tools)), Some((p, old))) => {
+                let narrowed = narrowed_tools(p.catalog, old, &tools);
+                if narrowed.is_empty() {
+                    Ok((plugin, tools))
+                } else if config.reload.incompatible_schemas == crate::config::SchemaPolicy::Allow {
+                    tracing::warn!(plugin = %plugin.name, changes = %narrowed.join("; "),
+                        "the new version narrows tool input schemas; serving it ([reload] incompatible_schemas = \"allow\")");
+                    Ok((plugin, tools))
+                } else {
+                    Err(anyhow!(
+                        "the new version changes existing tool contracts incompatibly ({}); publish the changed \
+                         tool under a new name, or set [reload] incompatible_schemas = \"allow\"",
+                        narrowed.join("; ")
+                    ))
+                }
+            }
+            (loaded, _) => loaded,
+        };
+        match loaded {
+            Ok((plugin, tools)) => {
+                let verb = if before.is_some() { "reloaded plugin" } else { "loaded plugin" };
+                tracing::info!(plugin = %plugin.name, tools = tools.len(), digest = %plugin.digest,
+                    compile_cache = plugin.compile_cache.as_str(), "{verb}");
+                catalog.add(plugin, tools);
             }
             Err(e) => {
-                let reason = format!("{e:#}");
-                tracing::error!(file = %file, reason = %reason, "plugin refused");
-                catalog.failures.push(LoadFailure { file, reason });
+                let mut reason = format!("{e:#}");
+                if let Some((p, old)) = &before {
+                    match catalog.keep(p.catalog, old) {
+                        Ok(()) => {
+                            reason.push_str(&format!("; the previous version (sha256:{}) keeps serving", old.digest))
+                        }
+                        Err(e) => reason.push_str(&format!("; the previous version cannot be kept either: {e:#}")),
+                    }
+                }
+                catalog.refuse(file, anyhow!(reason));
             }
         }
     }
-    for name in config.plugins.keys() {
-        if !catalog.plugins.iter().any(|p| &p.name == name) {
-            tracing::warn!(plugin = %name, "[plugins.{name}] is configured but no such plugin is loaded");
+    if let Some(previous) = &previous {
+        for gone in previous.catalog.plugins.iter().filter(|p| !catalog.plugins.iter().any(|c| c.name == p.name)) {
+            tracing::info!(plugin = %gone.name, "plugin removed; calls in flight finish on it");
+        }
+    } else {
+        for name in config.plugins.keys() {
+            if !catalog.plugins.iter().any(|p| &p.name == name) {
+                tracing::warn!(plugin = %name, "[plugins.{name}] is configured but no such plugin is loaded");
+            }
         }
     }
     Ok(catalog)
 }
 
+/// Every narrowing of an input schema from `old`'s tools to their namesakes in `new`, and the
+/// tools that disappeared (logged, not refused: removal breaks no call that a list still offers).
+fn narrowed_tools(previous: &Catalog, old: &Arc<LoadedPlugin>, new: &[Arc<ToolEntry>]) -> Vec<String> {
+    let mut changes = Vec::new();
+    for before in previous.tools.iter().filter(|t| Arc::ptr_eq(&t.plugin, old)) {
+        match new.iter().find(|t| t.name == before.name) {
+            Some(after) => {
+                for change in compat::narrowing_changes(&before.input.json, &after.input.json) {
+                    changes.push(format!("{} {change}", before.name));
+                }
+            }
+            None => tracing::warn!(tool = %before.name, plugin = %old.name, "the new version no longer has this tool"),
+        }
+    }
+    changes
+}
+
+impl Catalog {
+    fn add(&mut self, plugin: Arc<LoadedPlugin>, tools: Vec<Arc<ToolEntry>>) {
+        for tool in tools {
+            self.by_name.insert(tool.name.clone(), tool.clone());
+            self.tools.push(tool);
+        }
+        self.plugins.push(plugin);
+    }
+
+    /// Carries `plugin` and its tools over from `previous`, unless a plugin loaded before it in
+    /// this pass took one of its names.
+    fn keep(&mut self, previous: &Catalog, plugin: &Arc<LoadedPlugin>) -> Result<()> {
+        let tools: Vec<Arc<ToolEntry>> =
+            previous.tools.iter().filter(|t| Arc::ptr_eq(&t.plugin, plugin)).cloned().collect();
+        if let Some(taken) = tools.iter().find_map(|t| self.tool(&t.name)) {
+            bail!("tool name {:?} is now taken by plugin {:?}", taken.name, taken.plugin.name);
+        }
+        self.add(plugin.clone(), tools);
+        Ok(())
+    }
+
+    fn refuse(&mut self, file: String, error: anyhow::Error) {
+        let reason = format!("{error:#}");
+        tracing::error!(file = %file, reason = %reason, "plugin refused");
+        self.failures.push(LoadFailure { file, reason });
+    }
+
+    /// Whether a client's `tools/list` could differ between the two catalogs.
+    pub fn lists_differ(&self, other: &Catalog) -> bool {
+        self.tools.len() != other.tools.len()
+            || self.tools.iter().zip(&other.tools).any(|(a, b)| {
+                a.name != b.name
+                    || (!Arc::ptr_eq(&a.plugin, &b.plugin)
+                        && serde_json::to_value(&a.descriptor).ok() != serde_json::to_value(&b.descriptor).ok())
+            })
+    }
+}
+
+/// One plugin file, loaded and linted on its own (for `cordon lint` and `cordon inspect`).
+pub async fn load_file(cx: &LoadContext<'_>, path: &Path) -> Result<(Arc<LoadedPlugin>, Vec<Arc<ToolEntry>>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lenient = LoadContext { lint_refuses: false, ..*cx };
+    load_plugin(&lenient, path, bytes, &Catalog::default()).await
+}
+
+/// The quality-gate findings for loaded tools.
+pub fn lint(tools: &[Arc<ToolEntry>], config: &lint::LintConfig) -> Vec<lint::Finding> {
+    tools
+        .iter()
+        .flat_map(|t| {
+            let description = t.descriptor.description.as_deref().unwrap_or("");
+            lint::lint_tool(&t.name, description, &t.input.json, config)
+        })
+        .collect()
+}
+
 async fn load_plugin(
     cx: &LoadContext<'_>,
     path: &Path,
+    bytes: Vec<u8>,
     loaded: &Catalog,
 ) -> Result<(Arc<LoadedPlugin>, Vec<Arc<ToolEntry>>)> {
-    let LoadContext { sandbox, cache, config, credentials } = *cx;
+    let LoadContext { sandbox, cache, config, credentials, .. } = *cx;
     let name = names::plugin_name(path)?;
     let plugin_config = config.plugin(&name);
-    let bytes = std::fs::read(path).context("cannot read the file")?;
     check_component_header(&bytes)?;
     let digest = hex::encode(Sha256::digest(&bytes));
     if let Some(pin) = &plugin_config.sha256 {
@@ -217,6 +352,11 @@ async fn load_plugin(
         Ok(GuestReply::Output(_)) => bail!("describe returned a call result"),
         Err(e) => bail!("describe failed: {}", e.message),
     };
+    for local in plugin_config.tools.keys() {
+        if !descriptors.iter().any(|d| &d.name == local) {
+            tracing::warn!(plugin = %name, tool = %local, "[plugins.{name}.tools.{local}] names no tool of this plugin");
+        }
+    }
 
     let plugin = Arc::new(LoadedPlugin {
         slots: Semaphore::new(limits.max_concurrency as usize),
@@ -229,24 +369,55 @@ async fn load_plugin(
         idempotency: plugin_config.idempotency.clone(),
         prepared,
     });
-    let tools = publish_tools(&plugin, descriptors, loaded)?;
+    let tools = publish_tools(&plugin, descriptors, &plugin_config, loaded)?;
+    if config.lint.mode != lint::LintMode::Off {
+        let findings = lint(&tools, &config.lint);
+        for f in findings.iter().filter(|_| cx.lint_refuses) {
+            let pointer = f.pointer.as_deref().unwrap_or("");
+            tracing::warn!(plugin = %plugin.name, tool = %f.tool, severity = ?f.severity, pointer, "{}", f.message);
+        }
+        let errors: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity == lint::Severity::Error)
+            .map(|f| format!("{}{}: {}", f.tool, f.pointer.as_deref().unwrap_or(""), f.message))
+            .collect();
+        if cx.lint_refuses && config.lint.mode == lint::LintMode::Refuse && !errors.is_empty() {
+            bail!("the quality gate refuses it ([lint] mode = \"refuse\"): {}", errors.join("; "));
+        }
+    }
     Ok((plugin, tools))
 }
 
-/// Validates names and schemas, and builds the `tools/list` entries.
+/// Validates names and schemas, applies the operator's overrides, and builds the `tools/list`
+/// entries.
 fn publish_tools(
     plugin: &Arc<LoadedPlugin>,
     descriptors: Vec<ToolDescriptor>,
+    plugin_config: &crate::config::PluginConfig,
     loaded: &Catalog,
 ) -> Result<Vec<Arc<ToolEntry>>> {
     if descriptors.is_empty() {
         bail!("the plugin describes no tools");
     }
+    let prefix = plugin_config.prefix.as_deref().unwrap_or(&plugin.name);
     let mut tools: Vec<Arc<ToolEntry>> = Vec::with_capacity(descriptors.len());
-    for d in descriptors {
-        let name = published_name(&plugin.name, &d.name)?;
-        if tools.iter().any(|t| t.name == name) {
+    let mut seen = std::collections::HashSet::new();
+    for mut d in descriptors {
+        let name = published_name(prefix, &d.name)?;
+        if !seen.insert(name.clone()) {
             bail!("the plugin describes the tool {:?} twice", d.name);
+        }
+        if let Some(over) = plugin_config.tools.get(&d.name) {
+            if !over.enabled {
+                tracing::info!(tool = %name, "tool disabled by [plugins.{}.tools.{}]", plugin.name, d.name);
+                continue;
+            }
+            if let Some(description) = &over.description {
+                d.description = description.clone();
+            }
+            if let Some(title) = &over.title {
+                d.title = Some(title.clone());
+            }
         }
         if let Some(other) = loaded.tool(&name) {
             bail!(
@@ -278,6 +449,9 @@ fn publish_tools(
             read_only,
             key_argument,
         }));
+    }
+    if tools.is_empty() {
+        bail!("every tool of the plugin is disabled in [plugins.{}.tools]", plugin.name);
     }
     Ok(tools)
 }

@@ -24,9 +24,9 @@ pub fn plugin_name(path: &Path) -> Result<String> {
     Ok(stem.to_string())
 }
 
-/// `<plugin>_<tool>`, or why it is not a valid tool name.
+/// `<prefix>_<tool>` (just `<tool>` for an empty prefix), or why it is not a valid tool name.
 pub fn published_name(plugin: &str, tool: &str) -> Result<String> {
-    let name = format!("{plugin}_{tool}");
+    let name = if plugin.is_empty() { tool.to_string() } else { format!("{plugin}_{tool}") };
     if tool.is_empty() || !is_valid_tool_name(&name) {
         bail!(
             "tool {tool:?} of plugin {plugin:?} would be published as {name:?}, which is not 1 to {MAX_TOOL_NAME} of [a-zA-Z0-9_-]"

@@ -47,6 +47,13 @@ pub struct Prepared {
     pre: PluginPre<CallState>,
 }
 
+impl Prepared {
+    /// The compiled component (for `cordon inspect`: its imports and exports).
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+}
+
 /// What a guest is asked to do in one instance.
 pub enum Invocation {
     /// List the plugin's tools.

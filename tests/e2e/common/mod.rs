@@ -284,6 +284,13 @@ impl HttpServer {
         guard("MCP initialize over HTTP", ().serve(transport)).await
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...) to the server process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the server is running").to_string();
+        let status = std::process::Command::new("kill").args(["-s", name, &pid]).status().expect("run kill");
+        assert!(status.success(), "kill -s {name} {pid} failed");
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
