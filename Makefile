@@ -15,11 +15,15 @@ PYVENV       := target/pyvenv
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
 plugins: toolchain
 	$(CARGO) build --release --target $(GUEST_TARGET) --target-dir $(GUEST_DIR) --manifest-path $(PLUGINS_MANIFEST)
 	$(CARGO) build --release --target $(GUEST_TARGET) --target-dir $(GUEST_DIR) --manifest-path $(FIXTURES_MANIFEST)
 	@scripts/collect-plugins.sh $(GUEST_DIR)/$(GUEST_TARGET)/release
+	# The demo as a preview-1 core module: the fixture for `cordon wrap` and auto-wrapping.
+	$(CARGO) build --release --target wasm32-wasip1 --target-dir $(GUEST_DIR) --manifest-path $(PLUGINS_MANIFEST) -p demo
+	cp -f $(GUEST_DIR)/wasm32-wasip1/release/demo.wasm tests/plugins/dist/demo_core.wasm
 
 build:
 	$(CARGO) build -p cordon-host

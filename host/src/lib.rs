@@ -21,6 +21,7 @@ pub mod reload;
 pub mod sandbox;
 pub mod schema;
 pub mod server;
+pub mod wrap;
 
 pub use app::{Cordon, Paths};
 pub use config::Config;

@@ -78,6 +78,15 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Make a component of a WASI preview-1 core module (Zig, C, Go): the same wrapping the
+    /// server applies to a core module in the plugins folder.
+    Wrap {
+        /// The core module (.wasm).
+        input: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Bearer tokens for HTTP callers.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -242,6 +251,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let examined = cordon_host::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
             let section = paths.config_file.as_deref().and_then(|path| plugin_section(path, &examined.plugin.name));
             print_json(&cordon_host::inspect::inspection(&examined, &config, section));
+            Ok(0)
+        }
+        Command::Wrap { input, output } => {
+            let core =
+                std::fs::read(&input).with_context(|| format!("cannot read {}", input.display())).map_err(usage)?;
+            let component = cordon_host::wrap::wrap(&core).map_err(runtime)?;
+            std::fs::write(&output, &component)
+                .with_context(|| format!("cannot write {}", output.display()))
+                .map_err(runtime)?;
+            eprintln!("{}: component of {} bytes", output.display(), component.len());
             Ok(0)
         }
         Command::Lint { file, common } => {

@@ -313,7 +313,6 @@ async fn load_plugin(
     let LoadContext { sandbox, cache, config, credentials, .. } = *cx;
     let name = names::plugin_name(path)?;
     let plugin_config = config.plugin(&name);
-    check_component_header(&bytes)?;
     let digest = hex::encode(Sha256::digest(&bytes));
     if let Some(pin) = &plugin_config.sha256 {
         if !pin.eq_ignore_ascii_case(&digest) {
@@ -327,13 +326,25 @@ async fn load_plugin(
         PluginGrants::from_config(&plugin_config, credentials).with_context(|| format!("[plugins.{name}] grants"))?;
 
     // Compiling takes from milliseconds to many seconds (a Python component); keep it off the
-    // async runtime's threads.
+    // async runtime's threads. A core module (Zig, C, Go) is made a component first; the cache
+    // is keyed by the component actually compiled.
     let (component, compile_cache) = {
-        let (engine, cache, digest) = (sandbox.engine().clone(), cache.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || cache.component(&engine, &bytes, &digest))
-            .await
-            .map_err(|e| anyhow!("compilation task failed: {e}"))?
-            .context("not a valid component")?
+        let (engine, cache) = (sandbox.engine().clone(), cache.clone());
+        let file_digest = digest.clone();
+        tokio::task::spawn_blocking(move || {
+            let (bytes, code_digest) = match crate::wrap::kind(&bytes)? {
+                crate::wrap::WasmKind::Component => (bytes, file_digest),
+                crate::wrap::WasmKind::CoreModule => {
+                    let component = crate::wrap::wrap(&bytes).context("a core module that cannot be wrapped")?;
+                    let code_digest = hex::encode(Sha256::digest(&component));
+                    (component, code_digest)
+                }
+            };
+            cache.component(&engine, &bytes, &code_digest)
+        })
+        .await
+        .map_err(|e| anyhow!("compilation task failed: {e}"))?
+        .context("not a valid component")?
     };
     let prepared = sandbox.prepare(&component)?;
     let limits = config.limits_for(&name);
@@ -467,17 +478,4 @@ fn key_argument(schema: &serde_json::Map<String, Value>) -> Option<String> {
 
 fn annotations(a: &Annotations) -> ToolAnnotations {
     ToolAnnotations::from_raw(None, a.read_only, a.destructive, a.idempotent, a.open_world)
-}
-
-/// Refuses what is not a component with a message an operator can act on.
-fn check_component_header(bytes: &[u8]) -> Result<()> {
-    const MAGIC: &[u8] = b"\0asm";
-    if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        bail!("not a WebAssembly file (bad magic number)");
-    }
-    // Bytes 4..8: version and layer. Layer 1 is a component; layer 0 a core module.
-    if bytes[6..8] == [0, 0] {
-        bail!("this is a core wasm module, not a component: build for wasm32-wasip2 or wrap it into a component");
-    }
-    Ok(())
 }

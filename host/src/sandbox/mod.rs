@@ -12,6 +12,7 @@
 //! Instances come from a pooling allocator sized by `[pool]`; a full pool is `busy`.
 
 pub mod bindings;
+pub mod plain;
 mod state;
 
 pub use state::CallGrants;
@@ -44,13 +45,29 @@ pub struct Sandbox {
 /// A component linked against the host, ready to instantiate many times.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: PluginPre<CallState>,
+    kind: PreparedKind,
+}
+
+#[derive(Clone)]
+enum PreparedKind {
+    /// A `cordon:plugin` component: it describes its tools and receives JSON.
+    Plugin(PluginPre<CallState>),
+    /// A plain component: its exported functions are the tools ([`plain`]).
+    Plain(wasmtime::component::InstancePre<CallState>, Arc<Vec<plain::PlainTool>>),
 }
 
 impl Prepared {
     /// The compiled component (for `cordon inspect`: its imports and exports).
     pub fn component(&self) -> &Component {
-        self.pre.instance_pre().component()
+        match &self.kind {
+            PreparedKind::Plugin(pre) => pre.instance_pre().component(),
+            PreparedKind::Plain(pre, _) => pre.component(),
+        }
+    }
+
+    /// Whether this is a plain component (exported functions, not `cordon:plugin`).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.kind, PreparedKind::Plain(..))
     }
 }
 
@@ -117,10 +134,22 @@ impl Sandbox {
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .context("the component imports something Cordon does not provide")?;
-        let pre = PluginPre::new(instance_pre)
-            .map_err(anyhow::Error::from)
-            .context("the component does not export the cordon:plugin/tools interface")?;
-        Ok(Prepared { pre })
+        match PluginPre::new(instance_pre.clone()) {
+            Ok(pre) => Ok(Prepared { kind: PreparedKind::Plugin(pre) }),
+            Err(error) => {
+                let targets_cordon = component
+                    .component_type()
+                    .exports(&self.engine)
+                    .any(|(name, _)| name.starts_with("cordon:plugin/tools"));
+                let tools = plain::exported_tools(&self.engine, component);
+                if targets_cordon || tools.is_empty() {
+                    return Err(anyhow::Error::from(error)).context(
+                        "the component exports neither the cordon:plugin/tools@0.1.0 interface nor plain functions",
+                    );
+                }
+                Ok(Prepared { kind: PreparedKind::Plain(instance_pre, Arc::new(tools)) })
+            }
+        }
     }
 
     /// Runs one invocation in a fresh instance under `limits`.
@@ -156,7 +185,7 @@ impl Sandbox {
         });
 
         let outcome =
-            tokio::time::timeout(limits.timeout + BACKSTOP_GRACE, invoke(&prepared.pre, &mut store, invocation)).await;
+            tokio::time::timeout(limits.timeout + BACKSTOP_GRACE, invoke(prepared, &mut store, invocation)).await;
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let state = store.data();
         state.flush_output();
@@ -170,10 +199,22 @@ impl Sandbox {
 }
 
 async fn invoke(
-    pre: &PluginPre<CallState>,
+    prepared: &Prepared,
     store: &mut Store<CallState>,
     invocation: Invocation,
 ) -> wasmtime::Result<GuestReply> {
+    let pre = match &prepared.kind {
+        PreparedKind::Plugin(pre) => pre,
+        PreparedKind::Plain(pre, tools) => {
+            return Ok(match invocation {
+                // Described from the component's types: nothing runs.
+                Invocation::Describe => GuestReply::Tools(tools.iter().map(|t| t.descriptor.clone()).collect()),
+                Invocation::Call { tool, arguments, .. } => {
+                    GuestReply::Output(plain::call(pre, store, tools, &tool, &arguments).await?)
+                }
+            });
+        }
+    };
     let plugin = pre.instantiate_async(&mut *store).await?;
     let tools = plugin.cordon_plugin_tools();
     Ok(match invocation {

@@ -1,0 +1,488 @@
+//! Plain components: a component that does not target `cordon:plugin` but exports ordinary
+//! functions (`export add: func(a: s32, b: s32) -> s32;`, or functions of an exported
+//! interface) is served too. Each exported function becomes a tool; its input schema is derived
+//! from the WIT parameter types, the host converts the (already validated) JSON arguments to
+//! WIT values and the result back. Limits, grants and idempotency apply as for any tool: only
+//! the last step — how the instance is asked — differs.
+//!
+//! Naming: a top-level function keeps its name (`add`); a function of an exported interface is
+//! `<interface>_<function>` (`docs:calc/ops@1.0.0` → `ops_add`), with characters outside
+//! `[a-zA-Z0-9_-]` replaced by `_`. Functions using resources, futures or streams are not served
+//! (logged at load).
+//!
+//! The JSON ↔ WIT mapping (both directions):
+//!
+//! | WIT | JSON | JSON Schema |
+//! | --- | --- | --- |
+//! | `bool` | `true` / `false` | `boolean` |
+//! | `s8`…`u64` | integer | `integer` with the type's `minimum`/`maximum` |
+//! | `f32`, `f64` | number (non-finite results become `null`) | `number` |
+//! | `char` | one-character string | `string`, length 1 |
+//! | `string` | string | `string` |
+//! | `list<T>` | array | `array` of T |
+//! | `tuple<A, B>` | array of fixed length | `prefixItems` |
+//! | `record` | object; `option` fields may be omitted | `object`, closed, non-option fields required |
+//! | `enum` | the case name | `string` with `enum` |
+//! | `flags` | array of flag names | unique strings from the names |
+//! | `variant` | a payload-less case as its name; otherwise `{"case": payload}` | `oneOf` |
+//! | `option<T>` | `null` or T | `anyOf [T, null]` |
+//! | `result<T, E>` | `{"ok": T}` or `{"err": E}` (payloads absent → `null`) | `oneOf` |
+//!
+//! Parameters form one object, one property per parameter. The function's result is the tool's
+//! structured result `{"result": …}` (and its text). A top-level `result<T, E>` return is special:
+//! `ok` is the result, and `err` is a tool error whose type is the error's case name when `E` is
+//! an enum or variant (`"error"` otherwise) and whose message is `E` (a string, or its JSON).
+
+use super::bindings::{Annotations, CallError, ToolDescriptor, ToolOutput};
+use super::state::CallState;
+use serde_json::{json, Map, Value};
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, InstancePre, Type, Val};
+use wasmtime::Engine;
+use wasmtime::Store;
+
+/// One exported function served as a tool.
+#[derive(Clone)]
+pub struct PlainTool {
+    /// The tool's name inside the plugin.
+    pub local_name: String,
+    /// The exported interface holding the function, if it is not top-level.
+    instance: Option<String>,
+    /// The function's export name.
+    func: String,
+    params: Vec<(String, Type)>,
+    result: Option<Type>,
+    /// What `describe` would have said.
+    pub descriptor: ToolDescriptor,
+}
+
+/// The functions of `component` that can be served, or an empty list when it exports none.
+pub fn exported_tools(engine: &Engine, component: &Component) -> Vec<PlainTool> {
+    let mut tools = Vec::new();
+    for (name, item) in component.component_type().exports(engine) {
+        match item.ty {
+            ComponentItem::ComponentFunc(func) => push_tool(&mut tools, None, name, &func),
+            ComponentItem::ComponentInstance(instance) => {
+                for (func_name, item) in instance.exports(engine) {
+                    if let ComponentItem::ComponentFunc(func) = item.ty {
+                        push_tool(&mut tools, Some(name), func_name, &func);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    tools
+}
+
+fn push_tool(tools: &mut Vec<PlainTool>, instance: Option<&str>, func: &str, ty: &ComponentFunc) {
+    let local_name = match instance {
+        Some(interface) => {
+            let short = interface.rsplit('/').next().unwrap_or(interface).split('@').next().unwrap_or(interface);
+            sanitize(&format!("{short}_{func}"))
+        }
+        None => sanitize(func),
+    };
+    let params: Vec<(String, Type)> = ty.params().map(|(name, ty)| (name.to_string(), ty)).collect();
+    let results: Vec<Type> = ty.results().collect();
+    let where_ = instance.map(|i| format!(" of interface `{i}`")).unwrap_or_default();
+    if results.len() > 1 {
+        tracing::warn!(function = %func, "not served: functions with several results are not supported");
+        return;
+    }
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for (name, ty) in &params {
+        let Some(mut schema) = schema(ty) else {
+            tracing::warn!(function = %func, parameter = %name, "not served: resources, futures and streams have no JSON form");
+            return;
+        };
+        if let Some(object) = schema.as_object_mut() {
+            object.insert("description".into(), json!(format!("Parameter `{name}` ({}).", type_name(ty))));
+        }
+        if !matches!(ty, Type::Option(_)) {
+            required.push(json!(name));
+        }
+        properties.insert(name.clone(), schema);
+    }
+    let result = results.into_iter().next();
+    let output_schema = match &result {
+        None => None,
+        Some(ty) => {
+            let value_type = match ty {
+                Type::Result(r) => r.ok(),
+                other => Some(other.clone()),
+            };
+            let value_schema = match &value_type {
+                Some(t) => match schema(t) {
+                    Some(s) => s,
+                    None => {
+                        tracing::warn!(function = %func, "not served: its result has no JSON form");
+                        return;
+                    }
+                },
+                None => json!({"type": "null"}),
+            };
+            Some(
+                json!({"type": "object", "properties": {"result": value_schema}, "required": ["result"],
+                       "additionalProperties": false})
+                .to_string(),
+            )
+        }
+    };
+    let signature = format!(
+        "({}){}",
+        params.iter().map(|(n, t)| format!("{n}: {}", type_name(t))).collect::<Vec<_>>().join(", "),
+        result.as_ref().map(|t| format!(" -> {}", type_name(t))).unwrap_or_default()
+    );
+    let descriptor = ToolDescriptor {
+        name: local_name.clone(),
+        title: None,
+        description: format!("Calls the exported WebAssembly function `{func}`{where_}: {func}{signature}."),
+        input_schema: json!({"type": "object", "properties": properties, "required": required,
+                             "additionalProperties": false})
+        .to_string(),
+        output_schema,
+        annotations: Annotations { read_only: None, destructive: None, idempotent: None, open_world: None },
+    };
+    tools.push(PlainTool {
+        local_name,
+        instance: instance.map(str::to_string),
+        func: func.to_string(),
+        params,
+        result,
+        descriptor,
+    });
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+/// Calls `tool` in a fresh instance with the JSON `arguments`.
+pub async fn call(
+    pre: &InstancePre<CallState>,
+    store: &mut Store<CallState>,
+    tools: &[PlainTool],
+    name: &str,
+    arguments: &str,
+) -> wasmtime::Result<Result<ToolOutput, CallError>> {
+    let Some(tool) = tools.iter().find(|t| t.local_name == name) else {
+        return Err(wasmtime::format_err!("no exported function serves {name}"));
+    };
+    let arguments: Map<String, Value> = serde_json::from_str(arguments).unwrap_or_default();
+    let mut params = Vec::with_capacity(tool.params.len());
+    for (param, ty) in &tool.params {
+        let value = arguments.get(param).unwrap_or(&Value::Null);
+        match to_val(value, ty, &format!("/{param}")) {
+            Ok(val) => params.push(val),
+            Err(message) => return Ok(Err(invalid_arguments(message))),
+        }
+    }
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let func = match &tool.instance {
+        Some(interface) => {
+            let scope = instance.get_export_index(&mut *store, None, interface);
+            let index =
+                scope.as_ref().and_then(|scope| instance.get_export_index(&mut *store, Some(scope), &tool.func));
+            index.and_then(|index| instance.get_func(&mut *store, index))
+        }
+        None => instance.get_func(&mut *store, tool.func.as_str()),
+    };
+    let Some(func) = func else {
+        return Err(wasmtime::format_err!("the instance does not export {}", tool.func));
+    };
+    let mut results = vec![Val::Bool(false); usize::from(tool.result.is_some())];
+    func.call_async(&mut *store, &params, &mut results).await?;
+    let value = match (results.pop(), &tool.result) {
+        (None, _) => Value::Null,
+        (Some(Val::Result(Err(error))), Some(Type::Result(_))) => return Ok(Err(guest_error(error.as_deref()))),
+        (Some(Val::Result(Ok(ok))), Some(Type::Result(_))) => ok.as_deref().map_or(Value::Null, to_json),
+        (Some(other), _) => to_json(&other),
+    };
+    Ok(Ok(ToolOutput { text: Some(value.to_string()), json: Some(json!({"result": value}).to_string()) }))
+}
+
+fn invalid_arguments(message: String) -> CallError {
+    CallError { kind: "invalid_arguments".into(), message, retryable: false }
+}
+
+fn guest_error(error: Option<&Val>) -> CallError {
+    let (kind, message) = match error {
+        None => ("error".to_string(), "the function returned an error".to_string()),
+        Some(Val::String(message)) => ("error".to_string(), message.clone()),
+        Some(Val::Enum(case)) => (case.clone(), format!("the function returned the error {case}")),
+        Some(Val::Variant(case, payload)) => {
+            let message = match payload.as_deref() {
+                Some(Val::String(text)) => text.clone(),
+                Some(other) => to_json(other).to_string(),
+                None => format!("the function returned the error {case}"),
+            };
+            (case.clone(), message)
+        }
+        Some(other) => ("error".to_string(), to_json(other).to_string()),
+    };
+    CallError { kind: sanitize(&kind), message, retryable: false }
+}
+
+/// The JSON Schema of a WIT type; `None` for types with no JSON form.
+pub fn schema(ty: &Type) -> Option<Value> {
+    let integer = |min: i128, max: i128| json!({"type": "integer", "minimum": min, "maximum": max});
+    Some(match ty {
+        Type::Bool => json!({"type": "boolean"}),
+        Type::S8 => integer(i8::MIN.into(), i8::MAX.into()),
+        Type::U8 => integer(0, u8::MAX.into()),
+        Type::S16 => integer(i16::MIN.into(), i16::MAX.into()),
+        Type::U16 => integer(0, u16::MAX.into()),
+        Type::S32 => integer(i32::MIN.into(), i32::MAX.into()),
+        Type::U32 => integer(0, u32::MAX.into()),
+        Type::S64 => integer(i64::MIN.into(), i64::MAX.into()),
+        Type::U64 => integer(0, u64::MAX.into()),
+        Type::Float32 | Type::Float64 => json!({"type": "number"}),
+        Type::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
+        Type::String => json!({"type": "string"}),
+        Type::List(list) => json!({"type": "array", "items": schema(&list.ty())?}),
+        Type::Record(record) => {
+            let mut properties = Map::new();
+            let mut required = Vec::new();
+            for field in record.fields() {
+                properties.insert(field.name.to_string(), schema(&field.ty)?);
+                if !matches!(field.ty, Type::Option(_)) {
+                    required.push(json!(field.name));
+                }
+            }
+            json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+        }
+        Type::Tuple(tuple) => {
+            let items = tuple.types().map(|t| schema(&t)).collect::<Option<Vec<_>>>()?;
+            let n = items.len();
+            json!({"type": "array", "prefixItems": items, "items": false, "minItems": n, "maxItems": n})
+        }
+        Type::Variant(variant) => {
+            let cases = variant
+                .cases()
+                .map(|case| match &case.ty {
+                    None => Some(json!({"const": case.name})),
+                    Some(payload) => Some(json!({"type": "object", "properties": {case.name: schema(payload)?},
+                                                 "required": [case.name], "additionalProperties": false})),
+                })
+                .collect::<Option<Vec<_>>>()?;
+            json!({"oneOf": cases})
+        }
+        Type::Enum(e) => json!({"type": "string", "enum": e.names().collect::<Vec<_>>()}),
+        Type::Flags(flags) => {
+            json!({"type": "array", "uniqueItems": true, "items": {"type": "string", "enum": flags.names().collect::<Vec<_>>()}})
+        }
+        Type::Option(option) => json!({"anyOf": [schema(&option.ty())?, {"type": "null"}]}),
+        Type::Result(result) => {
+            let side = |name: &str, ty: Option<Type>| -> Option<Value> {
+                let payload = match ty {
+                    Some(t) => schema(&t)?,
+                    None => json!({"type": "null"}),
+                };
+                Some(
+                    json!({"type": "object", "properties": {name: payload}, "required": [name], "additionalProperties": false}),
+                )
+            };
+            json!({"oneOf": [side("ok", result.ok())?, side("err", result.err())?]})
+        }
+        _ => return None,
+    })
+}
+
+/// A short WIT spelling of a type, for descriptions.
+fn type_name(ty: &Type) -> String {
+    match ty {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(l) => format!("list<{}>", type_name(&l.ty())),
+        Type::Option(o) => format!("option<{}>", type_name(&o.ty())),
+        Type::Result(r) => format!(
+            "result<{}, {}>",
+            r.ok().map_or("_".into(), |t| type_name(&t)),
+            r.err().map_or("_".into(), |t| type_name(&t))
+        ),
+        Type::Tuple(t) => format!("tuple<{}>", t.types().map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")),
+        Type::Record(_) => "record".into(),
+        Type::Variant(_) => "variant".into(),
+        Type::Enum(_) => "enum".into(),
+        Type::Flags(_) => "flags".into(),
+        _ => "resource".into(),
+    }
+}
+
+/// JSON → WIT value, guided by the type. Errors name the JSON pointer.
+pub fn to_val(value: &Value, ty: &Type, at: &str) -> std::result::Result<Val, String> {
+    let wrong = |what: &str| format!("{at}: expected {what}, got {value}");
+    macro_rules! int {
+        ($variant:ident, $t:ty) => {{
+            let n = value
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| value.as_u64().map(i128::from))
+                .ok_or_else(|| wrong("an integer"))?;
+            Val::$variant(<$t>::try_from(n).map_err(|_| format!("{at}: {n} is out of range for {}", stringify!($t)))?)
+        }};
+    }
+    Ok(match ty {
+        Type::Bool => Val::Bool(value.as_bool().ok_or_else(|| wrong("a boolean"))?),
+        Type::S8 => int!(S8, i8),
+        Type::U8 => int!(U8, u8),
+        Type::S16 => int!(S16, i16),
+        Type::U16 => int!(U16, u16),
+        Type::S32 => int!(S32, i32),
+        Type::U32 => int!(U32, u32),
+        Type::S64 => int!(S64, i64),
+        Type::U64 => int!(U64, u64),
+        Type::Float32 => Val::Float32(value.as_f64().ok_or_else(|| wrong("a number"))? as f32),
+        Type::Float64 => Val::Float64(value.as_f64().ok_or_else(|| wrong("a number"))?),
+        Type::Char => {
+            let text = value.as_str().ok_or_else(|| wrong("a one-character string"))?;
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Val::Char(c),
+                _ => return Err(wrong("a one-character string")),
+            }
+        }
+        Type::String => Val::String(value.as_str().ok_or_else(|| wrong("a string"))?.to_string()),
+        Type::List(list) => {
+            let items = value.as_array().ok_or_else(|| wrong("an array"))?;
+            let inner = list.ty();
+            Val::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| to_val(v, &inner, &format!("{at}/{i}")))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Type::Tuple(tuple) => {
+            let items = value.as_array().ok_or_else(|| wrong("an array"))?;
+            let types: Vec<Type> = tuple.types().collect();
+            if items.len() != types.len() {
+                return Err(wrong(&format!("an array of {} items", types.len())));
+            }
+            Val::Tuple(
+                items
+                    .iter()
+                    .zip(&types)
+                    .enumerate()
+                    .map(|(i, (v, t))| to_val(v, t, &format!("{at}/{i}")))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Type::Record(record) => {
+            let object = value.as_object().ok_or_else(|| wrong("an object"))?;
+            let mut fields = Vec::new();
+            for field in record.fields() {
+                let v = object.get(field.name).unwrap_or(&Value::Null);
+                fields.push((field.name.to_string(), to_val(v, &field.ty, &format!("{at}/{}", field.name))?));
+            }
+            Val::Record(fields)
+        }
+        Type::Variant(variant) => {
+            let (case, payload) = match value {
+                Value::String(case) => (case.as_str(), None),
+                Value::Object(map) if map.len() == 1 => {
+                    let (case, payload) = map.iter().next().ok_or_else(|| wrong("a variant case"))?;
+                    (case.as_str(), Some(payload))
+                }
+                _ => return Err(wrong("a case name or {\"case\": payload}")),
+            };
+            let found =
+                variant.cases().find(|c| c.name == case).ok_or_else(|| format!("{at}: unknown case {case:?}"))?;
+            let payload = match (&found.ty, payload) {
+                (None, None) => None,
+                (Some(t), Some(p)) => Some(Box::new(to_val(p, t, &format!("{at}/{case}"))?)),
+                (Some(Type::Option(_)), None) => Some(Box::new(Val::Option(None))),
+                _ => {
+                    return Err(format!(
+                        "{at}: case {case:?} {} a payload",
+                        if found.ty.is_some() { "needs" } else { "takes no" }
+                    ))
+                }
+            };
+            Val::Variant(case.to_string(), payload)
+        }
+        Type::Enum(e) => {
+            let case = value.as_str().ok_or_else(|| wrong("a case name"))?;
+            if !e.names().any(|n| n == case) {
+                return Err(format!("{at}: unknown case {case:?}"));
+            }
+            Val::Enum(case.to_string())
+        }
+        Type::Flags(flags) => {
+            let names: Vec<&str> = flags.names().collect();
+            let items = value.as_array().ok_or_else(|| wrong("an array of flag names"))?;
+            let mut set = Vec::new();
+            for item in items {
+                let name =
+                    item.as_str().filter(|n| names.contains(n)).ok_or_else(|| format!("{at}: unknown flag {item}"))?;
+                set.push(name.to_string());
+            }
+            Val::Flags(set)
+        }
+        Type::Option(option) => match value {
+            Value::Null => Val::Option(None),
+            v => Val::Option(Some(Box::new(to_val(v, &option.ty(), at)?))),
+        },
+        Type::Result(result) => {
+            let object =
+                value.as_object().filter(|o| o.len() == 1).ok_or_else(|| wrong("{\"ok\": …} or {\"err\": …}"))?;
+            let side = |name: &str, ty: Option<Type>| -> Result<Option<Box<Val>>, String> {
+                match ty {
+                    Some(t) => Ok(Some(Box::new(to_val(&object[name], &t, &format!("{at}/{name}"))?))),
+                    None => Ok(None),
+                }
+            };
+            if object.contains_key("ok") {
+                Val::Result(Ok(side("ok", result.ok())?))
+            } else if object.contains_key("err") {
+                Val::Result(Err(side("err", result.err())?))
+            } else {
+                return Err(wrong("{\"ok\": …} or {\"err\": …}"));
+            }
+        }
+        _ => return Err(format!("{at}: this type has no JSON form")),
+    })
+}
+
+/// WIT value → JSON.
+pub fn to_json(val: &Val) -> Value {
+    match val {
+        Val::Bool(b) => json!(b),
+        Val::S8(n) => json!(n),
+        Val::U8(n) => json!(n),
+        Val::S16(n) => json!(n),
+        Val::U16(n) => json!(n),
+        Val::S32(n) => json!(n),
+        Val::U32(n) => json!(n),
+        Val::S64(n) => json!(n),
+        Val::U64(n) => json!(n),
+        Val::Float32(n) => serde_json::Number::from_f64(f64::from(*n)).map_or(Value::Null, Value::Number),
+        Val::Float64(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
+        Val::Char(c) => json!(c.to_string()),
+        Val::String(s) => json!(s),
+        Val::List(items) | Val::Tuple(items) => Value::Array(items.iter().map(to_json).collect()),
+        Val::Record(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Val::Variant(case, None) | Val::Enum(case) => json!(case),
+        Val::Variant(case, Some(payload)) => json!({case.as_str(): to_json(payload)}),
+        Val::Option(None) => Value::Null,
+        Val::Option(Some(v)) => to_json(v),
+        Val::Result(Ok(v)) => json!({"ok": v.as_deref().map_or(Value::Null, to_json)}),
+        Val::Result(Err(v)) => json!({"err": v.as_deref().map_or(Value::Null, to_json)}),
+        Val::Flags(names) => json!(names),
+        _ => Value::Null,
+    }
+}
