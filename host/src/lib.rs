@@ -14,6 +14,7 @@ pub mod error;
 pub mod grants;
 pub mod idempotency;
 pub mod mcp;
+pub mod notify;
 pub mod ratelimit;
 pub mod registry;
 pub mod sandbox;
