@@ -12,6 +12,13 @@
 //!    turns a failed call into `egress_denied` or `forbidden`, naming the URL;
 //! 8. **result** — output size cap, JSON and output-schema checks; a keyed outcome is recorded
 //!    durably before the reply.
+//!
+//! The client's cancellation ([`CallLink::cancel`]) is honoured wherever the call waits: for a
+//! duplicate in flight (step 4), for a slot (step 5), and in the guest (step 6). The path still
+//! runs to its end: the slot is released, a keyed claim is settled ([`Ticket::cancelled`]) and
+//! the audit line says `cancelled`; only the reply goes nowhere.
+//!
+//! [`Ticket::cancelled`]: crate::idempotency::Ticket::cancelled
 
 use crate::app::Cordon;
 use crate::audit::{self, AuditRecord, IdempotencyUse};
@@ -19,6 +26,7 @@ use crate::auth::Caller;
 use crate::error::{ErrorType, ToolError};
 use crate::grants::http::{EgressRecord, Refusal};
 use crate::idempotency::{Begin, KeyedCall, ProvidedKey, ToolKeying};
+use crate::notify::CallLink;
 use crate::ratelimit;
 use crate::registry::ToolEntry;
 use crate::sandbox::bindings::CallContext;
@@ -48,6 +56,8 @@ pub struct CallRequest {
     pub caller: Caller,
     /// An idempotency key the transport received (`_meta`, HTTP header, CLI flag).
     pub idempotency_key: Option<ProvidedKey>,
+    /// The client's cancellation, and where the guest's progress and log lines go.
+    pub link: CallLink,
 }
 
 /// A successful call.
@@ -76,6 +86,8 @@ struct CallTrace {
     arguments: Option<Value>,
     fuel_used: u64,
     egress: Option<Arc<Mutex<EgressRecord>>>,
+    /// The client's cancellation ended the call (not a guest that said `cancelled`).
+    cancelled: bool,
 }
 
 /// The outcome of a call that reached a tool.
@@ -182,7 +194,7 @@ impl Cordon {
         call_id: &str,
         trace: &mut CallTrace,
     ) -> CallOutcome {
-        let CallRequest { arguments, caller, idempotency_key, .. } = request;
+        let CallRequest { arguments, caller, idempotency_key, link, .. } = request;
         let principal = caller.principal;
         let limits = &tool.plugin.limits;
 
@@ -218,10 +230,10 @@ impl Cordon {
             &principal,
         )?
         else {
-            return self.execute(tool, serialized, &principal, call_id, None, trace).await;
+            return self.execute(tool, serialized, &principal, call_id, None, link, trace).await;
         };
         trace.key = Some(keyed.key().to_string());
-        let ticket = match self.idempotency.begin(&keyed).await {
+        let ticket = match self.idempotency.begin(&keyed, &link.cancel).await {
             Ok((begin, claimed)) => {
                 trace.idempotency = IdempotencyUse::from_claimed(&claimed);
                 match begin {
@@ -233,6 +245,7 @@ impl Cordon {
                 if e.is(ErrorType::IdempotencyKeyReused) {
                     trace.idempotency = IdempotencyUse::Reused;
                 }
+                trace.cancelled = e.is(ErrorType::Cancelled);
                 return Err(e);
             }
         };
@@ -240,13 +253,27 @@ impl Cordon {
             tracing::warn!(call = %call_id, tool = %tool.name, key = %keyed.key(),
                 "recovering a keyed call cut off by a crash: re-running with the same upstream keys");
         }
-        let outcome = self.execute(tool, serialized, &principal, call_id, Some(&keyed), trace).await;
+        let outcome = self.execute(tool, serialized, &principal, call_id, Some(&keyed), link, trace).await;
+        if trace.cancelled {
+            // Could the run have acted outside the sandbox? An admitted request may have reached
+            // its upstream; a writable directory may have been written.
+            let requested = trace.egress.as_ref().is_some_and(|e| e.lock().map_or(true, |r| r.admitted > 0));
+            let acted = requested || tool.plugin.grants.dirs.iter().any(|d| d.writable);
+            // A store failure is logged by the ticket; the outcome stays `cancelled` (the client
+            // gets no answer either way), and the claim left `in_progress` is recovered later.
+            if let Ok(released) = ticket.cancelled(acted).await {
+                let settled = if released { "key released" } else { "key kept, retryable" };
+                tracing::info!(call = %call_id, tool = %tool.name, key = %keyed.key(), acted, "cancelled keyed call: {settled}");
+            }
+            return outcome;
+        }
         // The outcome is durable before anyone sees it.
         ticket.finish(&outcome).await?;
         outcome
     }
 
     /// Steps 5 to 8: a slot, a fresh instance with the grants, the checked result.
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         tool: &ToolEntry,
@@ -254,6 +281,7 @@ impl Cordon {
         principal: &Principal,
         call_id: &str,
         keyed: Option<&KeyedCall>,
+        link: CallLink,
         trace: &mut CallTrace,
     ) -> CallOutcome {
         let plugin = &tool.plugin;
@@ -264,12 +292,22 @@ impl Cordon {
         if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
             return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
         }
-        let _slot = match tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => {
+        let queued = tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire());
+        // Held until this function returns: the slot is free again whatever the outcome.
+        let _slot = match tokio::select! {
+            biased;
+            () = link.cancel.cancelled() => None,
+            acquired = queued => Some(acquired),
+        } {
+            None => {
+                trace.cancelled = true;
+                return Err(ToolError::cancelled());
+            }
+            Some(Ok(Ok(permit))) => permit,
+            Some(Ok(Err(_closed))) => {
                 return Err(ToolError::new(ErrorType::Busy, format!("plugin {} is unloading", plugin.name)))
             }
-            Err(_elapsed) => {
+            Some(Err(_elapsed)) => {
                 return Err(ToolError::new(
                     ErrorType::Busy,
                     format!(
@@ -297,14 +335,21 @@ impl Cordon {
         };
         let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments, context };
         let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
-        let run = self.sandbox.run(&plugin.prepared, limits, label, grants, invocation).await;
+        let run = self.sandbox.run(&plugin.prepared, limits, label, grants, link, invocation).await;
         trace.fuel_used = run.fuel_used;
+        trace.cancelled = run.cancelled;
         let reply = run.reply.and_then(|reply| match reply {
             GuestReply::Output(Ok(output)) => Ok(output),
             GuestReply::Output(Err(e)) => Err(ToolError::from_guest(e.kind, e.message, e.retryable)),
             GuestReply::Tools(_) => Err(ToolError::new(ErrorType::Internal, "unexpected guest reply")),
         });
-        let output = reply.map_err(|error| explain_refusal(&egress, principal).unwrap_or(error))?;
+        let output = reply.map_err(|error| {
+            // A cancelled call stays `cancelled`: the refusal did not end it, the client did.
+            if run.cancelled {
+                return error;
+            }
+            explain_refusal(&egress, principal).unwrap_or(error)
+        })?;
 
         // 8. result
         let size = output.text.as_ref().map_or(0, String::len) + output.json.as_ref().map_or(0, String::len);

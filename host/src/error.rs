@@ -105,6 +105,12 @@ impl ToolError {
         }
     }
 
+    /// `cancelled`: the client cancelled the call. It gets no answer (MCP drops the reply to a
+    /// cancelled request); this is what the audit log and the idempotency store record.
+    pub fn cancelled() -> Self {
+        Self::new(ErrorType::Cancelled, "the call was cancelled by the client")
+    }
+
     /// An error the guest reported about its own work.
     pub fn from_guest(kind: String, message: String, retryable: bool) -> Self {
         Self { kind: Cow::Owned(kind), message, retryable, violations: Vec::new() }

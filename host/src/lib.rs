@@ -15,6 +15,7 @@ pub mod grants;
 pub mod idempotency;
 pub mod inspect;
 pub mod mcp;
+pub mod notify;
 pub mod ratelimit;
 pub mod registry;
 pub mod reload;

@@ -346,7 +346,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let cordon = start(&common).await?;
             let caller = Caller::unrestricted(Principal::new(cordon.config().server.stdio_principal.as_str()));
             let idempotency_key = idempotency_key.map(|key| ProvidedKey { key, source: KeySource::Cli });
-            let request = CallRequest { tool, arguments: Some(arguments), caller, idempotency_key };
+            // No client to cancel or to report to: the link is inert.
+            let link = Default::default();
+            let request = CallRequest { tool, arguments: Some(arguments), caller, idempotency_key, link };
             let outcome = cordon.call(request).await;
             // The audit line is written by a background thread: let it land before exiting.
             cordon.flush_audit(std::time::Duration::from_secs(5));

@@ -86,6 +86,27 @@ impl Context {
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_deref()
     }
+
+    /// Reports how far this call has got: `done` out of `total` (when known), with an optional
+    /// short message, such as `cx.progress(3.0, Some(10.0), Some("page 3 of 10"))`.
+    ///
+    /// The host sends it to the MCP client as `notifications/progress` when the client asked for
+    /// progress, and ignores it otherwise; it never fails and never waits for the client. `done`
+    /// must grow from one report to the next (others are dropped), and the host thins reports
+    /// that come too fast (10 a second, 1000 a call; the one that reaches `total` always gets
+    /// through), so report at natural steps rather than in a tight loop. Messages are cut at
+    /// 256 bytes. Outside a component (native unit tests) there is no client and it does
+    /// nothing.
+    pub fn progress(&self, done: f64, total: Option<f64>, message: Option<&str>) {
+        #[cfg(target_arch = "wasm32")]
+        {
+            bindings::cordon::plugin::host::progress(done, total, message);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (done, total, message);
+        }
+    }
 }
 
 impl From<wit::CallContext> for Context {

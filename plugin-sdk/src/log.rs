@@ -1,6 +1,8 @@
 //! Writes lines to the host's log, tagged by the host with the plugin and the call id.
 //!
-//! The host caps the number of lines per call. Outside a component (native unit tests) lines go
+//! The host caps the bytes logged per call. When the MCP client asked for log messages
+//! (`logging/setLevel`), lines at or above its level also go to it as `notifications/message`
+//! (`trace` counts as `debug`). Outside a component (native unit tests) lines go
 //! to stderr instead, since there is no host to receive them.
 
 use crate::bindings::cordon::plugin::host::LogLevel;

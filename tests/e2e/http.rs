@@ -205,6 +205,6 @@ async fn health_endpoints_report_counts() {
         let response = guard("health", reqwest::get(format!("{}{path}", server.base))).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({"status": "ok", "plugins": 2, "tools": 12, "refused": 1}), "{path}");
+        assert_eq!(body, json!({"status": "ok", "plugins": 2, "tools": 13, "refused": 1}), "{path}");
     }
 }

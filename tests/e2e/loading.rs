@@ -163,7 +163,7 @@ async fn bad_files_are_refused_one_by_one() {
     assert_eq!(loaded, ["demo", "x"]);
     let mut names: Vec<&str> = tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["demo_add", "demo_divide", "demo_echo", "demo_greet", "x_a_b", "x_b"]);
+    assert_eq!(names, ["demo_add", "demo_divide", "demo_echo", "demo_greet", "demo_work", "x_a_b", "x_b"]);
     // `x_a_b` is x's tool `a_b`, not x_a's `b`.
     let x_a_b = tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "x_a_b").unwrap();
     assert_eq!(x_a_b["plugin"], "x");
@@ -197,7 +197,7 @@ async fn bad_files_do_not_stop_the_server() {
     }
     let client = server.client().await;
     let tools = list_tools(&client).await;
-    assert_eq!(tools.len(), 6, "{:?}", tools.keys());
+    assert_eq!(tools.len(), 7, "{:?}", tools.keys());
     assert_echo(&client, "despite the junk").await;
     let b = call(&client, "x_b", json!({})).await;
     assert_eq!(b.texts, ["b"]);
@@ -206,5 +206,5 @@ async fn bad_files_do_not_stop_the_server() {
 
     let health: Value =
         guard("healthz", reqwest::get(format!("{}/healthz", server.base))).await.unwrap().json().await.unwrap();
-    assert_eq!(health, json!({"status": "ok", "plugins": 2, "tools": 6, "refused": 8}));
+    assert_eq!(health, json!({"status": "ok", "plugins": 2, "tools": 7, "refused": 8}));
 }

@@ -171,7 +171,7 @@ async fn plugins_come_and_go_under_load_without_a_failed_call() {
     // Replaced by a compatible new version while echo calls run on the old one.
     let v2 = new_version(&read(&demo_wasm()), "2");
     install(&plugins, "demo.wasm", &v2);
-    server.log.wait_for(&format!("reloaded plugin plugin=demo tools=4 digest={}", sha256_hex(&v2))).await;
+    server.log.wait_for(&format!("reloaded plugin plugin=demo tools=5 digest={}", sha256_hex(&v2))).await;
     assert_echo(&client, "after the replacement").await;
 
     // Removed: gone from the list, and the client is told again.
@@ -217,7 +217,7 @@ async fn a_half_written_or_broken_file_keeps_the_previous_version_serving() {
 
     // The copy completes: the new version loads.
     std::fs::write(&path, &good).expect("write the whole file");
-    server.log.wait_for(&format!("reloaded plugin plugin=demo tools=4 digest={}", sha256_hex(&good))).await;
+    server.log.wait_for(&format!("reloaded plugin plugin=demo tools=5 digest={}", sha256_hex(&good))).await;
     assert_echo(&client, "after the complete copy").await;
 }
 

@@ -15,7 +15,7 @@ async fn lists_demo_tools_with_schemas_and_annotations() {
 
     let mut names: Vec<&str> = tools.keys().map(String::as_str).collect();
     names.sort_unstable();
-    assert_eq!(names, ["demo_add", "demo_divide", "demo_echo", "demo_greet"]);
+    assert_eq!(names, ["demo_add", "demo_divide", "demo_echo", "demo_greet", "demo_work"]);
     for (name, tool) in &tools {
         let description = tool["description"].as_str().unwrap_or_default();
         assert!(!description.is_empty(), "{name} has no description: {tool}");

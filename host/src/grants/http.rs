@@ -227,6 +227,9 @@ pub enum Refusal {
 /// What one call did on the network: kept for the result and the audit log.
 #[derive(Debug, Default)]
 pub struct EgressRecord {
+    /// Requests let through to the network, counted before connecting: a request cut off by a
+    /// cancellation may have reached its upstream without ever showing in `sent`.
+    pub admitted: u32,
     /// Requests that were sent: method, host, and status once known.
     pub sent: Vec<SentRequest>,
     /// Requests that were refused: method, URL without query, and why.
@@ -310,6 +313,9 @@ impl EgressHooks {
             if let Ok(value) = http::HeaderValue::from_str(&key) {
                 request.headers_mut().insert("idempotency-key", value);
             }
+        }
+        if let Ok(mut record) = self.record.lock() {
+            record.admitted += 1;
         }
         Ok(request)
     }

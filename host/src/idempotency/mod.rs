@@ -16,6 +16,15 @@
 //! attempt re-runs it as a *recovery*, and because the outbound `Idempotency-Key` of each request
 //! derives from the call's key and the request's ordinal ([`upstream_key`]), upstreams that
 //! honour keys see the same keys again and act once.
+//!
+//! **Cancellation** ([`Ticket::cancelled`]): a keyed call the client cancels is never left
+//! `in_progress` and never recorded as a success. If it cannot have acted outside the sandbox —
+//! no outbound request was let through, the plugin has no writable directory, and this was the
+//! key's first attempt — its claim is released: the record is deleted, and the key is free, as
+//! if the call had never been made. Otherwise the record becomes `retryable` holding the
+//! `cancelled` outcome: the key stays bound to its arguments, and the next attempt runs again
+//! with the same upstream keys, so an upstream that honours keys acts once. A duplicate waiting
+//! for the cancelled run wakes up and runs the call itself.
 
 pub mod store;
 
@@ -30,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use store::{Claim, Claimed, Store};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// `[plugins.NAME.idempotency]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -211,7 +221,13 @@ impl Idempotency {
     }
 
     /// Claims a keyed call: run it, replay it, wait for the run in flight, or refuse reuse.
-    pub async fn begin(self: &Arc<Self>, call: &KeyedCall) -> Result<(Begin, Claimed), ToolError> {
+    /// `cancel` ends a wait for a duplicate in flight (`cancelled`); a claim, once asked of the
+    /// store, is always seen through, so that no claim is made that nobody settles.
+    pub async fn begin(
+        self: &Arc<Self>,
+        call: &KeyedCall,
+        cancel: &CancellationToken,
+    ) -> Result<(Begin, Claimed), ToolError> {
         let id = (call.claim.namespace.clone(), call.claim.key.clone());
         loop {
             let leader = {
@@ -229,8 +245,11 @@ impl Idempotency {
                 Ok(leader) => leader,
                 Err(mut running) => {
                     // The leader's channel closes when it finishes; then look again.
-                    let _ = running.changed().await;
-                    continue;
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return Err(ToolError::cancelled()),
+                        _ = running.changed() => continue,
+                    }
                 }
             };
             let claimed = self.store.claim(call.claim.clone()).await.map_err(|e| {
@@ -238,7 +257,9 @@ impl Idempotency {
                 ToolError::new(ErrorType::Internal, "the idempotency store is unavailable; the call did not run")
             })?;
             let begin = match &claimed {
-                Claimed::Run { .. } => Begin::Run(Box::new(Ticket { leader: Some(leader), call: call.clone() })),
+                Claimed::Run { attempt, .. } => {
+                    Begin::Run(Box::new(Ticket { leader: Some(leader), call: call.clone(), attempt: *attempt }))
+                }
                 Claimed::Done(stored) => Begin::Replay(decode(stored)?),
                 Claimed::Mismatch => {
                     return Err(ToolError::new(
@@ -270,6 +291,8 @@ impl Drop for Leader {
 pub struct Ticket {
     leader: Option<Leader>,
     call: KeyedCall,
+    /// 1 for the key's first attempt.
+    attempt: u32,
 }
 
 impl Ticket {
@@ -288,6 +311,28 @@ impl Ticket {
                 ErrorType::Internal,
                 "the call ran but its outcome could not be recorded; retry with the same key",
             )
+        })
+    }
+
+    /// Settles a call the client cancelled (the rule is in the module docs): `acted` says whether
+    /// the run may have had an effect outside the sandbox. Durable when it returns. Returns
+    /// whether the key was released (forgotten) rather than kept retryable.
+    pub async fn cancelled(mut self, acted: bool) -> Result<bool, ToolError> {
+        let Some(leader) = self.leader.take() else { return Ok(false) };
+        let claim = &self.call.claim;
+        let release = !acted && self.attempt == 1;
+        let store = &leader.idempotency.store;
+        let settled = if release {
+            store.release(&claim.namespace, &claim.key, &claim.owner).await
+        } else {
+            let outcome = encode(&Err(ToolError::cancelled()));
+            store.finish(&claim.namespace, &claim.key, &claim.owner, true, outcome).await
+        };
+        // Waiters wake only once the record says what the next attempt must do.
+        drop(leader);
+        settled.map(|()| release).map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), key = %claim.key, "cannot settle a cancelled call's key");
+            ToolError::new(ErrorType::Internal, "the call was cancelled but its key could not be settled")
         })
     }
 }
@@ -402,6 +447,65 @@ mod tests {
         assert_ne!(upstream_key("base", 1), upstream_key("base", 2));
         assert_ne!(upstream_key("base", 1), upstream_key("other", 1));
         assert_eq!(upstream_key("base", 1).len(), 40);
+    }
+
+    fn keyed(idempotency: &Idempotency, key: &str) -> KeyedCall {
+        let config = IdempotencyConfig::default();
+        let tool = ToolKeying { plugin: "p", tool: "p_t", read_only: false, key_argument: None, config: &config };
+        let provided = ProvidedKey { key: key.into(), source: KeySource::Meta };
+        let arguments = json!({"a": 1});
+        idempotency
+            .key_for(Some(&provided), &tool, &arguments, &fingerprint(&arguments), &Principal::new("alice"))
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn run(idempotency: &Arc<Idempotency>, call: &KeyedCall) -> (Box<Ticket>, Claimed) {
+        match idempotency.begin(call, &CancellationToken::new()).await.unwrap() {
+            (Begin::Run(ticket), claimed) => (ticket, claimed),
+            (Begin::Replay(_), _) => panic!("expected to run"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_first_attempt_that_did_not_act_forgets_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let call = keyed(&idempotency, "k1");
+        let (ticket, _) = run(&idempotency, &call).await;
+        assert!(ticket.cancelled(false).await.unwrap(), "released");
+        assert!(idempotency.store().list(Some("k1"), 10).unwrap().is_empty());
+        let (_, claimed) = run(&idempotency, &call).await;
+        assert_eq!(claimed, Claimed::Run { attempt: 1, recovery: false }, "the key is as new");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_that_may_have_acted_stays_bound_and_retryable() {
+        let dir = tempfile::tempdir().unwrap();
+        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let call = keyed(&idempotency, "k2");
+        let (ticket, _) = run(&idempotency, &call).await;
+        assert!(!ticket.cancelled(true).await.unwrap(), "kept");
+        let records = idempotency.store().list(Some("k2"), 10).unwrap();
+        assert_eq!(records[0].state, "retryable");
+        assert_eq!(records[0].outcome.as_ref().unwrap()["type"], "cancelled");
+        let (ticket, claimed) = run(&idempotency, &call).await;
+        assert_eq!(claimed, Claimed::Run { attempt: 2, recovery: false }, "run again, not replayed");
+        // A later attempt cancelled before acting keeps the record: the first one may have acted.
+        assert!(!ticket.cancelled(false).await.unwrap());
+        assert_eq!(idempotency.store().list(Some("k2"), 10).unwrap()[0].state, "retryable");
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_waiting_for_a_run_in_flight_can_be_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let call = keyed(&idempotency, "k3");
+        let (_leader, _) = run(&idempotency, &call).await;
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let waited = idempotency.begin(&call, &cancel).await.err().unwrap();
+        assert!(waited.is(ErrorType::Cancelled), "{waited}");
     }
 
     #[test]

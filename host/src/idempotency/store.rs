@@ -111,6 +111,12 @@ enum Op {
         outcome: String,
         reply: oneshot::Sender<Result<()>>,
     },
+    Release {
+        namespace: String,
+        key: String,
+        owner: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Purge {
         created: bool,
         before_ms: i64,
@@ -164,6 +170,14 @@ impl Store {
             outcome,
             reply,
         })?;
+        rx.await.map_err(|_| anyhow!("the idempotency store stopped"))?
+    }
+
+    /// Forgets a claimed key, as if it had never been claimed: for a call that ended before it
+    /// could act (see `Ticket::cancelled`). Durable when it returns.
+    pub async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Release { namespace: namespace.into(), key: key.into(), owner: owner.into(), reply })?;
         rx.await.map_err(|_| anyhow!("the idempotency store stopped"))?
     }
 
@@ -291,6 +305,21 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                         });
                     replies.push(Reply::Unit(reply, done));
                 }
+                Op::Release { namespace, key, owner, reply } => {
+                    let done = tx
+                        .execute(
+                            "DELETE FROM records
+                             WHERE namespace = ?1 AND key = ?2 AND owner = ?3 AND state = 'in_progress'",
+                            params![namespace, key, owner],
+                        )
+                        .map_err(anyhow::Error::from)
+                        .and_then(|deleted| match deleted {
+                            1 => Ok(()),
+                            // As for `Finish`: another process took the claim over.
+                            _ => Err(anyhow!("the claim on key {key:?} is no longer held by this process")),
+                        });
+                    replies.push(Reply::Unit(reply, done));
+                }
                 Op::Purge { created, before_ms, reply } => {
                     // In-progress records are never purged: their run may have acted upstream.
                     let sql = if created {
@@ -344,6 +373,7 @@ fn fail_all(batch: Vec<Op>, message: &str) {
         match op {
             Op::Claim(_, tx) => drop(tx.send(Err(anyhow!("{message}")))),
             Op::Finish { reply, .. } => drop(reply.send(Err(anyhow!("{message}")))),
+            Op::Release { reply, .. } => drop(reply.send(Err(anyhow!("{message}")))),
             Op::Purge { reply, .. } => drop(reply.send(Err(anyhow!("{message}")))),
         }
     }

@@ -15,6 +15,7 @@ use crate::call::Principal;
 use crate::config::{Config, Limits};
 use crate::grants::credentials::Credentials;
 use crate::grants::PluginGrants;
+use crate::notify::CallLink;
 use crate::sandbox::bindings::{Annotations, ToolDescriptor};
 use crate::sandbox::{CallGrants, GuestReply, Invocation, Prepared, Sandbox};
 use crate::schema::Schema;
@@ -357,7 +358,7 @@ async fn load_plugin(
         egress: Default::default(),
         upstream_key_base: None,
     };
-    let run = sandbox.run(&prepared, &limits, label, nothing, Invocation::Describe).await;
+    let run = sandbox.run(&prepared, &limits, label, nothing, CallLink::default(), Invocation::Describe).await;
     let descriptors = match run.reply {
         Ok(GuestReply::Tools(tools)) => tools,
         Ok(GuestReply::Output(_)) => bail!("describe returned a call result"),

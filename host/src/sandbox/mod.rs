@@ -7,6 +7,7 @@
 //!   passes (`Trap::Interrupt` → `timeout`); a tokio timeout backs this up for time the guest
 //!   spends blocked in host calls;
 //! - linear-memory cap through [`state::MemoryCap`] (→ `memory_limit`);
+//! - the client's cancellation ([`CallLink::cancel`]) drops the invocation (→ `cancelled`);
 //! - any other trap → `plugin_crashed`.
 //!
 //! Instances come from a pooling allocator sized by `[pool]`; a full pool is `busy`.
@@ -19,6 +20,7 @@ pub use state::CallGrants;
 
 use crate::config::{Limits, PoolConfig};
 use crate::error::{ErrorType, ToolError};
+use crate::notify::CallLink;
 use anyhow::{Context as _, Result};
 use bindings::{CallContext, Plugin, PluginPre, ToolDescriptor, ToolOutput};
 use state::CallState;
@@ -100,6 +102,8 @@ pub struct Run {
     pub reply: Result<GuestReply, ToolError>,
     /// Fuel consumed.
     pub fuel_used: u64,
+    /// Whether the client's cancellation cut the run short (the reply is then `cancelled`).
+    pub cancelled: bool,
 }
 
 impl Sandbox {
@@ -152,25 +156,27 @@ impl Sandbox {
         }
     }
 
-    /// Runs one invocation in a fresh instance under `limits`.
+    /// Runs one invocation in a fresh instance under `limits`, until it ends or `link` is
+    /// cancelled.
     pub async fn run(
         &self,
         prepared: &Prepared,
         limits: &Limits,
         label: Arc<str>,
         grants: CallGrants,
+        link: CallLink,
         invocation: Invocation,
     ) -> Run {
-        let state = match CallState::new(limits.memory_bytes, limits.max_log_bytes, label, grants) {
+        let CallLink { cancel, events } = link;
+        let failed = |reply| Run { reply: Err(reply), fuel_used: 0, cancelled: false };
+        let state = match CallState::new(limits.memory_bytes, limits.max_log_bytes, label, grants, events) {
             Ok(state) => state,
-            Err(e) => {
-                return Run { reply: Err(internal("cannot prepare the call's sandbox", e)), fuel_used: 0 };
-            }
+            Err(e) => return failed(internal("cannot prepare the call's sandbox", e)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         if let Err(e) = store.set_fuel(limits.fuel) {
-            return Run { reply: Err(internal("cannot set fuel", e.into())), fuel_used: 0 };
+            return failed(internal("cannot set fuel", e.into()));
         }
         let deadline = Instant::now() + limits.timeout;
         store.set_epoch_deadline(1);
@@ -184,17 +190,33 @@ impl Sandbox {
             }
         });
 
-        let outcome =
-            tokio::time::timeout(limits.timeout + BACKSTOP_GRACE, invoke(prepared, &mut store, invocation)).await;
+        // Cancellation drops the invocation future instead of trapping from the epoch callback.
+        // A flag checked there would stop a spinning guest only: the callback never runs while
+        // the guest is blocked in a host call (an outbound request, a `wasi:clocks` sleep), and
+        // dropping the future ends both. It is prompt for a spinning guest too, because the
+        // epoch callback yields to tokio every tick and this `select!` is polled then. Dropping
+        // the future unwinds the guest's fiber; the store (and with it the instance and its
+        // pooled slot) is dropped at the end of this function, and the caller's concurrency
+        // permit when `Cordon::call` moves on. The backstop timeout already ends calls this way.
+        let invocation =
+            tokio::time::timeout(limits.timeout + BACKSTOP_GRACE, invoke(prepared, &mut store, invocation));
+        let outcome = tokio::select! {
+            // Biased so that a call cancelled before it got here never starts the guest.
+            biased;
+            () = cancel.cancelled() => None,
+            outcome = invocation => Some(outcome),
+        };
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let state = store.data();
         state.flush_output();
+        let cancelled = outcome.is_none();
         let reply = match outcome {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(error)) => Err(classify(error, state.limiter.exceeded, limits)),
-            Err(_elapsed) => Err(timeout_error(limits)),
+            None => Err(ToolError::cancelled()),
+            Some(Ok(Ok(reply))) => Ok(reply),
+            Some(Ok(Err(error))) => Err(classify(error, state.limiter.exceeded, limits)),
+            Some(Err(_elapsed)) => Err(timeout_error(limits)),
         };
-        Run { reply, fuel_used }
+        Run { reply, fuel_used, cancelled }
     }
 }
 

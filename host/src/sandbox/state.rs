@@ -4,18 +4,21 @@
 //! context is empty on purpose (DESIGN §2): no preopened directories, no environment, no
 //! arguments, no sockets or name lookup, empty stdin. Guest stdout, stderr and `log` lines share
 //! one byte budget per call; past it, output is counted and dropped rather than failing the
-//! guest's write (a Rust guest panics when `println!` fails).
+//! guest's write (a Rust guest panics when `println!` fails). `log` lines and `progress` reports
+//! also go to the call's [`EventSink`] when its client listens ([`crate::notify`]).
 
 use super::bindings::cordon::plugin::host::{self, LogLevel};
 use crate::call::Principal;
 use crate::grants::credentials::Credentials;
 use crate::grants::http::{EgressHooks, EgressRecord};
 use crate::grants::PluginGrants;
+use crate::notify::{self, CallEvent, EventSink, ProgressGate};
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
@@ -48,11 +51,21 @@ pub struct CallState {
     pub(super) output: Arc<Mutex<GuestOutput>>,
     /// `plugin/call-id`, to tag the guest's log lines.
     pub(super) label: Arc<str>,
+    /// Where progress and log lines go for the client, when it listens.
+    events: Option<EventSink>,
+    progress: ProgressGate,
 }
 
 impl CallState {
-    /// State for one call with the given memory cap, output budget and grants.
-    pub fn new(memory_bytes: usize, max_log_bytes: usize, label: Arc<str>, grants: CallGrants) -> anyhow::Result<Self> {
+    /// State for one call with the given memory cap, output budget, grants, and the client's
+    /// event sink.
+    pub fn new(
+        memory_bytes: usize,
+        max_log_bytes: usize,
+        label: Arc<str>,
+        grants: CallGrants,
+        events: Option<EventSink>,
+    ) -> anyhow::Result<Self> {
         let output = Arc::new(Mutex::new(GuestOutput::new(max_log_bytes)));
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -75,6 +88,8 @@ impl CallState {
             limiter: MemoryCap { max_bytes: memory_bytes, exceeded: false },
             output,
             label,
+            events,
+            progress: ProgressGate::new(Instant::now()),
         })
     }
 
@@ -128,6 +143,20 @@ impl host::Host for CallState {
             LogLevel::Info => tracing::info!(target: "cordon::guest", call, "{message}"),
             LogLevel::Warn => tracing::warn!(target: "cordon::guest", call, "{message}"),
             LogLevel::Error => tracing::error!(target: "cordon::guest", call, "{message}"),
+        }
+        // The same budget covers what the client gets: a line the host log drops, it never sees.
+        if let Some(events) = self.events.as_ref().filter(|e| e.wants_log()) {
+            events.send(CallEvent::Log { level, message });
+        }
+    }
+
+    fn progress(&mut self, done: f64, total: Option<f64>, message: Option<String>) {
+        let Some(events) = self.events.as_ref().filter(|e| e.wants_progress()) else {
+            return;
+        };
+        let total = notify::clean_total(total);
+        if self.progress.admit(done, total, Instant::now()) {
+            events.send(CallEvent::Progress { progress: done, total, message: notify::clean_message(message) });
         }
     }
 }

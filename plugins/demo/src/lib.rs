@@ -1,7 +1,9 @@
 //! Example Cordon plugin: a few small tools that show typed arguments, structured output,
-//! enums and typed errors.
+//! enums, typed errors, progress reports and log lines.
 
-use cordon_sdk::{Context, Plugin, Tool, ToolError, WithText};
+use std::time::Duration;
+
+use cordon_sdk::{log, Context, Plugin, Tool, ToolError, WithText};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,38 @@ struct Greeting {
     greeting: String,
 }
 
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct WorkArgs {
+    /// How many steps to work through.
+    #[schemars(range(min = 1, max = 100))]
+    steps: u32,
+    /// How long each step takes, in milliseconds.
+    #[schemars(range(max = 10000))]
+    step_ms: u64,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Worked {
+    /// How many steps were done.
+    steps: u32,
+}
+
+/// Works through `steps` steps of `step_ms` each, reporting progress after each one. The wait is
+/// a `wasi:clocks` sleep, so the guest sits in a host call rather than burning fuel; a
+/// cancelled call stops there.
+fn work(a: WorkArgs, cx: &Context) -> Result<Worked, ToolError> {
+    let total = f64::from(a.steps);
+    for step in 1..=a.steps {
+        std::thread::sleep(Duration::from_millis(a.step_ms));
+        let note = format!("step {step} of {}", a.steps);
+        cx.progress(f64::from(step), Some(total), Some(&note));
+        log::debug(format!("{note} done"));
+    }
+    log::info(format!("worked through {} steps", a.steps));
+    Ok(Worked { steps: a.steps })
+}
+
 struct Demo;
 
 impl Plugin for Demo {
@@ -120,6 +154,17 @@ impl Plugin for Demo {
             )
             .title("Divide")
             .read_only()
+            .open_world(false),
+            Tool::new(
+                "work",
+                "Works through `steps` steps of `step_ms` milliseconds each, reporting progress \
+                 after every step (when the client asks for progress) and logging each step at \
+                 debug level and the end at info level.",
+                work,
+            )
+            .title("Work")
+            .read_only()
+            .idempotent()
             .open_world(false),
         ]
     }

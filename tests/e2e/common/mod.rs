@@ -7,10 +7,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use rmcp::model::CallToolRequestParams;
-use rmcp::service::{RunningService, ServiceError};
+use rmcp::service::{RunningService, Service, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -80,9 +80,18 @@ impl Default for Env {
     }
 }
 
+/// Installs ring as the process's rustls provider, once. Needed under `cargo test --workspace`
+/// (see `tests/Cargo.toml`), harmless otherwise; called wherever a test may build its first
+/// HTTP client.
+pub fn install_tls_provider() {
+    // `Err` means a provider is installed already, which is all this wants.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Env {
     /// An empty environment.
     pub fn new() -> Self {
+        install_tls_provider();
         let dir = tempfile::Builder::new().prefix("cordon-e2e-").tempdir().expect("create temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("create plugins/");
         std::fs::create_dir(dir.path().join("data")).expect("create data/");
@@ -210,12 +219,17 @@ impl Env {
 
     /// `cordon serve --stdio` with an rmcp client on its stdin/stdout; stderr is collected.
     pub async fn stdio_client(&self) -> (Client, Log) {
+        self.stdio_client_with(()).await
+    }
+
+    /// [`Env::stdio_client`] whose client runs `handler` (to collect notifications, say).
+    pub async fn stdio_client_with<H: ClientHandler>(&self, handler: H) -> (RunningService<RoleClient, H>, Log) {
         let cmd = self.command(&["serve", "--stdio"]);
         let (transport, stderr) =
             TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn cordon serve --stdio");
         let log = Log::default();
         log.collect(stderr.expect("piped stderr"));
-        let client = guard("MCP initialize over stdio", ().serve(transport))
+        let client = guard("MCP initialize over stdio", handler.serve(transport))
             .await
             .unwrap_or_else(|e| panic!("MCP initialize over stdio: {e}; stderr:\n{}", log.text()));
         (client, log)
@@ -237,6 +251,16 @@ impl HttpServer {
     /// An rmcp client over Streamable HTTP (allowing many requests in flight).
     pub async fn client(&self) -> Client {
         self.try_client(None)
+            .await
+            .unwrap_or_else(|e| panic!("MCP initialize over HTTP: {e}; stderr:\n{}", self.log.text()))
+    }
+
+    /// [`HttpServer::client`] whose client runs `handler` (to collect notifications, say).
+    pub async fn client_with<H: ClientHandler>(&self, handler: H) -> RunningService<RoleClient, H> {
+        install_tls_provider();
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        guard("MCP initialize over HTTP", handler.serve(transport))
             .await
             .unwrap_or_else(|e| panic!("MCP initialize over HTTP: {e}; stderr:\n{}", self.log.text()))
     }
@@ -266,6 +290,7 @@ impl HttpServer {
         token: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Client, rmcp::service::ClientInitializeError> {
+        install_tls_provider();
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
         if let Some(token) = token {
             config = config.auth_header(token);
@@ -446,20 +471,29 @@ pub fn object(args: Value) -> Map<String, Value> {
 }
 
 /// Calls `tool`; `Err` is a JSON-RPC (protocol) error.
-pub async fn try_call(client: &Client, tool: &str, args: Value) -> Result<Outcome, ServiceError> {
+pub async fn try_call<S: Service<RoleClient>>(
+    client: &RunningService<RoleClient, S>,
+    tool: &str,
+    args: Value,
+) -> Result<Outcome, ServiceError> {
     let params = CallToolRequestParams::new(tool.to_string()).with_arguments(object(args));
     let result = guard(&format!("answer to {tool}"), client.call_tool(params)).await?;
     Ok(Outcome::from_wire(&serde_json::to_value(&result).expect("serialize CallToolResult")))
 }
 
 /// Calls `tool`, which must produce a tool result (success or tool error).
-pub async fn call(client: &Client, tool: &str, args: Value) -> Outcome {
+pub async fn call<S: Service<RoleClient>>(client: &RunningService<RoleClient, S>, tool: &str, args: Value) -> Outcome {
     try_call(client, tool, args).await.unwrap_or_else(|e| panic!("{tool}: JSON-RPC error instead of a result: {e}"))
 }
 
 /// Calls `tool` with `params._meta` set to `meta` (a JSON object), which must produce a tool
 /// result.
-pub async fn call_with_meta(client: &Client, tool: &str, args: Value, meta: Value) -> Outcome {
+pub async fn call_with_meta<S: Service<RoleClient>>(
+    client: &RunningService<RoleClient, S>,
+    tool: &str,
+    args: Value,
+    meta: Value,
+) -> Outcome {
     let params: CallToolRequestParams =
         serde_json::from_value(json!({"name": tool, "arguments": args, "_meta": meta})).expect("call params");
     let result = guard(&format!("answer to {tool}"), client.call_tool(params))
@@ -469,7 +503,7 @@ pub async fn call_with_meta(client: &Client, tool: &str, args: Value, meta: Valu
 }
 
 /// `demo_echo` answers on this connection.
-pub async fn assert_echo(client: &Client, text: &str) {
+pub async fn assert_echo<S: Service<RoleClient>>(client: &RunningService<RoleClient, S>, text: &str) {
     let out = call(client, "demo_echo", json!({ "text": text })).await;
     assert_eq!(out.ok(), &json!({ "text": text }), "{}", out.raw);
     assert_eq!(out.texts[0], text);
@@ -489,6 +523,7 @@ pub async fn list_tools(client: &Client) -> Map<String, Value> {
 
 /// A POST of `body` to `url` as an MCP client would send it, plus extra headers.
 pub async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    install_tls_provider();
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")

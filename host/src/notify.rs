@@ -1,0 +1,198 @@
+//! The MCP utilities around one call: cancellation coming in from the client, progress reports
+//! and guest log lines going out to it.
+//!
+//! A transport builds a [`CallLink`] for each call: the client's cancellation token, and an
+//! [`EventSink`] when the client listens for something. The guest's `progress` and `log` imports
+//! push [`CallEvent`]s into the sink without ever waiting (a full buffer drops the event: a slow
+//! client must not slow the guest down, let alone hold its slot); the transport forwards them.
+//!
+//! Progress reports are thinned here, before they leave the sandbox ([`ProgressGate`]): `done`
+//! must be finite and increase from one forwarded report to the next, at most
+//! [`MAX_PROGRESS_PER_CALL`] go out per call, and at most [`PROGRESS_PER_SECOND`] per second
+//! (a token bucket, so short bursts pass). The first report that reaches its `total` skips the
+//! per-second bucket, so a client sees the end even when the guest reported too fast.
+
+use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Events one call may have waiting for its transport; more are dropped, not waited for.
+const EVENT_BUFFER: usize = 256;
+/// Progress reports forwarded per call, at most.
+pub const MAX_PROGRESS_PER_CALL: u32 = 1000;
+/// Progress reports forwarded per second, sustained; also the largest burst.
+pub const PROGRESS_PER_SECOND: u32 = 10;
+/// Longest progress message forwarded, in bytes; longer ones are cut at a character boundary.
+pub const MAX_PROGRESS_MESSAGE: usize = 256;
+
+/// How one call is tied to the client that made it.
+#[derive(Clone, Default)]
+pub struct CallLink {
+    /// Cancelled when the client cancels the call or goes away; never, for `cordon call`.
+    pub cancel: CancellationToken,
+    /// Where the guest's reports go; `None` when the client listens for none.
+    pub events: Option<EventSink>,
+}
+
+/// Something a running guest reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// A progress report that passed the [`ProgressGate`].
+    Progress {
+        /// Work done so far; larger than in any earlier report of the call.
+        progress: f64,
+        /// Total work, when the guest knows it.
+        total: Option<f64>,
+        /// A short note on the current step.
+        message: Option<String>,
+    },
+    /// A log line within the call's output budget.
+    Log {
+        /// The guest's level.
+        level: LogLevel,
+        /// The line.
+        message: String,
+    },
+}
+
+/// The sending half of a call's events, and what the client listens for.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<CallEvent>,
+    progress: bool,
+    log: bool,
+}
+
+impl EventSink {
+    /// A sink and the receiver its transport drains. `progress`: the request carried a progress
+    /// token; `log`: the session asked for log messages.
+    pub fn channel(progress: bool, log: bool) -> (EventSink, mpsc::Receiver<CallEvent>) {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        (EventSink { tx, progress, log }, rx)
+    }
+
+    /// Whether progress reports are wanted.
+    pub fn wants_progress(&self) -> bool {
+        self.progress
+    }
+
+    /// Whether log lines are wanted.
+    pub fn wants_log(&self) -> bool {
+        self.log
+    }
+
+    /// Queues an event, or drops it when the buffer is full or the transport stopped listening.
+    pub fn send(&self, event: CallEvent) {
+        if self.tx.try_send(event).is_err() {
+            tracing::debug!("a call event was dropped: the client is not keeping up");
+        }
+    }
+}
+
+/// Decides which progress reports of one call go out (see the module docs).
+#[derive(Debug)]
+pub struct ProgressGate {
+    last: Option<f64>,
+    forwarded: u32,
+    tokens: f64,
+    refilled: Instant,
+    completed: bool,
+}
+
+impl ProgressGate {
+    /// A gate for a call starting at `now`, with a full bucket.
+    pub fn new(now: Instant) -> Self {
+        Self { last: None, forwarded: 0, tokens: f64::from(PROGRESS_PER_SECOND), refilled: now, completed: false }
+    }
+
+    /// Whether a report of `done` (out of `total`) at `now` may go out; counts it if so.
+    pub fn admit(&mut self, done: f64, total: Option<f64>, now: Instant) -> bool {
+        if !done.is_finite() || self.last.is_some_and(|last| done <= last) || self.forwarded >= MAX_PROGRESS_PER_CALL {
+            return false;
+        }
+        let rate = f64::from(PROGRESS_PER_SECOND);
+        self.tokens = (self.tokens + now.saturating_duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        let completes = !self.completed && total.is_some_and(|total| done >= total);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+        } else if !completes {
+            return false;
+        }
+        self.completed |= completes;
+        self.last = Some(done);
+        self.forwarded += 1;
+        true
+    }
+}
+
+/// A progress total worth forwarding: finite and not negative.
+pub fn clean_total(total: Option<f64>) -> Option<f64> {
+    total.filter(|t| t.is_finite() && *t >= 0.0)
+}
+
+/// A progress message cut to [`MAX_PROGRESS_MESSAGE`] bytes at a character boundary.
+pub fn clean_message(message: Option<String>) -> Option<String> {
+    message.map(|mut m| {
+        if m.len() > MAX_PROGRESS_MESSAGE {
+            let mut end = MAX_PROGRESS_MESSAGE;
+            while !m.is_char_boundary(end) {
+                end -= 1;
+            }
+            m.truncate(end);
+        }
+        m
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_increasing_finite_reports_pass() {
+        let t0 = Instant::now();
+        let mut gate = ProgressGate::new(t0);
+        assert!(gate.admit(1.0, Some(3.0), t0));
+        assert!(!gate.admit(1.0, Some(3.0), t0), "equal to the last");
+        assert!(!gate.admit(0.5, Some(3.0), t0), "smaller than the last");
+        assert!(!gate.admit(f64::NAN, None, t0));
+        assert!(!gate.admit(f64::INFINITY, None, t0));
+        assert!(gate.admit(2.0, Some(3.0), t0));
+    }
+
+    #[test]
+    fn a_burst_is_cut_at_the_per_second_cap_but_completion_gets_through() {
+        let t0 = Instant::now();
+        let mut gate = ProgressGate::new(t0);
+        let passed = (1..=100).filter(|i| gate.admit(f64::from(*i), Some(1000.0), t0)).count();
+        assert_eq!(passed, PROGRESS_PER_SECOND as usize);
+        assert!(gate.admit(1000.0, Some(1000.0), t0), "the report that completes is not thinned");
+        assert!(!gate.admit(1001.0, Some(1001.0), t0), "only once");
+        // The bucket refills with time.
+        assert!(gate.admit(1002.0, None, t0 + Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn no_call_forwards_more_than_the_per_call_cap() {
+        let t0 = Instant::now();
+        let mut gate = ProgressGate::new(t0);
+        let passed = (1..=2 * MAX_PROGRESS_PER_CALL)
+            .filter(|i| gate.admit(f64::from(*i), None, t0 + Duration::from_secs(u64::from(*i))))
+            .count();
+        assert_eq!(passed, MAX_PROGRESS_PER_CALL as usize);
+    }
+
+    #[test]
+    fn totals_and_messages_are_cleaned() {
+        assert_eq!(clean_total(Some(f64::NAN)), None);
+        assert_eq!(clean_total(Some(-1.0)), None);
+        assert_eq!(clean_total(Some(4.0)), Some(4.0));
+        let long = "é".repeat(MAX_PROGRESS_MESSAGE);
+        let cut = clean_message(Some(long)).unwrap();
+        assert!(cut.len() <= MAX_PROGRESS_MESSAGE && cut.chars().all(|c| c == 'é'));
+        assert_eq!(clean_message(Some("ok".into())), Some("ok".into()));
+    }
+}
