@@ -145,7 +145,7 @@ fn expected_refusals() -> Vec<(String, Vec<&'static str>)> {
     vec![
         ("junk.wasm".into(), vec!["not a WebAssembly file"]),
         ("half.wasm".into(), vec!["not a valid component"]),
-        ("core.wasm".into(), vec!["core wasm module", "not a component"]),
+        ("core.wasm".into(), vec!["a core module that cannot be wrapped", "describe"]),
         ("badimport.wasm".into(), vec!["cordon:unknown/thing@0.1.0"]),
         ("badname.wasm".into(), vec!["\"not a valid name!\"", "badname_not a valid name!", "64"]),
         ("x_a.wasm".into(), vec!["x_a_b", "collides", "plugin \"x\"", "x.wasm"]),
