@@ -5,6 +5,8 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::grants::credentials::Credentials;
 use crate::idempotency::Idempotency;
+use crate::lifecycle::InFlight;
+use crate::metrics::{Metrics, Snapshot};
 use crate::ratelimit::RateLimits;
 use crate::registry::cache::CompileCache;
 use crate::registry::{self, Catalog, LoadContext};
@@ -32,6 +34,9 @@ pub struct Cordon {
     pub(crate) audit: AuditLog,
     pub(crate) rate_limits: Arc<RateLimits>,
     paths: Paths,
+    /// Calls inside [`Cordon::call`]: what a graceful drain waits for, and a gauge in `/metrics`.
+    pub(crate) in_flight: Arc<InFlight>,
+    pub(crate) metrics: Metrics,
     /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
     catalog: RwLock<Arc<Catalog>>,
 }
@@ -48,6 +53,7 @@ impl Cordon {
         let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
         let cx = LoadContext { sandbox: &sandbox, cache: &cache, config: &config, credentials: &credentials };
         let catalog = registry::load_dir(&cx, &paths.plugins).await?;
+        let metrics = Metrics::new(cache.clone());
         Ok(Arc::new(Cordon {
             sandbox,
             config,
@@ -57,6 +63,8 @@ impl Cordon {
             audit,
             rate_limits,
             paths,
+            in_flight: InFlight::new(),
+            metrics,
             catalog: RwLock::new(Arc::new(catalog)),
         }))
     }
@@ -87,6 +95,22 @@ impl Cordon {
     /// The plugins folder.
     pub fn plugins_dir(&self) -> &Path {
         &self.paths.plugins
+    }
+
+    /// Calls in progress, counted from their arrival in [`Cordon::call`] to their outcome.
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
+    }
+
+    /// The `/metrics` exposition (OpenMetrics text, [`crate::metrics::CONTENT_TYPE`]).
+    pub fn metrics_text(&self) -> Result<String, std::fmt::Error> {
+        let catalog = self.catalog();
+        self.metrics.encode(&Snapshot {
+            plugins_loaded: catalog.plugins.len(),
+            plugins_refused: catalog.failures.len(),
+            tools_served: catalog.tools.len(),
+            calls_in_flight: self.in_flight.count(),
+        })
     }
 
     /// Compile-cache (hits, misses) since start.

@@ -13,12 +13,15 @@ pub mod config;
 pub mod error;
 pub mod grants;
 pub mod idempotency;
+pub mod lifecycle;
 pub mod mcp;
+pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
 pub mod sandbox;
 pub mod schema;
 pub mod server;
+pub mod tls;
 
 pub use app::{Cordon, Paths};
 pub use config::Config;
