@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 /// Serves MCP on stdin/stdout until the client closes it, or until SIGTERM/SIGINT, after which
 /// calls in flight may finish for `[server] drain_timeout_s`. Nothing else is written to stdout.
 pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
+    let mut signals = ShutdownSignals::listen();
     let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
     let service = McpService::for_caller(cordon.clone(), Caller::unrestricted(principal))
         .serve(rmcp::transport::stdio())
@@ -54,12 +55,12 @@ pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
             ended.context("stdio transport failed")?;
             return Ok(());
         }
-        () = shutdown_signal() => {}
+        () = signals.recv() => {}
     }
     // A stdio client has no readiness probe to consult and no other server to go to: its calls
     // in flight simply get the time to finish. (Calls it starts meanwhile count too; the bound
     // still holds.)
-    drain_calls(&cordon, Duration::from_secs(cordon.config().server.drain_timeout_s)).await;
+    drain_with(&cordon, Duration::from_secs(cordon.config().server.drain_timeout_s), None, &mut signals).await;
     stop.cancel();
     if tokio::time::timeout(CLOSE_GRACE, waiting).await.is_err() {
         tracing::warn!("the stdio transport did not close in time; exiting anyway");
@@ -71,9 +72,10 @@ pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
 /// the process exits regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Waits up to `bound` for the host's calls in flight (and `also`, HTTP exchanges still writing
-/// their responses) to finish. Logs what was abandoned. Returns whether everything finished.
-async fn drain_with(cordon: &Cordon, bound: Duration, also: Option<&InFlight>) -> bool {
+/// Waits up to `bound` (or until a second SIGTERM/SIGINT) for the host's calls in flight (and
+/// `also`, HTTP exchanges still writing their responses) to finish. Logs what was abandoned.
+/// Returns whether everything finished.
+async fn drain_with(cordon: &Cordon, bound: Duration, also: Option<&InFlight>, signals: &mut ShutdownSignals) -> bool {
     let in_flight = cordon.in_flight();
     tracing::info!(
         calls_in_flight = in_flight.count(),
@@ -86,22 +88,22 @@ async fn drain_with(cordon: &Cordon, bound: Duration, also: Option<&InFlight>) -
             also.wait_idle().await;
         }
     };
-    if tokio::time::timeout(bound, idle).await.is_ok() {
+    let finished = tokio::select! {
+        finished = tokio::time::timeout(bound, idle) => finished.is_ok(),
+        // An operator who signals again does not want to wait.
+        () = signals.recv() => {
+            tracing::info!("second shutdown signal: ending the drain now");
+            false
+        }
+    };
+    if finished {
         tracing::info!("drained: no call in flight");
         true
     } else {
         let abandoned = in_flight.count();
-        tracing::warn!(
-            abandoned,
-            drain_timeout_s = bound.as_secs(),
-            "drain timeout reached: abandoning {abandoned} call(s) still in flight"
-        );
+        tracing::warn!(abandoned, drain_timeout_s = bound.as_secs(), "abandoning {abandoned} call(s) still in flight");
         false
     }
-}
-
-async fn drain_calls(cordon: &Cordon, bound: Duration) -> bool {
-    drain_with(cordon, bound, None).await
 }
 
 /// How to serve HTTP.
@@ -167,7 +169,7 @@ struct Drain {
 
 impl Drain {
     fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -244,7 +246,20 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         oauth.warm_up().await;
     }
 
-    let scheme = if tls_config.is_some() { "https" } else { "http" };
+    // Caught from before the "listening" line: a supervisor may signal as soon as it sees it.
+    let mut signals = ShutdownSignals::listen();
+    let acceptor = match tls_config {
+        Some((files, config)) => {
+            let acceptor = SharedAcceptor::new(config);
+            tls::reload_on_sighup(files, acceptor.clone());
+            Some(acceptor)
+        }
+        None => {
+            ignore_sighup();
+            None
+        }
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     tracing::info!(
         url = %format!("{scheme}://{local}/mcp"),
         stateless,
@@ -265,9 +280,9 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         let cordon = cordon.clone();
         let drain = drain.clone();
         async move {
-            shutdown_signal().await;
-            drain.draining.store(true, Ordering::Release);
-            drain_with(&cordon, drain_timeout, Some(&drain.exchanges)).await;
+            signals.recv().await;
+            drain.draining.store(true, Ordering::SeqCst);
+            drain_with(&cordon, drain_timeout, Some(&drain.exchanges), &mut signals).await;
             tracing::info!("shutting down: closing MCP sessions and the listener");
             sessions.cancel();
             let _ = drained_tx.send(());
@@ -275,16 +290,11 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     };
     // The listener stays open through the drain (axum stops accepting when `shutdown` resolves).
     let served = async move {
-        match tls_config {
-            Some((files, config)) => {
-                let acceptor = SharedAcceptor::new(config);
-                tls::reload_on_sighup(files, acceptor.clone());
+        match acceptor {
+            Some(acceptor) => {
                 axum::serve(TlsListener::new(listener, acceptor), app).with_graceful_shutdown(shutdown).await
             }
-            None => {
-                ignore_sighup();
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-            }
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
         }
     };
     tokio::pin!(served);
@@ -326,6 +336,9 @@ fn ignore_sighup() {
 /// message, e.g. a `tools/call`) counts as an exchange until its response body has been written
 /// or dropped, so the drain waits for outcomes to reach their callers.
 async fn track_exchanges(State(drain): State<Arc<Drain>>, request: Request, next: Next) -> Response {
+    // Counted before the check: a drain that starts in between then either sees this exchange
+    // or this request sees the drain (both sides use sequentially consistent operations).
+    let exchange = (request.method() == Method::POST).then(|| drain.exchanges.enter());
     if drain.is_draining() {
         let body = json!({ "error": "the server is shutting down; retry on another instance" }).to_string();
         return (
@@ -335,12 +348,11 @@ async fn track_exchanges(State(drain): State<Arc<Drain>>, request: Request, next
         )
             .into_response();
     }
-    if request.method() != Method::POST {
+    let Some(exchange) = exchange else {
         // GET opens a session's standing SSE stream, which never ends on its own: it is closed
         // with the sessions after the drain, not waited for.
         return next.run(request).await;
-    }
-    let exchange = drain.exchanges.enter();
+    };
     let response = next.run(request).await;
     response.map(|body| Body::new(Tracked { body, _exchange: exchange }))
 }
@@ -441,26 +453,67 @@ async fn readyz(State(probe): State<Probe>) -> Response {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM (listening from the first poll; see [`ShutdownSignals`]).
 pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+    ShutdownSignals::listen().recv().await;
+}
+
+/// SIGTERM and SIGINT, caught from the moment [`ShutdownSignals::listen`] returns: a signal
+/// that arrives before the first `recv` is not lost, and does not kill the process with its
+/// default action. Each `recv` waits for the next signal (a second one ends a drain early).
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                return;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers now.
+    pub fn listen() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
+                }
+            };
+            ShutdownSignals {
+                term: install(SignalKind::terminate(), "SIGTERM"),
+                interrupt: install(SignalKind::interrupt(), "SIGINT"),
             }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(stream: &mut Option<tokio::signal::unix::Signal>) {
+                match stream {
+                    Some(stream) => {
+                        if stream.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

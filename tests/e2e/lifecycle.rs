@@ -191,3 +191,24 @@ async fn stdio_sigterm_lets_the_call_in_flight_finish() {
     let status = guard("cordon --stdio to exit", child.wait()).await.expect("wait for cordon");
     assert_eq!(status.code(), Some(0), "exit status; stderr:\n{}", log.text());
 }
+
+/// A second signal during the drain ends it at once: the held call is abandoned and the exit is
+/// still 0 (`drain_timeout_s` is far away).
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let upstream = Hold::start().await;
+    let env = reach_env(&upstream, 600);
+    let mut server = env.spawn_http(&[]).await;
+    let running = held_call(server.client().await, upstream.url());
+    upstream.wait_arrivals(1).await;
+    server.signal("TERM");
+    server.log.wait_for("draining").await;
+    server.signal("TERM");
+
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "exit status; stderr:\n{}", server.log.text());
+    let log = server.log.text();
+    assert!(log.contains("second shutdown signal"), "{log}");
+    assert!(log.contains("abandoning 1 call(s) still in flight"), "{log}");
+    running.abort();
+}
