@@ -92,10 +92,16 @@ async fn counters_move_by_exactly_the_calls_made() {
 }
 
 /// With bearer authentication on, `/metrics` needs a valid token (401 otherwise, with the same
-/// challenge as `/mcp`), and an unknown `Host` is refused.
+/// challenge as `/mcp`) — any valid token, even one that may call no tool — and an unknown
+/// `Host` is refused.
 #[tokio::test]
 async fn metrics_need_a_bearer_token_when_auth_is_on() {
-    let env = Env::demo().config(&tokens(&["prometheus"]));
+    // As deploy/README.md suggests: Prometheus's own token, scoped to a pattern no tool matches.
+    let config = format!(
+        "[[auth.tokens]]\nprincipal = \"prometheus\"\nsha256 = \"{}\"\ntools = [\"-\"]\n",
+        sha256_hex(token("prometheus").as_bytes())
+    );
+    let env = Env::demo().config(&config);
     let server = env.spawn_http_with(&[], &[]).await;
     let url = format!("{}/metrics", server.base);
 
