@@ -80,7 +80,7 @@ async fn drain_with(cordon: &Cordon, bound: Duration, also: Option<&InFlight>, s
     tracing::info!(
         calls_in_flight = in_flight.count(),
         drain_timeout_s = bound.as_secs(),
-        "draining: not ready, refusing new MCP requests, letting calls in flight finish"
+        "draining: letting calls in flight finish"
     );
     let idle = async {
         in_flight.wait_idle().await;
@@ -282,6 +282,7 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         async move {
             signals.recv().await;
             drain.draining.store(true, Ordering::SeqCst);
+            tracing::info!("shutdown signal: /readyz answers 503 and new MCP requests are refused");
             drain_with(&cordon, drain_timeout, Some(&drain.exchanges), &mut signals).await;
             tracing::info!("shutting down: closing MCP sessions and the listener");
             sessions.cancel();
