@@ -5,6 +5,8 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::grants::credentials::Credentials;
 use crate::idempotency::Idempotency;
+use crate::lifecycle::InFlight;
+use crate::metrics::{Metrics, Snapshot};
 use crate::ratelimit::RateLimits;
 use crate::registry::cache::CompileCache;
 use crate::registry::{self, Catalog, LoadContext};
@@ -35,6 +37,9 @@ pub struct Cordon {
     pub(crate) idempotency: Arc<Idempotency>,
     pub(crate) audit: AuditLog,
     paths: Paths,
+    /// Calls inside [`Cordon::call`]: what a graceful drain waits for, and a gauge in `/metrics`.
+    pub(crate) in_flight: Arc<InFlight>,
+    pub(crate) metrics: Metrics,
     /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
     catalog: RwLock<Arc<Catalog>>,
     /// One reload at a time (file events and SIGHUP may coincide).
@@ -78,6 +83,7 @@ impl Cordon {
         };
         let catalog = registry::load_dir(&cx, &paths.plugins, None).await?;
         let settings = Settings { config: Arc::new(config), credentials, rate_limits };
+        let metrics = Metrics::new(cache.clone());
         Ok(Arc::new(Cordon {
             sandbox,
             settings: RwLock::new(Arc::new(settings)),
@@ -85,6 +91,8 @@ impl Cordon {
             idempotency,
             audit,
             paths,
+            in_flight: InFlight::new(),
+            metrics,
             catalog: RwLock::new(Arc::new(catalog)),
             reloading: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(Vec::new()),
@@ -212,6 +220,22 @@ impl Cordon {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.paths.data
+    }
+
+    /// Calls in progress, counted from their arrival in [`Cordon::call`] to their outcome.
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
+    }
+
+    /// The `/metrics` exposition (OpenMetrics text, [`crate::metrics::CONTENT_TYPE`]).
+    pub fn metrics_text(&self) -> Result<String, std::fmt::Error> {
+        let catalog = self.catalog();
+        self.metrics.encode(&Snapshot {
+            plugins_loaded: catalog.plugins.len(),
+            plugins_refused: catalog.failures.len(),
+            tools_served: catalog.tools.len(),
+            calls_in_flight: self.in_flight.count(),
+        })
     }
 
     /// Compile-cache (hits, misses) since start.

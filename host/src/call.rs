@@ -26,6 +26,7 @@ use crate::auth::Caller;
 use crate::error::{ErrorType, ToolError};
 use crate::grants::http::{EgressRecord, Refusal};
 use crate::idempotency::{Begin, KeyedCall, ProvidedKey, ToolKeying};
+use crate::metrics::CallSample;
 use crate::notify::CallLink;
 use crate::ratelimit;
 use crate::registry::ToolEntry;
@@ -97,6 +98,8 @@ impl Cordon {
     /// Runs one tool call through the whole path (see the module docs).
     pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, ProtocolError> {
         let started = Instant::now();
+        // Counted until the outcome is known (a dropped call too): what a graceful drain waits for.
+        let _in_flight = self.in_flight.enter();
         // 1. authenticate: `request.caller` was established by the transport.
         // 2. resolve, in one snapshot: the call runs on the plugin version it started with.
         let catalog = self.catalog();
@@ -110,12 +113,33 @@ impl Cordon {
             let message =
                 format!("this token may not call {}; its scope is {}", tool.name, request.caller.scope.describe());
             self.audit_denial(&request.caller, &tool.name, &message);
-            return Ok(Err(ToolError::new(ErrorType::Forbidden, message)));
+            let error = ToolError::new(ErrorType::Forbidden, message);
+            self.metrics.record_call(CallSample {
+                tool: &tool.name,
+                plugin: &tool.plugin.name,
+                outcome: Err(&error),
+                latency: started.elapsed(),
+                fuel_used: 0,
+                idempotency: IdempotencyUse::None,
+                egress_denied: 0,
+            });
+            return Ok(Err(error));
         }
         let token_id = request.caller.token_id.clone();
         let mut trace = CallTrace::default();
         let outcome = self.run_call(&tool, request, &call_id, &mut trace).await;
-        let latency_us = started.elapsed().as_micros() as u64;
+        let latency = started.elapsed();
+        let latency_us = latency.as_micros() as u64;
+        // Metrics from the same trace as the audit line, once per call.
+        self.metrics.record_call(CallSample {
+            tool: &tool.name,
+            plugin: &tool.plugin.name,
+            outcome: outcome.as_ref().map(|_| ()),
+            latency,
+            fuel_used: trace.fuel_used,
+            idempotency: trace.idempotency,
+            egress_denied: trace.egress.as_ref().and_then(|e| e.lock().ok().map(|e| e.refused.len())).unwrap_or(0),
+        });
         tracing::info!(
             call = %call_id, tool = %tool.name, principal = %principal.0,
             outcome = match &outcome { Ok(_) => "ok", Err(e) => &e.kind },
@@ -335,7 +359,9 @@ impl Cordon {
         };
         let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments, context };
         let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
+        let instance = self.metrics.instance();
         let run = self.sandbox.run(&plugin.prepared, limits, label, grants, link, invocation).await;
+        drop(instance);
         trace.fuel_used = run.fuel_used;
         trace.cancelled = run.cancelled;
         let reply = run.reply.and_then(|reply| match reply {

@@ -110,6 +110,13 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// The principal of calls arriving over stdio (the local operator). Default `local`.
     pub stdio_principal: String,
+    /// On SIGTERM or SIGINT, how long calls in flight may still run before they are abandoned
+    /// and the process exits, seconds. Default 30.
+    pub drain_timeout_s: u64,
+    /// PEM certificate chain for HTTPS (with `tls_key`); reloaded on SIGHUP. Default: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -118,9 +125,21 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8787".into(),
             stateless: false,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-            allowed_origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into(), "http://[::1]:*".into()],
+            allowed_origins: [
+                "http://localhost:*",
+                "http://127.0.0.1:*",
+                "http://[::1]:*",
+                "https://localhost:*",
+                "https://127.0.0.1:*",
+                "https://[::1]:*",
+            ]
+            .map(String::from)
+            .to_vec(),
             max_request_bytes: 4 << 20,
             stdio_principal: "local".into(),
+            drain_timeout_s: 30,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -358,6 +377,16 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.limits_for("demo"), Limits::default());
         assert_eq!(c.server.listen, "127.0.0.1:8787");
+        assert_eq!(c.server.drain_timeout_s, 30);
+        assert!(c.server.tls_cert.is_none() && c.server.tls_key.is_none());
+    }
+
+    #[test]
+    fn server_drain_and_tls_keys_parse() {
+        let c = Config::parse("[server]\ndrain_timeout_s = 5\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+        assert_eq!(c.server.drain_timeout_s, 5);
+        assert_eq!(c.server.tls_cert.as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(c.server.tls_key.as_deref(), Some(Path::new("k.pem")));
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod error;
 pub mod grants;
 pub mod idempotency;
 pub mod inspect;
+pub mod lifecycle;
 pub mod mcp;
+pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
 pub mod registry;
@@ -22,6 +24,7 @@ pub mod reload;
 pub mod sandbox;
 pub mod schema;
 pub mod server;
+pub mod tls;
 pub mod wrap;
 
 pub use app::{Cordon, Paths};

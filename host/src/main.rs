@@ -11,6 +11,7 @@ use cordon_host::call::{CallRequest, Principal, ProtocolError};
 use cordon_host::idempotency::store::Store;
 use cordon_host::idempotency::{KeySource, ProvidedKey};
 use cordon_host::server::HttpOptions;
+use cordon_host::tls::TlsFiles;
 use cordon_host::{auth, mcp, Config, Cordon, Paths};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -43,6 +44,13 @@ enum Command {
         /// Serve HTTP without bearer tokens (only on a loopback address; callers are `anonymous`).
         #[arg(long, env = "CORDON_ALLOW_UNAUTHENTICATED")]
         allow_unauthenticated: bool,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key; reloaded on SIGHUP)
+        /// [default: [server] tls_cert]
+        #[arg(long, env = "CORDON_TLS_CERT", requires = "tls_key", conflicts_with = "stdio")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert [default: [server] tls_key]
+        #[arg(long, env = "CORDON_TLS_KEY", requires = "tls_cert", conflicts_with = "stdio")]
+        tls_key: Option<PathBuf>,
     },
     /// Print every tool (name, description, schemas), every plugin and every refused file as JSON.
     Tools {
@@ -216,7 +224,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Dropping the runtime would wait for its blocking threads, and one may be parked reading
+    // stdin (the stdio transport) or running an abandoned call: the work that matters is done.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, error }) => {
             eprintln!("error: {error:#}");
@@ -227,12 +239,18 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
-        Command::Serve { common, stdio, listen, stateless, allow_unauthenticated } => {
+        Command::Serve { common, stdio, listen, stateless, allow_unauthenticated, tls_cert, tls_key } => {
             let (config, paths) = resolve(&common).map_err(usage)?;
+            let tls = match (tls_cert.or_else(|| config.server.tls_cert.clone()), tls_key.or_else(|| config.server.tls_key.clone())) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(usage(anyhow::anyhow!("HTTPS needs both a certificate and a key: set [server] tls_cert and tls_key (or --tls-cert and --tls-key)"))),
+            };
             let options = HttpOptions {
                 listen: listen.unwrap_or_else(|| config.server.listen.clone()),
                 stateless: stateless || config.server.stateless,
                 allow_unauthenticated,
+                tls,
             };
             // Check the address and auth before the (possibly slow) plugin load.
             let plan = if stdio { None } else { Some(options.plan(&config, &paths.data).map_err(runtime)?) };

@@ -1,4 +1,8 @@
-//! Transports: MCP over stdio, and Streamable HTTP at `/mcp` with `/healthz` and `/readyz`.
+//! Transports: MCP over stdio, and Streamable HTTP (or HTTPS, [`crate::tls`]) at `/mcp` with
+//! `/healthz` (liveness), `/readyz` (readiness) and `/metrics` ([`crate::metrics`]).
+//!
+//! Both transports drain on SIGTERM or SIGINT: calls in flight get `[server] drain_timeout_s`
+//! to finish (counted by [`Cordon::in_flight`]), then the process exits.
 //!
 //! HTTP checks `Host` (DNS-rebinding protection) and `Origin` against `[server]` lists, which
 //! default to loopback, and authenticates every `/mcp` request ([`crate::auth`]). Serving
@@ -9,9 +13,15 @@ use crate::app::Cordon;
 use crate::auth::Caller;
 use crate::auth::{self, Authenticator};
 use crate::call::Principal;
+use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::mcp::McpService;
+use crate::tls::{self, SharedAcceptor, TlsFiles, TlsListener};
 use anyhow::{bail, Context, Result};
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -19,23 +29,83 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::ServiceExt;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-/// Serves MCP on stdin/stdout until the client closes it. Nothing else is written to stdout.
+/// Serves MCP on stdin/stdout until the client closes it, or until SIGTERM/SIGINT, after which
+/// calls in flight may finish for `[server] drain_timeout_s`. Nothing else is written to stdout.
 pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
     let _watcher = crate::reload::watch_plugins(cordon.clone())?;
     crate::reload::reload_on_sighup(cordon.clone(), Box::new(|_| Ok(Box::new(|| ()))));
+    let mut signals = ShutdownSignals::listen();
     let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
-    let service = McpService::for_caller(cordon, Caller::unrestricted(principal))
+    let service = McpService::for_caller(cordon.clone(), Caller::unrestricted(principal))
         .serve(rmcp::transport::stdio())
         .await
         .context("MCP initialization over stdio failed")?;
+    let stop = service.cancellation_token();
+    // `waiting` owns the service: keeping this future alive (not dropping it) keeps the service
+    // answering while it drains.
+    let waiting = service.waiting();
+    tokio::pin!(waiting);
     tokio::select! {
-        ended = service.waiting() => { ended.context("stdio transport failed")?; }
-        () = shutdown_signal() => tracing::info!("shutting down"),
+        ended = &mut waiting => {
+            ended.context("stdio transport failed")?;
+            return Ok(());
+        }
+        () = signals.recv() => {}
+    }
+    // A stdio client has no readiness probe to consult and no other server to go to: its calls
+    // in flight simply get the time to finish. (Calls it starts meanwhile count too; the bound
+    // still holds.)
+    drain_with(&cordon, Duration::from_secs(cordon.config().server.drain_timeout_s), None, &mut signals).await;
+    stop.cancel();
+    if tokio::time::timeout(CLOSE_GRACE, waiting).await.is_err() {
+        tracing::warn!("the stdio transport did not close in time; exiting anyway");
     }
     Ok(())
+}
+
+/// After the drain, how long open connections (and the stdio transport) get to close before
+/// the process exits regardless.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits up to `bound` (or until a second SIGTERM/SIGINT) for the host's calls in flight (and
+/// `also`, HTTP exchanges still writing their responses) to finish. Logs what was abandoned.
+/// Returns whether everything finished.
+async fn drain_with(cordon: &Cordon, bound: Duration, also: Option<&InFlight>, signals: &mut ShutdownSignals) -> bool {
+    let in_flight = cordon.in_flight();
+    tracing::info!(
+        calls_in_flight = in_flight.count(),
+        drain_timeout_s = bound.as_secs(),
+        "draining: letting calls in flight finish"
+    );
+    let idle = async {
+        in_flight.wait_idle().await;
+        if let Some(also) = also {
+            also.wait_idle().await;
+        }
+    };
+    let finished = tokio::select! {
+        finished = tokio::time::timeout(bound, idle) => finished.is_ok(),
+        // An operator who signals again does not want to wait.
+        () = signals.recv() => {
+            tracing::info!("second shutdown signal: ending the drain now");
+            false
+        }
+    };
+    if finished {
+        tracing::info!("drained: no call in flight");
+        true
+    } else {
+        let abandoned = in_flight.count();
+        tracing::warn!(abandoned, drain_timeout_s = bound.as_secs(), "abandoning {abandoned} call(s) still in flight");
+        false
+    }
 }
 
 /// How to serve HTTP.
@@ -46,25 +116,37 @@ pub struct HttpOptions {
     pub stateless: bool,
     /// Serve without bearer tokens (loopback only).
     pub allow_unauthenticated: bool,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
-/// HTTP options checked against the config: where to listen and who may call.
+/// HTTP options checked against the config: where to listen, who may call, and the TLS
+/// certificate, loaded.
 pub struct HttpPlan {
     addr: SocketAddr,
     stateless: bool,
     allow_unauthenticated: bool,
     authenticator: Arc<Authenticator>,
+    tls: Option<(TlsFiles, Arc<rustls::ServerConfig>)>,
 }
 
 impl HttpOptions {
-    /// Checks the address and the authentication settings, before any plugin is loaded.
+    /// Checks the address, the authentication settings and the TLS files, before any plugin is
+    /// loaded.
     pub fn plan(self, config: &crate::Config, data_dir: &std::path::Path) -> Result<HttpPlan> {
-        let HttpOptions { listen, stateless, allow_unauthenticated } = self;
+        let HttpOptions { listen, stateless, allow_unauthenticated, tls } = self;
         let addr: SocketAddr = listen
             .parse()
             .with_context(|| format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787"))?;
         let authenticator = authenticator_for(config, allow_unauthenticated, data_dir, addr)?;
-        Ok(HttpPlan { addr, stateless, allow_unauthenticated, authenticator })
+        let tls = match tls {
+            Some(files) => {
+                let config = files.load()?;
+                Some((files, config))
+            }
+            None => None,
+        };
+        Ok(HttpPlan { addr, stateless, allow_unauthenticated, authenticator, tls })
     }
 }
 
@@ -94,13 +176,44 @@ fn authenticator_for(
     Ok(authenticator)
 }
 
-/// Serves Streamable HTTP until SIGTERM or SIGINT.
+/// Whether the HTTP server is draining, and the MCP exchanges whose responses are still being
+/// written (a call's outcome is only delivered once its response body is).
+struct Drain {
+    draining: AtomicBool,
+    exchanges: Arc<InFlight>,
+}
+
+impl Drain {
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// What the probes read.
+#[derive(Clone)]
+struct Probe {
+    cordon: Arc<Cordon>,
+    drain: Arc<Drain>,
+}
+
+/// Serves Streamable HTTP (or HTTPS) until SIGTERM or SIGINT, then drains (see the README,
+/// "Run it as a service"):
+///
+/// 1. `/readyz` answers 503 at once, and new `/mcp` requests get 503 with `Connection: close`;
+///    the listener stays open meanwhile so probes and load balancers see "not ready" rather than
+///    a refused connection;
+/// 2. calls in flight, and the responses carrying their outcomes, get up to
+///    `[server] drain_timeout_s` to finish; what still runs then is abandoned, with a log line
+///    saying how many;
+/// 3. MCP sessions are closed, the listener stops, and open connections get [`CLOSE_GRACE`].
 pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
-    let HttpPlan { addr, stateless, allow_unauthenticated, authenticator } = plan;
+    let HttpPlan { addr, stateless, allow_unauthenticated, authenticator, tls: tls_config } = plan;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("cannot read the bound address")?;
 
-    let shutdown = CancellationToken::new();
+    // Cancelled only after the drain: it closes every MCP session and SSE stream, which would
+    // cut off calls in flight.
+    let sessions = CancellationToken::new();
     let server = &cordon.config().server;
     let mcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server.allowed_hosts.clone())
@@ -109,7 +222,7 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         .with_legacy_session_mode(!stateless)
         .with_json_response(stateless)
         .with_max_request_body_bytes(server.max_request_bytes)
-        .with_cancellation_token(shutdown.child_token());
+        .with_cancellation_token(sessions.child_token());
     let mcp = {
         let cordon = cordon.clone();
         StreamableHttpService::new(
@@ -118,10 +231,13 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
             mcp_config,
         )
     };
+    let drain = Arc::new(Drain { draining: AtomicBool::new(false), exchanges: InFlight::new() });
     let gate = Arc::new(auth::Gate::new(authenticator.clone(), cordon.clone()));
     let mcp = Router::new()
         .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(gate.clone(), auth::require_bearer));
+        .layer(axum::middleware::from_fn_with_state(gate.clone(), auth::require_bearer))
+        // Outermost: a draining server refuses before spending anything on authentication.
+        .layer(axum::middleware::from_fn_with_state(drain.clone(), track_exchanges));
     let _watcher = crate::reload::watch_plugins(cordon.clone())?;
     let data_dir = cordon.data_dir().to_path_buf();
     let reload_gate = gate.clone();
@@ -144,11 +260,18 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
             }))
         }),
     );
-    let mut app = Router::new()
-        .merge(mcp)
-        .route("/healthz", get(health))
-        .route("/readyz", get(health))
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            MetricsGate { gate: gate.clone(), allowed_hosts: server.allowed_hosts.clone() },
+            require_metrics_access,
+        ))
         .with_state(cordon.clone());
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Probe { cordon: cordon.clone(), drain: drain.clone() });
+    let mut app = Router::new().merge(mcp).merge(metrics).merge(probes);
     if let Some(oauth) = authenticator.oauth() {
         // Unauthenticated by design: it is how a client learns where to get a token.
         let metadata = Json(oauth.metadata());
@@ -159,8 +282,20 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         oauth.warm_up().await;
     }
 
+    // Caught from before the "listening" line: a supervisor may signal as soon as it sees it.
+    let mut signals = ShutdownSignals::listen();
+    let acceptor = match tls_config {
+        Some((files, config)) => {
+            let acceptor = SharedAcceptor::new(config);
+            tls::reload_on_sighup(files, acceptor.clone());
+            Some(acceptor)
+        }
+        // Without TLS, SIGHUP is the config reload alone (`reload::reload_on_sighup`).
+        None => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     tracing::info!(
-        url = %format!("http://{local}/mcp"),
+        url = %format!("{scheme}://{local}/mcp"),
         stateless,
         authentication = if authenticator.allows_unauthenticated() {
             "off"
@@ -169,48 +304,234 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         } else {
             "bearer"
         },
+        drain_timeout_s = server.drain_timeout_s,
         "listening"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        })
-        .await
-        .context("HTTP server failed")
+
+    let drain_timeout = Duration::from_secs(server.drain_timeout_s);
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = {
+        let cordon = cordon.clone();
+        let drain = drain.clone();
+        async move {
+            signals.recv().await;
+            drain.draining.store(true, Ordering::SeqCst);
+            tracing::info!("shutdown signal: /readyz answers 503 and new MCP requests are refused");
+            drain_with(&cordon, drain_timeout, Some(&drain.exchanges), &mut signals).await;
+            tracing::info!("shutting down: closing MCP sessions and the listener");
+            sessions.cancel();
+            let _ = drained_tx.send(());
+        }
+    };
+    // The listener stays open through the drain (axum stops accepting when `shutdown` resolves).
+    let served = async move {
+        match acceptor {
+            Some(acceptor) => {
+                axum::serve(TlsListener::new(listener, acceptor), app).with_graceful_shutdown(shutdown).await
+            }
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        }
+    };
+    tokio::pin!(served);
+    tokio::select! {
+        served = &mut served => served.context("HTTP server failed"),
+        () = async {
+            // Only once the drain is over: then connections get a last, short grace.
+            if drained_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(CLOSE_GRACE).await;
+        } => {
+            tracing::warn!("connections still open after the drain; closing them");
+            Ok(())
+        }
+    }
 }
 
-async fn health(State(cordon): State<Arc<Cordon>>) -> Json<Value> {
+/// Middleware on `/mcp`: while draining, new requests get 503; otherwise each POST (a JSON-RPC
+/// message, e.g. a `tools/call`) counts as an exchange until its response body has been written
+/// or dropped, so the drain waits for outcomes to reach their callers.
+async fn track_exchanges(State(drain): State<Arc<Drain>>, request: Request, next: Next) -> Response {
+    // Counted before the check: a drain that starts in between then either sees this exchange
+    // or this request sees the drain (both sides use sequentially consistent operations).
+    let exchange = (request.method() == Method::POST).then(|| drain.exchanges.enter());
+    if drain.is_draining() {
+        let body = json!({ "error": "the server is shutting down; retry on another instance" }).to_string();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json"), (header::CONNECTION, "close")],
+            body,
+        )
+            .into_response();
+    }
+    let Some(exchange) = exchange else {
+        // GET opens a session's standing SSE stream, which never ends on its own: it is closed
+        // with the sessions after the drain, not waited for.
+        return next.run(request).await;
+    };
+    let response = next.run(request).await;
+    response.map(|body| Body::new(Tracked { body, _exchange: exchange }))
+}
+
+/// A response body that holds an exchange open until hyper has written it out (or dropped it).
+struct Tracked {
+    body: Body,
+    _exchange: InFlightGuard,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Who may scrape `/metrics`: the same bearer tokens as `/mcp` (any valid one: labels name tools
+/// and plugins, never principals or arguments), or anyone when the server runs unauthenticated
+/// on loopback; and, like `/mcp`, only under an allowed `Host` (DNS-rebinding guard).
+#[derive(Clone)]
+struct MetricsGate {
+    /// The `/mcp` gate: its token table follows config reloads.
+    gate: Arc<auth::Gate>,
+    allowed_hosts: Vec<String>,
+}
+
+async fn require_metrics_access(State(gate): State<MetricsGate>, request: Request, next: Next) -> Response {
+    if !host_allowed(request.headers(), &gate.allowed_hosts) {
+        return (StatusCode::FORBIDDEN, "Host not allowed").into_response();
+    }
+    let auth = gate.gate.auth();
+    match auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()).await {
+        Ok(_caller) => next.run(request).await,
+        Err(error) => auth::unauthorized(&auth, error),
+    }
+}
+
+/// Whether the `Host` header names an allowed host (with or without its port), as rmcp checks
+/// for `/mcp`. An empty list allows any.
+fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(name) || a.eq_ignore_ascii_case(host))
+}
+
+async fn metrics(State(cordon): State<Arc<Cordon>>) -> Response {
+    match cordon.metrics_text() {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn probe_body(cordon: &Cordon, status: &str) -> Value {
     let catalog = cordon.catalog();
-    Json(json!({
-        "status": "ok",
+    json!({
+        "status": status,
         "plugins": catalog.plugins.len(),
         "tools": catalog.tools.len(),
         "refused": catalog.failures.len(),
-    }))
+        "calls_in_flight": cordon.in_flight().count(),
+    })
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Liveness: 200 for as long as the process runs, draining or not.
+async fn healthz(State(probe): State<Probe>) -> Json<Value> {
+    Json(probe_body(&probe.cordon, "ok"))
+}
+
+/// Readiness: 200 while serving; 503 `{"status": "draining"}` from the shutdown signal on.
+async fn readyz(State(probe): State<Probe>) -> Response {
+    if probe.drain.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(probe_body(&probe.cordon, "draining"))).into_response()
+    } else {
+        Json(probe_body(&probe.cordon, "ok")).into_response()
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (listening from the first poll; see [`ShutdownSignals`]).
 pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+    ShutdownSignals::listen().recv().await;
+}
+
+/// SIGTERM and SIGINT, caught from the moment [`ShutdownSignals::listen`] returns: a signal
+/// that arrives before the first `recv` is not lost, and does not kill the process with its
+/// default action. Each `recv` waits for the next signal (a second one ends a drain early).
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                return;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers now.
+    pub fn listen() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
+                }
+            };
+            ShutdownSignals {
+                term: install(SignalKind::terminate(), "SIGTERM"),
+                interrupt: install(SignalKind::interrupt(), "SIGINT"),
             }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(stream: &mut Option<tokio::signal::unix::Signal>) {
+                match stream {
+                    Some(stream) => {
+                        if stream.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

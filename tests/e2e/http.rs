@@ -205,6 +205,10 @@ async fn health_endpoints_report_counts() {
         let response = guard("health", reqwest::get(format!("{}{path}", server.base))).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({"status": "ok", "plugins": 2, "tools": 13, "refused": 1}), "{path}");
+        assert_eq!(
+            body,
+            json!({"status": "ok", "plugins": 2, "tools": 13, "refused": 1, "calls_in_flight": 0}),
+            "{path}"
+        );
     }
 }

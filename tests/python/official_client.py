@@ -1,18 +1,28 @@
 """The official Python MCP client (PyPI `mcp`) against the real `cordon` binary.
 
 Proves interoperability beyond our own rmcp-based tests: over Streamable HTTP (session mode and
-stateless mode) and over stdio, list the demo tools, call demo_echo and demo_add, and see a
-typed error. Run by `make test` as `python official_client.py CORDON_BIN PLUGINS_DIR`.
+stateless mode), over HTTPS with a self-signed certificate, and over stdio, list the demo tools,
+call demo_echo and demo_add, and see a typed error. Run by `make test` as
+`python official_client.py CORDON_BIN PLUGINS_DIR`.
 """
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
+
+import httpx2
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -48,7 +58,7 @@ def start_http(*extra: str) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.PIPE, text=True,
     )
     for line in proc.stderr:
-        match = re.search(r"url=(http://\S+)", line)
+        match = re.search(r"url=(https?://\S+)", line)
         if match:
             # Keep draining the log so the server never blocks on a full pipe.
             threading.Thread(target=proc.stderr.read, daemon=True).start()
@@ -62,6 +72,61 @@ async def over_http(*extra: str) -> None:
         async with streamable_http_client(url) as (read, write):
             async with ClientSession(read, write) as session:
                 await exercise(session)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def self_signed_certificate() -> tuple[str, str]:
+    """A fresh self-signed certificate for localhost and 127.0.0.1: (cert.pem, key.pem) paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        # Self-signed and trusted directly: it is its own authority.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tempfile.mkdtemp(prefix="cordon-py-tls-")
+    cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_path, key_path
+
+
+async def over_https() -> None:
+    cert, key = self_signed_certificate()
+    proc, url = start_http("--tls-cert", cert, "--tls-key", key)
+    try:
+        assert url.startswith("https://"), url
+        # Trust this certificate only, as a client of a private deployment would.
+        trust = ssl.create_default_context(cafile=cert)
+        timeout = httpx2.Timeout(30, read=300)
+        async with httpx2.AsyncClient(verify=trust, timeout=timeout) as http:
+            async with streamable_http_client(url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await exercise(session)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -81,6 +146,7 @@ async def main() -> None:
     for name, case in [
         ("http session", over_http()),
         ("http stateless", over_http("--stateless")),
+        ("https (self-signed certificate)", over_https()),
         ("stdio", over_stdio()),
     ]:
         try:

@@ -380,7 +380,8 @@ async fn check_scope(request: Request, caller: &Caller, oauth: Option<&OAuth>) -
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-fn unauthorized(auth: &Authenticator, error: AuthError) -> Response {
+/// The 401 for a request without a valid token, with the challenge its authenticator issues.
+pub(crate) fn unauthorized(auth: &Authenticator, error: AuthError) -> Response {
     let challenge = auth.challenge(error);
     let message = match error {
         AuthError::Missing => "missing bearer token",

@@ -67,6 +67,18 @@ pub fn fixture_wasm(name: &str) -> PathBuf {
     dist(workspace().join(format!("tests/plugins/dist/{name}.wasm")))
 }
 
+/// Makes ring this test process's rustls provider, once. reqwest is built with
+/// `rustls-no-provider` (for the HTTPS tests, without aws-lc-rs, as the host does) and refuses to
+/// build a client before a provider is installed; every test starts with an [`Env`], which calls
+/// this.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err only when a provider is already installed, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// A temp dir holding `plugins/`, `data/` and maybe `cordon.toml`; removed on drop.
 pub struct Env {
     dir: TempDir,
@@ -80,18 +92,10 @@ impl Default for Env {
     }
 }
 
-/// Installs ring as the process's rustls provider, once. Needed under `cargo test --workspace`
-/// (see `tests/Cargo.toml`), harmless otherwise; called wherever a test may build its first
-/// HTTP client.
-pub fn install_tls_provider() {
-    // `Err` means a provider is installed already, which is all this wants.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl Env {
     /// An empty environment.
     pub fn new() -> Self {
-        install_tls_provider();
+        install_crypto_provider();
         let dir = tempfile::Builder::new().prefix("cordon-e2e-").tempdir().expect("create temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("create plugins/");
         std::fs::create_dir(dir.path().join("data")).expect("create data/");
@@ -257,7 +261,7 @@ impl HttpServer {
 
     /// [`HttpServer::client`] whose client runs `handler` (to collect notifications, say).
     pub async fn client_with<H: ClientHandler>(&self, handler: H) -> RunningService<RoleClient, H> {
-        install_tls_provider();
+        install_crypto_provider();
         let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
         let transport = StreamableHttpClientTransport::from_config(config);
         guard("MCP initialize over HTTP", handler.serve(transport))
@@ -290,7 +294,7 @@ impl HttpServer {
         token: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Client, rmcp::service::ClientInitializeError> {
-        install_tls_provider();
+        install_crypto_provider();
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone()).max_concurrent_requests(64);
         if let Some(token) = token {
             config = config.auth_header(token);
@@ -309,13 +313,6 @@ impl HttpServer {
         guard("MCP initialize over HTTP", ().serve(transport)).await
     }
 
-    /// Sends a signal (`HUP`, `TERM`, ...) to the server process.
-    pub fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("the server is running").to_string();
-        let status = std::process::Command::new("kill").args(["-s", name, &pid]).status().expect("run kill");
-        assert!(status.success(), "kill -s {name} {pid} failed");
-    }
-
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -325,6 +322,37 @@ impl HttpServer {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, `HUP`, ...) to the server.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits for the server to exit on its own; its exit status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        guard("cordon serve to exit", self.child.wait()).await.expect("wait for cordon serve")
+    }
+}
+
+/// `kill -s SIGNAL PID`, which must succeed.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args(["-s", signal, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid}: {status}");
+}
+
+/// A GET of `url` (on a fresh connection each time: a draining server closes idle ones).
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    install_crypto_provider();
+    let mut request = reqwest::Client::new().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    guard("HTTP response", request.send()).await.expect("HTTP request")
 }
 
 /// A child's stderr, collected line by line in the background.
@@ -523,7 +551,7 @@ pub async fn list_tools(client: &Client) -> Map<String, Value> {
 
 /// A POST of `body` to `url` as an MCP client would send it, plus extra headers.
 pub async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    install_tls_provider();
+    install_crypto_provider();
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")

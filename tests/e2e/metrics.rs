@@ -1,0 +1,120 @@
+//! `/metrics`: counters move by exactly what the calls did, and the endpoint is behind the same
+//! bearer authentication as `/mcp`.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// The value of the series `name` with exactly `labels`; 0 when absent (a family shows a series
+/// only once it has been touched).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let have: Vec<&str> = if label_text.is_empty() { Vec::new() } else { label_text.split(',').collect() };
+        if have.len() == want.len() && want.iter().all(|w| have.contains(&w.as_str())) {
+            return value.parse().unwrap_or_else(|e| panic!("bad sample value in {line:?}: {e}"));
+        }
+    }
+    0.0
+}
+
+/// One scrape, which must succeed, as text.
+async fn scrape(server: &HttpServer, headers: &[(&str, &str)]) -> String {
+    let response = get(&format!("{}/metrics", server.base), headers).await;
+    assert_eq!(response.status(), 200, "GET /metrics");
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text
+}
+
+/// One ok call, one plugin error, one host error, one refused egress and a keyed call made
+/// twice (a miss, then a replayed hit): each counter moves by exactly that, the latency histogram
+/// counts each call, fuel is counted for calls that ran, and the gauges describe the catalog.
+#[tokio::test]
+async fn counters_move_by_exactly_the_calls_made() {
+    let env = Env::demo().plugin(&fixture_wasm("reach"), "reach.wasm").config(
+        "[plugins.demo.idempotency]\nstore_read_only = true\nimplicit_window_s = 0\n\n\
+         [plugins.reach.idempotency]\nimplicit_window_s = 0\n",
+    );
+    let server = env.spawn_http(&[]).await;
+    let client = server.client().await;
+    let before = scrape(&server, &[]).await;
+    let calls = |text: &str, tool: &str, outcome: &str| {
+        sample(text, "cordon_calls_total", &[("tool", tool), ("outcome", outcome)])
+    };
+
+    assert_echo(&client, "counted").await;
+    call(&client, "demo_divide", json!({"a": 1, "b": 0})).await.expect_error("division_by_zero", false);
+    call(&client, "demo_add", json!({"a": "one", "b": 2})).await.expect_error("invalid_arguments", false);
+    let refused = call(&client, "reach_request", json!({"method": "GET", "url": "http://127.0.0.1:9/x"})).await;
+    refused.expect_error("egress_denied", false);
+    let meta = json!({"cordon/idempotency-key": "metrics-key-1"});
+    let first = call_with_meta(&client, "demo_add", json!({"a": 2, "b": 40}), meta.clone()).await;
+    let replay = call_with_meta(&client, "demo_add", json!({"a": 2, "b": 40}), meta).await;
+    assert_eq!(first.ok(), replay.ok());
+
+    let after = scrape(&server, &[]).await;
+    let delta = |f: &dyn Fn(&str) -> f64| f(&after) - f(&before);
+    assert_eq!(delta(&|t| calls(t, "demo_echo", "ok")), 1.0, "{after}");
+    assert_eq!(delta(&|t| calls(t, "demo_divide", "plugin_error")), 1.0, "{after}");
+    assert_eq!(delta(&|t| calls(t, "demo_add", "invalid_arguments")), 1.0, "{after}");
+    assert_eq!(delta(&|t| calls(t, "demo_add", "ok")), 2.0, "{after}");
+    assert_eq!(delta(&|t| calls(t, "reach_request", "egress_denied")), 1.0, "{after}");
+    let idempotency = |t: &str, result: &str| sample(t, "cordon_idempotency_total", &[("result", result)]);
+    assert_eq!(delta(&|t| idempotency(t, "miss")), 1.0, "{after}");
+    assert_eq!(delta(&|t| idempotency(t, "hit")), 1.0, "{after}");
+    let denied = |t: &str| sample(t, "cordon_egress_denied_total", &[("plugin", "reach")]);
+    assert_eq!(delta(&denied), 1.0, "{after}");
+    let latency_count = |t: &str, tool: &str| sample(t, "cordon_call_duration_seconds_count", &[("tool", tool)]);
+    assert_eq!(delta(&|t| latency_count(t, "demo_echo")), 1.0, "{after}");
+    assert_eq!(delta(&|t| latency_count(t, "demo_add")), 3.0, "{after}");
+    assert!(delta(&|t| sample(t, "cordon_fuel_consumed_total", &[("tool", "demo_echo")])) > 0.0, "{after}");
+
+    assert_eq!(sample(&after, "cordon_calls_in_flight", &[]), 0.0, "{after}");
+    assert_eq!(sample(&after, "cordon_instances_in_use", &[]), 0.0, "{after}");
+    assert_eq!(sample(&after, "cordon_plugins_loaded", &[]), 2.0, "{after}");
+    let listed = list_tools(&client).await.len() as f64;
+    assert_eq!(sample(&after, "cordon_tools_served", &[]), listed, "{after}");
+    let compiled = sample(&after, "cordon_compile_cache_total", &[("result", "hit")])
+        + sample(&after, "cordon_compile_cache_total", &[("result", "miss")]);
+    assert_eq!(compiled, 2.0, "one cache look-up per plugin loaded: {after}");
+}
+
+/// With bearer authentication on, `/metrics` needs a valid token (401 otherwise, with the same
+/// challenge as `/mcp`) — any valid token, even one that may call no tool — and an unknown
+/// `Host` is refused.
+#[tokio::test]
+async fn metrics_need_a_bearer_token_when_auth_is_on() {
+    // As deploy/README.md suggests: Prometheus's own token, scoped to a pattern no tool matches.
+    let config = format!(
+        "[[auth.tokens]]\nprincipal = \"prometheus\"\nsha256 = \"{}\"\ntools = [\"-\"]\n",
+        sha256_hex(token("prometheus").as_bytes())
+    );
+    let env = Env::demo().config(&config);
+    let server = env.spawn_http_with(&[], &[]).await;
+    let url = format!("{}/metrics", server.base);
+
+    let missing = get(&url, &[]).await;
+    assert_eq!(missing.status(), 401);
+    let challenge = missing.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    assert_eq!(get(&url, &[("authorization", "Bearer not-a-token")]).await.status(), 401);
+
+    let bearer = format!("Bearer {}", token("prometheus"));
+    let text = scrape(&server, &[("authorization", &bearer)]).await;
+    assert_eq!(sample(&text, "cordon_plugins_loaded", &[]), 1.0, "{text}");
+
+    let rebound = get(&url, &[("authorization", &bearer), ("host", "evil.example")]).await;
+    assert_eq!(rebound.status(), 403, "a Host outside [server] allowed_hosts");
+}
