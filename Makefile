@@ -43,14 +43,17 @@ ifneq ($(LANG_PLUGINS),0)
 endif
 
 lang-plugins: $(PY_PLUGINS) $(JS_PLUGINS)
+	@:
 
 $(PY_STAMP):
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "make: the Python plugins need $(PYTHON) with venv and ensurepip (or make plugins LANG_PLUGINS=0)" >&2; exit 1; }
 	rm -rf $(LANG_PYVENV)
 	$(PYTHON) -m venv $(LANG_PYVENV)
 	$(LANG_PYVENV)/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
 	touch $@
 
 $(JS_STAMP):
+	@command -v $(NPM) >/dev/null || { echo "make: the JavaScript plugins need $(NPM) (or make plugins LANG_PLUGINS=0)" >&2; exit 1; }
 	rm -rf $(LANG_NODE)
 	mkdir -p $(LANG_NODE)
 	$(NPM) install --prefix $(LANG_NODE) --no-audit --no-fund --loglevel=error @bytecodealliance/componentize-js@$(COMPONENTIZE_JS_VERSION)
