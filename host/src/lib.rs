@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
+pub mod scaffold;
 pub mod schema;
 pub mod server;
 pub mod tls;

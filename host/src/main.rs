@@ -86,6 +86,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Create a plugin project that builds with `make` into NAME.wasm.
+    New {
+        /// The plugin's name (its tools are published as NAME_<tool>).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: cordon_host::scaffold::Lang,
+        /// Where to create it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Make a component of a WASI preview-1 core module (Zig, C, Go): the same wrapping the
     /// server applies to a core module in the plugins folder.
     Wrap {
@@ -269,6 +280,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let examined = cordon_host::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
             let section = paths.config_file.as_deref().and_then(|path| plugin_section(path, &examined.plugin.name));
             print_json(&cordon_host::inspect::inspection(&examined, &config, section));
+            Ok(0)
+        }
+        Command::New { name, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = cordon_host::scaffold::create(&name, lang, &dir).map_err(usage)?;
+            eprintln!("created {} ({} files); build it with: make -C {}", dir.display(), files.len(), dir.display());
             Ok(0)
         }
         Command::Wrap { input, output } => {
