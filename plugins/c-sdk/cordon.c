@@ -97,7 +97,7 @@ void cordon_tool_annotations(cordon_tool *t, int read_only, int destructive, int
     t->annotations[3] = open_world;
 }
 
-static uint8_t describe_ret[8];
+static _Alignas(8) uint8_t describe_ret[8];
 
 EXPORT("cordon:plugin/tools@0.1.0#describe")
 uint8_t *cordon_export_describe(void) {
@@ -172,7 +172,7 @@ bool cordon_is_tool(const cordon_request *req, const char *name) {
     return req->tool.len == n && memcmp(req->tool.ptr, name, n) == 0;
 }
 
-static uint8_t call_ret[28];
+static _Alignas(8) uint8_t call_ret[28];
 
 EXPORT("cordon:plugin/tools@0.1.0#call")
 uint8_t *cordon_export_call(const char *tool, size_t tool_len, const char *args, size_t args_len,

@@ -1,9 +1,11 @@
 /* c-units: unit conversion, a Cordon plugin in C (see plugins/c-sdk/cordon.h).
  *   units_convert  {"value": 3, "from": "mi", "to": "km"}  → {"value": 4.828032, "unit": "km"}
  *                  incompatible or unknown units → call-error `incompatible_units` / `unknown_unit`
- *   units_list     the units it knows, as text */
+ *   units_list     the units it knows, as text
+ * Setting: `digits` ([plugins.NAME.config]), significant digits of the result (default 12). */
 #include "cordon.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -68,11 +70,14 @@ static void convert(const cordon_request *req, cordon_result *res) {
     double base = value * from->factor + from->offset;
     double result = (base - to->offset) / to->factor;
     cordon_log(CORDON_INFO, "convert %g %s to %s", value, from->name, to->name);
+    const char *setting = cordon_config("digits");
+    int digits = setting ? atoi(setting) : 12;
+    if (digits < 1 || digits > 17) digits = 12;
     cordon_buf json = {0}, text = {0};
-    cordon_buf_printf(&json, "{\"value\":%.12g,\"unit\":", result);
+    cordon_buf_printf(&json, "{\"value\":%.*g,\"unit\":", digits, result);
     cordon_buf_json_string(&json, to->name);
     cordon_buf_printf(&json, "}");
-    cordon_buf_printf(&text, "%g %s = %.12g %s", value, from->name, result, to->name);
+    cordon_buf_printf(&text, "%g %s = %.*g %s", value, from->name, digits, result, to->name);
     cordon_ok(res, cordon_buf_str(&text), cordon_buf_str(&json));
 }
 

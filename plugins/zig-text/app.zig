@@ -76,6 +76,8 @@ fn repeat(req: *const cordon.Request, res: *cordon.Result) void {
     const n: usize = @intFromFloat(times);
     while (i < n) : (i += 1) {
         cordon.cordon_buf_printf(&out, "%s", raw);
+        // Forwarded only when the client asked for progress; a no-op otherwise.
+        if (i % 1024 == 1023) cordon.cordon_progress(@floatFromInt(i + 1), times, null);
     }
     cordon.cordon_log(.info, "repeated %lu bytes %lu times", text.len, n);
     cordon.cordon_ok_text(res, cordon.cordon_buf_str(&out));
