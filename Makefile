@@ -29,7 +29,21 @@ GUEST_WIT    := wit/plugin.wit $(wildcard plugins/wit/*.wit plugins/wit/deps/*.w
 PY_PLUGINS   := $(patsubst plugins/%/app.py,plugins/dist/%.wasm,$(wildcard plugins/python-*/app.py))
 JS_PLUGINS   := $(patsubst plugins/%/app.js,plugins/dist/%.wasm,$(wildcard plugins/js-*/app.js))
 
-.PHONY: run test plugins lang-plugins toolchain build lint fmt clean
+# Plugins in C and Zig: plugins/c-*/app.c and plugins/zig-*/app.zig on the C helper plugins/c-sdk,
+# built as WASI preview-1 core modules → plugins/dist/ (the host wraps them into components at
+# load). C needs clang, lld and wasi-libc (Debian: installed with apt-get when missing and we are
+# root or have sudo; otherwise skipped with a message); Zig comes from PyPI (ziglang) into a venv.
+CC_WASM      ?= clang
+ZIG_VERSION  := 0.17.1
+ZIG_PYVENV   := $(LANG_DIR)/zigvenv
+ZIG_STAMP    := $(ZIG_PYVENV)/.ziglang-$(ZIG_VERSION)
+ZIG          := ZIG_GLOBAL_CACHE_DIR=$(CURDIR)/$(LANG_DIR)/zig-cache $(ZIG_PYVENV)/bin/python -m ziglang
+C_SDK        := plugins/c-sdk/cordon.h plugins/c-sdk/cordon.c
+C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugins/c-*/app.c))
+ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
+WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
+
+.PHONY: run test plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -46,8 +60,33 @@ ifneq ($(LANG_PLUGINS),0)
 	@$(MAKE) --no-print-directory lang-plugins
 endif
 
-lang-plugins: $(PY_PLUGINS) $(JS_PLUGINS)
+lang-plugins: $(PY_PLUGINS) $(JS_PLUGINS) c-plugins zig-plugins
 	@:
+
+# clang with wasi-libc present? Else install it (apt-get, as root or with sudo), else skip.
+c-plugins:
+	@if ! printf 'int main(void){return 0;}' | $(CC_WASM) --target=wasm32-wasi -x c - -o /dev/null 2>/dev/null; then \
+		if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; }; then \
+			SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+			echo "make: installing clang, lld and wasi-libc for the C plugins"; \
+			$$SUDO apt-get install -y --no-install-recommends clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null \
+				|| { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null; }; \
+		else \
+			echo "make: skipping the C plugins ($(C_PLUGINS)): they need clang, lld and wasi-libc (Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32)" >&2; \
+			exit 0; \
+		fi; \
+	fi; \
+	$(MAKE) --no-print-directory $(C_PLUGINS)
+
+zig-plugins: $(ZIG_PLUGINS)
+	@:
+
+$(ZIG_STAMP):
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "make: the Zig plugins need $(PYTHON) with venv and ensurepip (or make plugins LANG_PLUGINS=0)" >&2; exit 1; }
+	rm -rf $(ZIG_PYVENV)
+	$(PYTHON) -m venv $(ZIG_PYVENV)
+	$(ZIG_PYVENV)/bin/pip install --quiet --disable-pip-version-check ziglang==$(ZIG_VERSION)
+	touch $@
 
 $(PY_STAMP):
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "make: the Python plugins need $(PYTHON) with venv and ensurepip (or make plugins LANG_PLUGINS=0)" >&2; exit 1; }
@@ -76,6 +115,18 @@ $(JS_PLUGINS): plugins/dist/%.wasm: $$(wildcard plugins/%/*.js) plugins/js-sdk/c
 	@mkdir -p $(LANG_DIR)/build plugins/dist
 	$(LANG_NODE)/node_modules/.bin/componentize-js plugins/$*/app.js --wit wit -n plugin -d fetch-event \
 		-o $(LANG_DIR)/build/$*.wasm
+	mv -f $(LANG_DIR)/build/$*.wasm $@
+
+$(C_PLUGINS): plugins/dist/%.wasm: $$(wildcard plugins/%/*.c plugins/%/*.h) $(C_SDK)
+	@mkdir -p $(LANG_DIR)/build plugins/dist
+	$(CC_WASM) $(WASI_CFLAGS) -Iplugins/c-sdk $(filter %.c,$^) -o $(LANG_DIR)/build/$*.wasm
+	mv -f $(LANG_DIR)/build/$*.wasm $@
+
+$(ZIG_PLUGINS): plugins/dist/%.wasm: $$(wildcard plugins/%/*.zig) $(C_SDK) plugins/c-sdk/cordon.zig $(ZIG_STAMP)
+	@mkdir -p $(LANG_DIR)/build plugins/dist
+	$(ZIG) build-exe -target wasm32-wasi -O ReleaseSmall -fno-entry -mexec-model=reactor -lc \
+		-femit-bin=$(LANG_DIR)/build/$*.wasm --dep cordon -I plugins/c-sdk plugins/c-sdk/cordon.c \
+		-Mroot=plugins/$*/app.zig -Mcordon=plugins/c-sdk/cordon.zig
 	mv -f $(LANG_DIR)/build/$*.wasm $@
 
 build:
