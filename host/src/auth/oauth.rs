@@ -66,6 +66,9 @@ pub struct OAuthConfig {
     pub jwks_file: Option<PathBuf>,
     /// A JWKS URL (https; http only to a loopback address).
     pub jwks_url: Option<String>,
+    /// Extra trust anchors (PEM) for an https `jwks_url` behind a private CA; the public roots
+    /// (Mozilla's, from `webpki-roots`) are trusted either way.
+    pub jwks_ca_file: Option<PathBuf>,
     /// How long fetched keys are used before they are fetched again, seconds. Default 300.
     #[serde(default = "default_cache_s")]
     pub jwks_cache_s: u64,
@@ -182,7 +185,7 @@ impl OAuth {
                     Some("http") if loopback => {}
                     _ => bail!("{at} jwks_url must be https (plain http is accepted only for a loopback address)"),
                 }
-                Source::Url(parsed)
+                Source::Url(parsed, Arc::new(tls_client(config.jwks_ca_file.as_deref())?))
             }
             _ => bail!("{at} needs exactly one of jwks_file and jwks_url"),
         };
@@ -314,7 +317,31 @@ impl OAuth {
 
 enum Source {
     File(PathBuf),
-    Url(Uri),
+    Url(Uri, Arc<rustls::ClientConfig>),
+}
+
+/// The TLS client for the JWKS fetch: ring, the public roots, and `ca_file`'s certificates.
+fn tls_client(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_file {
+        let mut added = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("[auth.oauth] cannot read jwks_ca_file {}", path.display()))?
+        {
+            let cert = cert.with_context(|| format!("[auth.oauth] jwks_ca_file {} is not PEM", path.display()))?;
+            roots.add(cert).with_context(|| format!("[auth.oauth] a certificate in {} is unusable", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            bail!("[auth.oauth] jwks_ca_file {} holds no certificate", path.display());
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS configuration")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Verification keys by id, with the time they were loaded.
@@ -371,7 +398,7 @@ impl Jwks {
 
     fn is_stale(&self) -> bool {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        matches!(self.source, Source::Url(_)) && keys.loaded.is_none_or(|at| at.elapsed() >= self.max_age)
+        matches!(self.source, Source::Url(..)) && keys.loaded.is_none_or(|at| at.elapsed() >= self.max_age)
     }
 
     async fn find(this: &Arc<Jwks>, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, Refusal> {
@@ -411,7 +438,7 @@ impl Jwks {
             Source::File(path) => {
                 tokio::fs::read(path).await.with_context(|| format!("cannot read jwks_file {}", path.display()))?
             }
-            Source::Url(url) => tokio::time::timeout(FETCH_TIMEOUT, fetch(url))
+            Source::Url(url, tls) => tokio::time::timeout(FETCH_TIMEOUT, fetch(url, tls))
                 .await
                 .map_err(|_| anyhow::anyhow!("GET {url} took longer than {FETCH_TIMEOUT:?}"))??,
         };
@@ -420,9 +447,9 @@ impl Jwks {
     }
 }
 
-/// `GET url`: HTTP/1.1 over TCP, or over rustls (ring, Mozilla's roots from `webpki-roots`) for
-/// https. Redirects are not followed: a JWKS URL is configured exactly.
-async fn fetch(url: &Uri) -> Result<Vec<u8>> {
+/// `GET url`: HTTP/1.1 over TCP, or over rustls with `tls` for https. Redirects are not
+/// followed: a JWKS URL is configured exactly.
+async fn fetch(url: &Uri, tls: &Arc<rustls::ClientConfig>) -> Result<Vec<u8>> {
     let host = url.host().context("the URL has no host")?;
     let https = url.scheme_str() == Some("https");
     let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -437,19 +464,13 @@ async fn fetch(url: &Uri) -> Result<Vec<u8>> {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .context("cannot build the request")?;
     let body = if https {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS configuration")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
             .with_context(|| format!("{host} is not a valid TLS server name"))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
             .with_context(|| format!("TLS handshake with {host} failed"))?;
-        send(hyper_util::rt::TokioIo::new(tls), request).await
+        send(hyper_util::rt::TokioIo::new(stream), request).await
     } else {
         send(hyper_util::rt::TokioIo::new(tcp), request).await
     };
@@ -650,6 +671,72 @@ mod tests {
             vec!["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"]
         );
         assert_eq!(oauth.metadata_url(), "https://cordon.test/.well-known/oauth-protected-resource/mcp");
+    }
+
+    /// Serves `body` once over TLS on loopback with a fresh self-signed certificate for
+    /// 127.0.0.1; returns the port and the certificate (PEM).
+    async fn tls_jwks_server(body: String) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert_pem = key.cert.pem();
+        let certs = vec![key.cert.der().clone()];
+        let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, private)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (port, cert_pem)
+    }
+
+    #[tokio::test]
+    async fn an_https_jwks_behind_a_private_ca_is_trusted_only_through_jwks_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519("tls-key");
+        let (port, cert_pem) = tls_jwks_server(json!({"keys": [key.jwk.clone()]}).to_string()).await;
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, cert_pem).unwrap();
+        let config = |extra: &str| -> OAuthConfig {
+            toml::from_str(&format!(
+                "issuer = \"{ISSUER}\"\nresource = \"{RESOURCE}\"\njwks_url = \"https://127.0.0.1:{port}/jwks.json\"\n{extra}\n\
+                 [scopes]\nadmin = [\"*\"]\n"
+            ))
+            .unwrap()
+        };
+        let token = sign(&key, &claims("admin"));
+        let trusted = OAuth::new(&config(&format!("jwks_ca_file = {ca:?}"))).unwrap();
+        let verified = trusted.verify(&token, SystemTime::now()).await.unwrap();
+        assert_eq!(verified.principal, "agent-7");
+        // Without the CA the certificate is not trusted: no keys, so the key id is unknown.
+        let untrusted = OAuth::new(&config("")).unwrap();
+        assert!(matches!(untrusted.verify(&token, SystemTime::now()).await, Err(Refusal::UnknownKey(_))));
+        // A CA file that holds no certificate refuses the config.
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(OAuth::new(&config(&format!("jwks_ca_file = {empty:?}"))).is_err());
     }
 
     #[test]
