@@ -30,7 +30,8 @@ collect() {
             echo "collect-plugins: $wasm is missing; build $workspace/Cargo.toml first" >&2
             exit 1
         fi
-        cp -f "$wasm" "$dest/"
+        # Served under the package's own name: rust-weather.wasm → plugin `rust-weather`.
+        cp -f "$wasm" "$dest/$name.wasm"
         count=$((count + 1))
     done
     echo "collect-plugins: $count component(s) in ${dest#"$root"/}"

@@ -5,17 +5,31 @@
 //! component in process with `wit-component` and the preview-1 reactor adapter published for
 //! wasmtime 48 (`wasi-preview1-component-adapter-provider`), so an author needs no extra tool.
 //! A module built with `wit-bindgen` bindings carries its world in a `component-type` custom
-//! section; a module without one is taken to implement `cordon:plugin` (the host embeds that
-//! world), so a hand-written module only has to export the canonical-ABI functions
-//! (`cordon:plugin/tools@0.1.0#describe`, `…#call`, `cabi_realloc`).
+//! section; a module without one is taken to implement `cordon:plugin` plus outbound HTTP (the
+//! host embeds the world `cordon:guest/plugin-http` of `plugins/wit`), so a hand-written module
+//! only has to export the canonical-ABI functions (`cordon:plugin/tools@0.1.0#describe`, `…#call`,
+//! `cabi_realloc`) and may import `wasi:http@0.2.12` functions by their component names (the C
+//! helper `plugins/c-sdk` does). The component imports only what the module actually imports.
 
 use anyhow::{bail, Context, Result};
 use wasi_preview1_component_adapter_provider::{
     WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
 };
 
-/// The plugin contract, for modules that do not embed a world of their own.
-const PLUGIN_WIT: &str = include_str!("../../wit/plugin.wit");
+/// The world embedded in modules that do not carry one, and the packages it depends on, in
+/// dependency order: the plugin contract plus `wasi:http/outgoing-handler` (WASI 0.2.12, the
+/// version wasmtime 48 implements).
+const GUEST_WIT: [(&str, &str); 9] = [
+    ("io.wit", include_str!("../../plugins/wit/deps/io.wit")),
+    ("clocks.wit", include_str!("../../plugins/wit/deps/clocks.wit")),
+    ("random.wit", include_str!("../../plugins/wit/deps/random.wit")),
+    ("filesystem.wit", include_str!("../../plugins/wit/deps/filesystem.wit")),
+    ("sockets.wit", include_str!("../../plugins/wit/deps/sockets.wit")),
+    ("cli.wit", include_str!("../../plugins/wit/deps/cli.wit")),
+    ("http.wit", include_str!("../../plugins/wit/deps/http.wit")),
+    ("plugin.wit", include_str!("../../wit/plugin.wit")),
+    ("world.wit", include_str!("../../plugins/wit/world.wit")),
+];
 
 /// What a `.wasm` file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +56,12 @@ pub fn wrap(core: &[u8]) -> Result<Vec<u8>> {
     let mut module = core.to_vec();
     if !has_component_type(core)? {
         let mut resolve = wit_parser::Resolve::default();
-        let package = resolve.push_str("plugin.wit", PLUGIN_WIT).context("the built-in cordon:plugin WIT")?;
-        let world = resolve.select_world(&[package], Some("plugin")).context("the cordon:plugin world")?;
+        let mut package = None;
+        for (name, wit) in GUEST_WIT {
+            package = Some(resolve.push_str(name, wit).with_context(|| format!("the built-in WIT {name}"))?);
+        }
+        let package = package.context("the built-in WIT")?;
+        let world = resolve.select_world(&[package], Some("plugin-http")).context("the plugin-http world")?;
         wit_component::embed_component_metadata(
             &mut module,
             &resolve,
@@ -51,7 +69,7 @@ pub fn wrap(core: &[u8]) -> Result<Vec<u8>> {
             wit_component::StringEncoding::UTF8,
             false,
         )
-        .context("cannot embed the cordon:plugin world")?;
+        .context("cannot embed the plugin world")?;
     }
     // A command (with `_start`) needs the command adapter; plugins are normally reactors.
     let adapter = if exports_start(core)? {

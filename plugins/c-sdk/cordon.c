@@ -420,3 +420,215 @@ void cordon_progress(double done, double total, const char *message) {
     cordon_host_progress(done, total >= 0 && !isnan(total), total < 0 || isnan(total) ? 0 : total,
                          message != NULL, message ? message : "", message ? strlen(message) : 0);
 }
+
+/* --- outbound HTTP through wasi:http@0.2.12 ------------------------------------------------
+ * The host links `wasi:http/outgoing-handler` for every plugin and decides each request against
+ * the operator's grants (a refused request fails here with HTTP-request-denied, and the call
+ * then fails with `egress_denied`). wasi-libc is preview-1 only, so these are the component
+ * imports lowered by hand. When the host wraps this core module it embeds a world that names
+ * wasi:http; the component imports only what the module uses.
+ *
+ * Layouts used below (wasm32):
+ *   result<own<T>> / result<own<T>, ()>      tag:u8@0 handle@4                          (8)
+ *   result<_, header-error>                  tag:u8@0 error:u8@1                         (2)
+ *   result<_, stream-error>                  tag:u8@0 stream-error tag:u8@4 handle@8     (12)
+ *   result<list<u8>, stream-error>           tag:u8@0 ptr@4 len@8 | stream-error@4       (12)
+ *   error-code                               tag:u8@0 payload@8  (align 8: option<u64>)
+ *   result<own<T>, error-code>               tag:u8@0 handle@8 | error-code@8
+ *   result<_, error-code>                    tag:u8@0 error-code@8
+ *   option<result<result<own<T>, error-code>, ()>>
+ *                                            tag@0, result tag@8, inner tag@16,
+ *                                            handle@24 | error-code@24
+ * Return areas are given 64 bytes, aligned 8: more than any of these. */
+
+#define HTTP_TYPES(name) __attribute__((import_module("wasi:http/types@0.2.12"), import_name(name)))
+#define HTTP_HANDLER(name) __attribute__((import_module("wasi:http/outgoing-handler@0.2.12"), import_name(name)))
+#define IO_STREAMS(name) __attribute__((import_module("wasi:io/streams@0.2.12"), import_name(name)))
+#define IO_POLL(name) __attribute__((import_module("wasi:io/poll@0.2.12"), import_name(name)))
+
+HTTP_TYPES("[constructor]fields") extern int32_t wasi_fields_new(void);
+HTTP_TYPES("[method]fields.append")
+extern void wasi_fields_append(int32_t fields, const char *name, size_t name_len, const char *value,
+                               size_t value_len, void *ret);
+HTTP_TYPES("[constructor]outgoing-request") extern int32_t wasi_outgoing_request_new(int32_t headers);
+HTTP_TYPES("[method]outgoing-request.set-method")
+extern int32_t wasi_request_set_method(int32_t request, int32_t tag, const char *other, size_t other_len);
+HTTP_TYPES("[method]outgoing-request.set-scheme")
+extern int32_t wasi_request_set_scheme(int32_t request, int32_t is_some, int32_t tag, const char *other,
+                                       size_t other_len);
+HTTP_TYPES("[method]outgoing-request.set-authority")
+extern int32_t wasi_request_set_authority(int32_t request, int32_t is_some, const char *ptr, size_t len);
+HTTP_TYPES("[method]outgoing-request.set-path-with-query")
+extern int32_t wasi_request_set_path_with_query(int32_t request, int32_t is_some, const char *ptr, size_t len);
+HTTP_TYPES("[method]outgoing-request.body") extern void wasi_request_body(int32_t request, void *ret);
+HTTP_TYPES("[method]outgoing-body.write") extern void wasi_outgoing_body_write(int32_t body, void *ret);
+HTTP_TYPES("[static]outgoing-body.finish")
+extern void wasi_outgoing_body_finish(int32_t body, int32_t has_trailers, int32_t trailers, void *ret);
+HTTP_TYPES("[method]future-incoming-response.subscribe") extern int32_t wasi_future_response_subscribe(int32_t future);
+HTTP_TYPES("[method]future-incoming-response.get") extern void wasi_future_response_get(int32_t future, void *ret);
+HTTP_TYPES("[method]incoming-response.status") extern int32_t wasi_response_status(int32_t response);
+HTTP_TYPES("[method]incoming-response.consume") extern void wasi_response_consume(int32_t response, void *ret);
+HTTP_TYPES("[method]incoming-body.stream") extern void wasi_incoming_body_stream(int32_t body, void *ret);
+HTTP_HANDLER("handle")
+extern void wasi_outgoing_handle(int32_t request, int32_t has_options, int32_t options, void *ret);
+IO_STREAMS("[method]output-stream.blocking-write-and-flush")
+extern void wasi_output_write(int32_t stream, const uint8_t *ptr, size_t len, void *ret);
+IO_STREAMS("[method]input-stream.blocking-read")
+extern void wasi_input_read(int32_t stream, uint64_t len, void *ret);
+IO_STREAMS("[resource-drop]output-stream") extern void wasi_output_stream_drop(int32_t stream);
+IO_POLL("[method]pollable.block") extern void wasi_pollable_block(int32_t pollable);
+IO_POLL("[resource-drop]pollable") extern void wasi_pollable_drop(int32_t pollable);
+
+/* wasi:http/types error-code, by case index. */
+static const char *const ERROR_CODES[] = {
+    "DNS-timeout", "DNS-error", "destination-not-found", "destination-unavailable",
+    "destination-IP-prohibited", "destination-IP-unroutable", "connection-refused",
+    "connection-terminated", "connection-timeout", "connection-read-timeout", "connection-write-timeout",
+    "connection-limit-reached", "TLS-protocol-error", "TLS-certificate-error", "TLS-alert-received",
+    "HTTP-request-denied", "HTTP-request-length-required", "HTTP-request-body-size",
+    "HTTP-request-method-invalid", "HTTP-request-URI-invalid", "HTTP-request-URI-too-long",
+    "HTTP-request-header-section-size", "HTTP-request-header-size", "HTTP-request-trailer-section-size",
+    "HTTP-request-trailer-size", "HTTP-response-incomplete", "HTTP-response-header-section-size",
+    "HTTP-response-header-size", "HTTP-response-body-size", "HTTP-response-trailer-section-size",
+    "HTTP-response-trailer-size", "HTTP-response-transfer-coding", "HTTP-response-content-coding",
+    "HTTP-response-timeout", "HTTP-upgrade-failed", "HTTP-protocol-error", "loop-detected",
+    "configuration-error", "internal-error",
+};
+
+static const char *error_code_name(const uint8_t *error_code) {
+    uint8_t tag = error_code[0];
+    return tag < sizeof ERROR_CODES / sizeof ERROR_CODES[0] ? ERROR_CODES[tag] : "internal-error";
+}
+
+static bool http_fail(cordon_http_response *out, const char *why) {
+    out->status = 0;
+    out->error = why;
+    return false;
+}
+
+/* wasi:http/types `method`, by case index; anything else is `other(string)`. */
+static int32_t method_tag(const char *method) {
+    static const char *const METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+    for (int32_t i = 0; i < (int32_t)(sizeof METHODS / sizeof METHODS[0]); i++)
+        if (strcmp(method, METHODS[i]) == 0) return i;
+    return 9;
+}
+
+bool cordon_http_request(const char *method, const char *url, const char *const *headers, const char *body,
+                         size_t body_len, cordon_http_response *out) {
+    static _Alignas(8) uint8_t ret[64];
+    memset(out, 0, sizeof *out);
+
+    /* scheme://authority/path?query */
+    int32_t scheme;
+    const char *rest;
+    if (strncmp(url, "http://", 7) == 0) {
+        scheme = 0;
+        rest = url + 7;
+    } else if (strncmp(url, "https://", 8) == 0) {
+        scheme = 1;
+        rest = url + 8;
+    } else {
+        return http_fail(out, "HTTP-request-URI-invalid");
+    }
+    size_t authority_len = strcspn(rest, "/?#");
+    if (authority_len == 0) return http_fail(out, "HTTP-request-URI-invalid");
+    const char *path = rest + authority_len;
+    size_t path_len = strcspn(path, "#");
+    if (path_len == 0) {
+        path = "/";
+        path_len = 1;
+    }
+
+    int32_t fields = wasi_fields_new();
+    for (const char *const *h = headers; h && h[0] && h[1]; h += 2) {
+        wasi_fields_append(fields, h[0], strlen(h[0]), h[1], strlen(h[1]), ret);
+        if (ret[0] != 0) return http_fail(out, "invalid-header");
+    }
+    int32_t request = wasi_outgoing_request_new(fields);
+    int32_t tag = method_tag(method);
+    if (wasi_request_set_method(request, tag, method, tag == 9 ? strlen(method) : 0) != 0 ||
+        wasi_request_set_scheme(request, 1, scheme, NULL, 0) != 0 ||
+        wasi_request_set_authority(request, 1, rest, authority_len) != 0 ||
+        wasi_request_set_path_with_query(request, 1, path, path_len) != 0)
+        return http_fail(out, "HTTP-request-URI-invalid");
+
+    /* The body is taken before the request is handed over, written after. */
+    int32_t outgoing_body = -1;
+    if (body) {
+        wasi_request_body(request, ret);
+        if (ret[0] != 0) return http_fail(out, "internal-error");
+        memcpy(&outgoing_body, ret + 4, 4);
+    }
+
+    wasi_outgoing_handle(request, 0, 0, ret);
+    if (ret[0] != 0) return http_fail(out, error_code_name(ret + 8));
+    int32_t future;
+    memcpy(&future, ret + 8, 4);
+
+    if (body) {
+        wasi_outgoing_body_write(outgoing_body, ret);
+        if (ret[0] != 0) return http_fail(out, "internal-error");
+        int32_t stream;
+        memcpy(&stream, ret + 4, 4);
+        /* blocking-write-and-flush takes at most 4096 bytes at a time. */
+        for (size_t at = 0; at < body_len;) {
+            size_t n = body_len - at < 4096 ? body_len - at : 4096;
+            wasi_output_write(stream, (const uint8_t *)body + at, n, ret);
+            if (ret[0] != 0) return http_fail(out, "connection-terminated");
+            at += n;
+        }
+        /* The stream is a child of the body: it goes before the body is finished. */
+        wasi_output_stream_drop(stream);
+        wasi_outgoing_body_finish(outgoing_body, 0, 0, ret);
+        if (ret[0] != 0) return http_fail(out, error_code_name(ret + 8));
+    }
+
+    int32_t pollable = wasi_future_response_subscribe(future);
+    wasi_pollable_block(pollable);
+    wasi_pollable_drop(pollable);
+    wasi_future_response_get(future, ret);
+    if (ret[0] == 0 || ret[8] != 0) return http_fail(out, "internal-error");
+    if (ret[16] != 0) return http_fail(out, error_code_name(ret + 24));
+    int32_t response;
+    memcpy(&response, ret + 24, 4);
+    out->status = wasi_response_status(response) & 0xffff;
+
+    wasi_response_consume(response, ret);
+    if (ret[0] != 0) return http_fail(out, "internal-error");
+    int32_t incoming_body;
+    memcpy(&incoming_body, ret + 4, 4);
+    wasi_incoming_body_stream(incoming_body, ret);
+    if (ret[0] != 0) return http_fail(out, "internal-error");
+    int32_t input;
+    memcpy(&input, ret + 4, 4);
+
+    cordon_buf received = {0};
+    reserve(&received, 0);
+    received.data[0] = 0;
+    for (;;) {
+        wasi_input_read(input, 65536, ret);
+        if (ret[0] != 0) {
+            if (ret[4] == 1) break; /* closed: the whole body has arrived */
+            out->body = received.data;
+            out->body_len = received.len;
+            return http_fail(out, "HTTP-response-incomplete");
+        }
+        uint32_t ptr, len;
+        memcpy(&ptr, ret + 4, 4);
+        memcpy(&len, ret + 8, 4);
+        reserve(&received, len);
+        memcpy(received.data + received.len, (const void *)(uintptr_t)ptr, len);
+        received.len += len;
+        received.data[received.len] = 0;
+        if (len) free((void *)(uintptr_t)ptr); /* the host allocated it with cabi_realloc */
+    }
+    out->body = received.data;
+    out->body_len = received.len;
+    return true;
+}
+
+bool cordon_http_get(const char *url, const char *accept, cordon_http_response *out) {
+    const char *headers[] = {"accept", accept, NULL, NULL};
+    return cordon_http_request("GET", url, accept ? headers : NULL, NULL, 0, out);
+}

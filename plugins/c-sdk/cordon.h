@@ -113,6 +113,27 @@ char *cordon_config(const char *key);
 /* Progress: `done` out of `total` (pass a negative total when unknown); message may be NULL. */
 void cordon_progress(double done, double total, const char *message);
 
+/* --- outbound HTTP (wasi:http, through the host's grants) -------------------------------- */
+
+/* What came back. `error` is NULL when a response arrived (whatever its status); otherwise it
+ * names why not, as a wasi:http error-code such as "HTTP-request-denied" (no grant covers the
+ * URL: the call then fails with `egress_denied` whatever the plugin answers) or
+ * "connection-refused". */
+typedef struct {
+    int status;
+    char *body; /* NUL-terminated (the body may itself hold NULs: use body_len) */
+    size_t body_len;
+    const char *error;
+} cordon_http_response;
+
+/* Sends a request and reads the whole response. `headers` is NULL or a NULL-terminated list of
+ * name, value pairs: {"accept", "application/json", NULL}. `body` is NULL for none. Returns true
+ * when a response arrived. Credentials the operator configured are attached by the host. */
+bool cordon_http_request(const char *method, const char *url, const char *const *headers, const char *body,
+                         size_t body_len, cordon_http_response *out);
+/* A GET with an optional `accept` header. */
+bool cordon_http_get(const char *url, const char *accept, cordon_http_response *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -52,3 +52,20 @@ pub extern fn cordon_buf_str(buf: *const Buf) [*:0]const u8;
 pub extern fn cordon_log(level: LogLevel, fmt: [*:0]const u8, ...) void;
 pub extern fn cordon_config(key: [*:0]const u8) ?[*:0]u8;
 pub extern fn cordon_progress(done: f64, total: f64, message: ?[*:0]const u8) void;
+
+/// What came back from an outbound request (see cordon.h): `err` is null when a response
+/// arrived, else a wasi:http error-code name such as "HTTP-request-denied".
+pub const HttpResponse = extern struct {
+    status: c_int = 0,
+    body: ?[*:0]u8 = null,
+    body_len: usize = 0,
+    err: ?[*:0]const u8 = null,
+
+    pub fn bodySlice(self: HttpResponse) []const u8 {
+        return if (self.body) |b| b[0..self.body_len] else &.{};
+    }
+};
+
+pub extern fn cordon_http_request(method: [*:0]const u8, url: [*:0]const u8, headers: ?[*]const ?[*:0]const u8, body: ?[*]const u8, body_len: usize, out: *HttpResponse) bool;
+pub extern fn cordon_http_get(url: [*:0]const u8, accept: ?[*:0]const u8, out: *HttpResponse) bool;
+pub extern fn cordon_errorf(res: *Result, kind: [*:0]const u8, retryable: bool, fmt: [*:0]const u8, ...) void;

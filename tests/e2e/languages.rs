@@ -1,9 +1,12 @@
-//! Plugins written in Python and JavaScript, end to end: the examples `python-weather` (built with
-//! componentize-py) and `js-weather` (componentize-js) load into the real `cordon`, list their
-//! tools with the schemas their helpers derive, answer a call, report a typed error, and make an
+//! The same plugin in five languages, end to end: `rust-weather` (the Rust SDK),
+//! `python-weather` (componentize-py), `js-weather` (componentize-js), `c-weather` (C on the
+//! C helper, a preview-1 core module the host wraps) and `zig-weather` (Zig on the same helper)
+//! implement the same two tools. One scenario runs against each in the real `cordon`: they list
+//! the same schemas and annotations, answer a call, report the same typed error, and make an
 //! outbound HTTP GET through a grant to a local upstream, which is refused when not granted.
+//! Passing it for all five is what "behaves identically under Cordon" means here.
 //!
-//! `make plugins` builds both into `plugins/dist/`. The Python component is large and slow to
+//! `make plugins` builds them all into `plugins/dist/`. The Python component is large and slow to
 //! compile, so each language gets one data directory (its compile cache) for all its servers.
 
 mod common;
@@ -169,4 +172,19 @@ async fn a_python_plugin_calls_errs_and_reaches_out_only_where_granted() {
 #[tokio::test]
 async fn a_javascript_plugin_calls_errs_and_reaches_out_only_where_granted() {
     exercise("js-weather").await;
+}
+
+#[tokio::test]
+async fn a_rust_plugin_calls_errs_and_reaches_out_only_where_granted() {
+    exercise("rust-weather").await;
+}
+
+#[tokio::test]
+async fn a_c_plugin_calls_errs_and_reaches_out_only_where_granted() {
+    exercise("c-weather").await;
+}
+
+#[tokio::test]
+async fn a_zig_plugin_calls_errs_and_reaches_out_only_where_granted() {
+    exercise("zig-weather").await;
 }

@@ -1,7 +1,7 @@
 //! Plugins written in C and Zig, end to end: the examples `c-units` (clang + wasi-libc) and
 //! `zig-text` (zig), both on the C helper `plugins/c-sdk`, are WASI preview-1 *core modules*.
 //! Dropped into the plugins folder, each is wrapped into a component at load, lists its tools,
-//! answers a call and reports its own typed `call-error`.
+//! answers a call, reports its own typed `call-error`, and (Zig) reports progress to the client.
 //!
 //! `make plugins` builds both into `plugins/dist/`.
 
@@ -92,4 +92,38 @@ async fn a_zig_plugin_counts_and_reports_a_typed_error() {
     let out = call(&client, "text_repeat", json!({"text": "abcd", "times": 20000})).await;
     let error = out.expect_error("too_large", false);
     assert!(error["message"].as_str().unwrap().contains("80000 bytes"), "{error}");
+}
+
+/// A Zig plugin's `cordon_progress` calls reach the client as `notifications/progress` with the
+/// request's token, in order, before the result (stateless HTTP: one SSE response per request).
+#[tokio::test]
+async fn a_zig_plugin_reports_progress_to_the_client() {
+    let env = Env::new().plugin(&core_example("zig-text"), "text.wasm");
+    let server = env.spawn_http(&["--stateless"]).await;
+    let mut request = call_request(3, "text_repeat", json!({"text": "ab", "times": 3000}));
+    request["params"]["_meta"] = json!({"progressToken": "zig-1"});
+    let response = post(&server.url, &request.to_string(), &[]).await;
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let body = response.text().await.unwrap();
+    let sent: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {d}")))
+        .collect();
+    let (result, notes) = sent.split_last().expect("a response");
+    assert_eq!(result["id"], 3, "the result comes last: {sent:#?}");
+    assert_eq!(result["result"]["isError"], false, "{result}");
+    // The plugin reports every 1024 repetitions.
+    let progress: Vec<(f64, f64)> = notes
+        .iter()
+        .map(|n| {
+            assert_eq!(n["method"], "notifications/progress", "{n}");
+            assert_eq!(n["params"]["progressToken"], "zig-1", "{n}");
+            (n["params"]["progress"].as_f64().unwrap(), n["params"]["total"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(progress, [(1024.0, 3000.0), (2048.0, 3000.0)]);
 }
