@@ -43,7 +43,7 @@ C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugin
 ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
 WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
 
-.PHONY: run test plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean
+.PHONY: run test conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -142,6 +142,18 @@ test: plugins build $(PYVENV)/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON) plugins/python-sdk/test_cordon.py
 	$(CARGO) test --workspace
 	$(PYVENV)/bin/python tests/python/official_client.py target/debug/cordon plugins/dist
+	@$(MAKE) --no-print-directory conformance
+
+# The official MCP conformance suite (npm @modelcontextprotocol/conformance, on Node 22 from npm)
+# against Cordon serving the fixture plugin tests/conformance; fails on any failed check.
+# `make conformance CONFORMANCE_2026=1` also runs the 2026-07-28 revision (reported, not required).
+conformance: conformance-plugins build
+	scripts/conformance.sh
+
+conformance-plugins: toolchain
+	$(CARGO) build --release --target $(GUEST_TARGET) --target-dir $(GUEST_DIR) --manifest-path tests/conformance/Cargo.toml
+	@mkdir -p tests/conformance/dist
+	cp -f $(GUEST_DIR)/$(GUEST_TARGET)/release/everything.wasm tests/conformance/dist/
 
 # The official Python MCP client, for the interoperability test.
 $(PYVENV)/.installed: tests/python/requirements.txt
@@ -158,4 +170,4 @@ fmt:
 
 clean:
 	$(CARGO) clean
-	rm -rf plugins/dist tests/plugins/dist
+	rm -rf plugins/dist tests/plugins/dist tests/conformance/dist

@@ -45,7 +45,7 @@ pub struct Cordon {
     /// One reload at a time (file events and SIGHUP may coincide).
     reloading: tokio::sync::Mutex<()>,
     /// Connected MCP sessions, told when the tool list changes.
-    sessions: Mutex<Vec<Peer<RoleServer>>>,
+    sessions: Mutex<Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)>>,
 }
 
 /// What SIGHUP replaces as one unit.
@@ -155,26 +155,53 @@ impl Cordon {
             tools_changed: catalog.lists_differ(&old),
             refused: catalog.failures.iter().map(|f| format!("{}: {}", f.file, f.reason)).collect(),
         };
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        let catalog = Arc::new(catalog);
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog.clone();
         if report.tools_changed {
             self.notify_tools_changed().await;
         }
+        self.notify_resources_updated(&old, &catalog).await;
         Ok(report)
     }
 
-    /// Remembers a connected session, to tell it when the tool list changes.
-    pub fn add_session(&self, peer: Peer<RoleServer>) {
+    /// Remembers a connected session, to tell it when the tool list or a resource it subscribed
+    /// to changes.
+    pub fn add_session(&self, peer: Peer<RoleServer>, subscriptions: crate::mcp::Subscriptions) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|p| !p.is_transport_closed());
-        sessions.push(peer);
+        sessions.retain(|(p, _)| !p.is_transport_closed());
+        sessions.push((peer, subscriptions));
+    }
+
+    fn live_sessions(&self) -> Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|(p, _)| !p.is_transport_closed());
+        sessions.clone()
+    }
+
+    /// Tells each session about the subscribed resources whose plugin was replaced or removed.
+    async fn notify_resources_updated(&self, old: &Catalog, new: &Catalog) {
+        for (peer, subscriptions) in self.live_sessions() {
+            let uris: Vec<String> = subscriptions.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            for uri in uris {
+                let before = registry::offers::resolve(old, &uri).map(|(p, _)| p);
+                let after = registry::offers::resolve(new, &uri).map(|(p, _)| p);
+                let same = match (before, after) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+                if same {
+                    continue;
+                }
+                let param = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+                if let Err(e) = peer.notify_resource_updated(param).await {
+                    tracing::debug!(error = %e, "cannot send resources/updated");
+                }
+            }
+        }
     }
 
     async fn notify_tools_changed(&self) {
-        let sessions: Vec<Peer<RoleServer>> = {
-            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.retain(|p| !p.is_transport_closed());
-            sessions.clone()
-        };
+        let sessions: Vec<Peer<RoleServer>> = self.live_sessions().into_iter().map(|(p, _)| p).collect();
         tracing::info!(sessions = sessions.len(), "tool list changed; notifying connected clients");
         for peer in sessions {
             // A session that went away meanwhile is not an error worth more than a debug line.

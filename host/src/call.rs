@@ -68,6 +68,8 @@ pub struct ToolSuccess {
     pub text: Option<String>,
     /// Structured content, checked against the output schema when one is declared.
     pub structured: Option<Value>,
+    /// Content blocks the guest attached (`host.attach`), as MCP JSON ([`crate::content`]).
+    pub attached: Vec<Value>,
 }
 
 /// A call the protocol layer must refuse (a JSON-RPC error, not a tool result).
@@ -367,7 +369,7 @@ impl Cordon {
         let reply = run.reply.and_then(|reply| match reply {
             GuestReply::Output(Ok(output)) => Ok(output),
             GuestReply::Output(Err(e)) => Err(ToolError::from_guest(e.kind, e.message, e.retryable)),
-            GuestReply::Tools(_) => Err(ToolError::new(ErrorType::Internal, "unexpected guest reply")),
+            _ => Err(ToolError::new(ErrorType::Internal, "unexpected guest reply")),
         });
         let output = reply.map_err(|error| {
             // A cancelled call stays `cancelled`: the refusal did not end it, the client did.
@@ -378,7 +380,15 @@ impl Cordon {
         })?;
 
         // 8. result
-        let size = output.text.as_ref().map_or(0, String::len) + output.json.as_ref().map_or(0, String::len);
+        let Some(attached) = run.attached else {
+            return Err(ToolError::new(
+                ErrorType::OutputTooLarge,
+                format!("the plugin attached more than the {} bytes this tool may return", limits.max_output_bytes),
+            ));
+        };
+        let attached_size = attached.iter().map(crate::sandbox::content_size).sum::<usize>();
+        let size =
+            output.text.as_ref().map_or(0, String::len) + output.json.as_ref().map_or(0, String::len) + attached_size;
         if size > limits.max_output_bytes {
             return Err(ToolError::new(
                 ErrorType::OutputTooLarge,
@@ -407,7 +417,8 @@ impl Cordon {
                 ));
             }
         }
-        Ok(ToolSuccess { text: output.text, structured })
+        let attached = attached.iter().map(crate::content::block).collect();
+        Ok(ToolSuccess { text: output.text, structured, attached })
     }
 }
 

@@ -15,18 +15,32 @@
 //!   the session (stdio: the connection; HTTP: the `Mcp-Session-Id`); until a client sets one it
 //!   gets no log messages. Stateless HTTP has no session to remember a level in.
 //!
+//! - **sampling and elicitation**: a guest's `sample` and `elicit` become server-to-client
+//!   requests sent on the call's stream, when the session's client declared the capability;
+//!   the answer goes back to the guest (see [`crate::notify`] for the refusals and the timeout).
+//!
 //! Events are forwarded from the handler's own task, and all of a call's events before its reply.
+//!
+//! Resources and prompts that plugins export are served through `resources/*` and `prompts/*`
+//! ([`crate::offers`]). `resources/subscribe` is accepted for any URI the caller can read and
+//! remembered for the session; Cordon sends `notifications/resources/updated` for a subscribed
+//! URI when the plugin serving it is reloaded (guests keep no state between calls, so a reload
+//! is the only way their resources change).
 
 use crate::app::Cordon;
 use crate::auth::Caller;
 use crate::call::{CallRequest, ProtocolError, ToolSuccess};
 use crate::error::ToolError;
 use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
-use crate::notify::{CallEvent, CallLink, EventSink};
+use crate::notify::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
+use crate::offers::OfferError;
 use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientResult, ContentBlock, CustomRequest,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ServerCapabilities, ServerConfig, ServerRequest, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -46,17 +60,32 @@ pub struct McpService {
     /// The session's `logging/setLevel` as a [`LogRank`]; [`LogRank::OFF`] until the client sets
     /// one. Shared by the clones rmcp makes of one session's service, never across sessions.
     log_level: Arc<AtomicU8>,
+    /// The resource URIs the session subscribed to, shared like `log_level`.
+    subscriptions: Subscriptions,
 }
+
+/// A session's subscribed resource URIs.
+pub type Subscriptions = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
 
 impl McpService {
     /// A service whose calls all run as `caller` (stdio).
     pub fn for_caller(cordon: Arc<Cordon>, caller: Caller) -> Self {
-        Self { cordon, caller: Some(caller), log_level: Arc::new(AtomicU8::new(LogRank::OFF.0)) }
+        Self {
+            cordon,
+            caller: Some(caller),
+            log_level: Arc::new(AtomicU8::new(LogRank::OFF.0)),
+            subscriptions: Subscriptions::default(),
+        }
     }
 
     /// A service whose calls run as the principal the HTTP auth layer attached to each request.
     pub fn per_request(cordon: Arc<Cordon>) -> Self {
-        Self { cordon, caller: None, log_level: Arc::new(AtomicU8::new(LogRank::OFF.0)) }
+        Self {
+            cordon,
+            caller: None,
+            log_level: Arc::new(AtomicU8::new(LogRank::OFF.0)),
+            subscriptions: Subscriptions::default(),
+        }
     }
 
     fn log_level(&self) -> LogRank {
@@ -110,6 +139,11 @@ impl McpService {
             return;
         }
         let sent = match event {
+            CallEvent::Ask { ask, reply } => {
+                // The guest is waiting: the answer goes back whatever it is.
+                let _ = reply.send(ask_client(context, ask).await);
+                return;
+            }
             CallEvent::Progress { progress: done, total, message } => {
                 let Some(token) = progress else { return };
                 let mut param = ProgressNotificationParam::new(token.clone(), done);
@@ -196,8 +230,14 @@ async fn send_log(
 impl ServerHandler for McpService {
     #[allow(deprecated)] // `enable_logging`: see `LogRank`
     fn get_info(&self) -> ServerConfig {
-        let capabilities =
-            ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build();
+        let capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_prompts()
+            .enable_resources()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources_subscribe()
+            .build();
         let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("cordon", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
@@ -210,7 +250,7 @@ impl ServerHandler for McpService {
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         // Stateless HTTP has no session to notify; every other client hears of tool changes.
-        self.cordon.add_session(context.peer);
+        self.cordon.add_session(context.peer, self.subscriptions.clone());
     }
 
     async fn list_tools(
@@ -223,6 +263,118 @@ impl ServerHandler for McpService {
         let catalog = self.cordon.catalog();
         let visible = catalog.tools.iter().filter(|t| scope.allows(&t.name)).map(|t| t.descriptor.clone()).collect();
         Ok(ListToolsResult::with_all_items(visible))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let scope = self.caller(&context)?.scope;
+        let catalog = self.cordon.catalog();
+        let visible = catalog
+            .plugins
+            .iter()
+            .flat_map(|p| &p.offers.resources)
+            .filter(|r| scope.allows(&r.scope_name))
+            .map(|r| from_json(r.descriptor.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ListResourcesResult::with_all_items(visible))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let scope = self.caller(&context)?.scope;
+        let catalog = self.cordon.catalog();
+        let visible = catalog
+            .plugins
+            .iter()
+            .flat_map(|p| &p.offers.templates)
+            .filter(|t| scope.allows(&t.scope_name))
+            .map(|t| from_json(t.descriptor.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ListResourceTemplatesResult::with_all_items(visible))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let caller = self.caller(&context)?;
+        let link = CallLink { cancel: context.ct.clone(), events: None };
+        let contents = self.cordon.read_resource(&caller, &request.uri, link).await.map_err(offer_error)?;
+        let result: ReadResourceResult = from_json(serde_json::json!({"contents": contents}))?;
+        Ok(result.into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        let catalog = self.cordon.catalog();
+        match crate::registry::offers::resolve(&catalog, &request.uri) {
+            Some((_, scope_name)) if caller.scope.allows(scope_name) => {
+                self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).insert(request.uri);
+                Ok(())
+            }
+            _ => Err(offer_error(OfferError::NotFound(request.uri))),
+        }
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).remove(&request.uri);
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let scope = self.caller(&context)?.scope;
+        let catalog = self.cordon.catalog();
+        let visible = catalog
+            .plugins
+            .iter()
+            .flat_map(|p| &p.offers.prompts)
+            .filter(|p| scope.allows(&p.name))
+            .map(|p| from_json(p.descriptor.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ListPromptsResult::with_all_items(visible))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let caller = self.caller(&context)?;
+        let arguments = request
+            .arguments
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (name, value)
+            })
+            .collect();
+        let link = CallLink { cancel: context.ct.clone(), events: None };
+        let rendered = self.cordon.get_prompt(&caller, &request.name, arguments, link).await.map_err(offer_error)?;
+        let result: GetPromptResult = from_json(rendered)?;
+        Ok(result.into())
     }
 
     #[allow(deprecated)] // `SetLevelRequestParams`: see `LogRank`
@@ -246,8 +398,13 @@ impl ServerHandler for McpService {
         let progress =
             context.meta.get_progress_token().or_else(|| request.meta.as_ref().and_then(|m| m.get_progress_token()));
         let log = self.log_level() != LogRank::OFF;
-        let (events, receiver) = if progress.is_some() || log {
-            let (sink, receiver) = EventSink::channel(progress.is_some(), log);
+        // A client with a session can be asked what it declared (stateless HTTP has no peer info).
+        let asks = context.peer.peer_info().map_or_else(AskCapabilities::default, |info| AskCapabilities {
+            sample: info.capabilities.sampling.is_some(),
+            elicit: info.capabilities.elicitation.is_some(),
+        });
+        let (events, receiver) = if progress.is_some() || log || asks != AskCapabilities::default() {
+            let (sink, receiver) = EventSink::with_asks(progress.is_some(), log, asks);
             (Some(sink), Some(receiver))
         } else {
             (None, None)
@@ -276,6 +433,45 @@ impl ServerHandler for McpService {
     }
 }
 
+/// Sends a guest's ask to the client on the call's stream and returns the client's result as
+/// JSON. The params go as the guest wrote them (the client validates them); rmcp only adds
+/// `_meta`.
+async fn ask_client(context: &RequestContext<RoleServer>, ask: Ask) -> Result<Value, AskError> {
+    let method = ask.method();
+    let params = match ask {
+        Ask::Sample(params) | Ask::Elicit(params) => params,
+    };
+    let request = ServerRequest::CustomRequest(CustomRequest::new(method, Some(params)));
+    let answer = tokio::time::timeout(crate::notify::ASK_TIMEOUT, context.peer.send_request(request)).await;
+    match answer {
+        Err(_elapsed) => Err(AskError::Timeout(method, crate::notify::ASK_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(AskError::Client { method, message: e.to_string() }),
+        Ok(Ok(result)) => {
+            let value = match result {
+                ClientResult::CustomResult(custom) => custom.0,
+                other => serde_json::to_value(other).unwrap_or(Value::Null),
+            };
+            Ok(value)
+        }
+    }
+}
+
+/// The JSON-RPC error for a read or render that has no result.
+fn offer_error(error: OfferError) -> McpError {
+    match error {
+        OfferError::NotFound(what) => {
+            McpError::invalid_params(format!("not found: {what}"), Some(serde_json::json!({"uri": what})))
+        }
+        OfferError::MissingArgument(message) => McpError::invalid_params(message, None),
+        OfferError::Failed(error) => McpError::internal_error(error.message.clone(), Some(error.to_json())),
+    }
+}
+
+/// Parses MCP JSON the host built into the rmcp type it stands for.
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
+    serde_json::from_value(value).map_err(|e| McpError::internal_error(format!("cannot build the result: {e}"), None))
+}
+
 /// The key a client sent with the call: `_meta["cordon/idempotency-key"]` first, then the HTTP
 /// `Idempotency-Key` header.
 fn provided_key(request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Option<ProvidedKey> {
@@ -297,15 +493,23 @@ fn provided_key(request: &CallToolRequestParams, context: &RequestContext<RoleSe
         .map(|key| ProvidedKey { key: key.to_owned(), source: KeySource::Header })
 }
 
-/// The MCP result for a successful call: the tool's text, then its structured result as JSON
-/// text (for clients that ignore `structuredContent`); once only when the two are the same.
+/// The MCP result for a successful call: the tool's text, then the blocks it attached (images,
+/// audio, embedded resources), then its structured result as JSON text (for clients that ignore
+/// `structuredContent`); the text once only when it is the same as the JSON.
 pub fn success_result(success: ToolSuccess) -> CallToolResult {
     let json_text = success.structured.as_ref().map(Value::to_string);
-    let mut content = Vec::with_capacity(2);
+    let mut content = Vec::with_capacity(2 + success.attached.len());
     if let Some(text) =
         success.text.filter(|t| json_text.is_none() || serde_json::from_str::<Value>(t).ok() != success.structured)
     {
         content.push(ContentBlock::text(text));
+    }
+    for block in success.attached {
+        // Built by `crate::content`, so always MCP content; a block that were not is dropped.
+        match serde_json::from_value::<ContentBlock>(block) {
+            Ok(block) => content.push(block),
+            Err(e) => tracing::warn!(error = %e, "an attached content block is not MCP content; dropped"),
+        }
     }
     if let Some(json_text) = json_text {
         content.push(ContentBlock::text(json_text));
@@ -335,15 +539,25 @@ mod tests {
 
     #[test]
     fn structured_result_is_also_sent_as_text_once() {
-        let same =
-            success_result(ToolSuccess { text: Some(r#"{"sum":3}"#.into()), structured: Some(json!({"sum": 3})) });
+        let same = success_result(ToolSuccess {
+            text: Some(r#"{"sum":3}"#.into()),
+            structured: Some(json!({"sum": 3})),
+            attached: vec![],
+        });
         assert_eq!(texts(&same), vec![r#"{"sum":3}"#]);
         assert_eq!(same.structured_content, Some(json!({"sum": 3})));
 
-        let both = success_result(ToolSuccess { text: Some("hi".into()), structured: Some(json!({"text": "hi"})) });
+        let both = success_result(ToolSuccess {
+            text: Some("hi".into()),
+            structured: Some(json!({"text": "hi"})),
+            attached: vec![json!({"type": "image", "data": "AQID", "mimeType": "image/png"})],
+        });
         assert_eq!(texts(&both), vec!["hi".to_string(), r#"{"text":"hi"}"#.to_string()]);
+        // Attached blocks go between the text and the JSON.
+        assert_eq!(both.content.len(), 3);
+        assert_eq!(serde_json::to_value(&both.content[1]).unwrap()["type"], "image");
 
-        let plain = success_result(ToolSuccess { text: Some("ok".into()), structured: None });
+        let plain = success_result(ToolSuccess { text: Some("ok".into()), structured: None, attached: vec![] });
         assert_eq!(texts(&plain), vec!["ok"]);
         assert_eq!(plain.structured_content, None);
         assert_eq!(plain.is_error, Some(false));

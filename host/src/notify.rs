@@ -11,10 +11,19 @@
 //! [`MAX_PROGRESS_PER_CALL`] go out per call, and at most [`PROGRESS_PER_SECOND`] per second
 //! (a token bucket, so short bursts pass). The first report that reaches its `total` skips the
 //! per-second bucket, so a client sees the end even when the guest reported too fast.
+//!
+//! A guest may also *ask* the client something during a call (`sample`, `elicit`): the request
+//! travels as a [`CallEvent::Ask`] with a reply channel, the transport sends it to the client as
+//! a server-to-client request on the call's stream and passes the answer back. Unlike the
+//! notifications, an ask waits (the guest is blocked on it), for at most [`ASK_TIMEOUT`] and never
+//! past the call's own timeout. A transport that cannot reach the client with a request
+//! (stateless HTTP, `cordon call`), or a client that did not declare the capability, gets
+//! [`AskError::Unsupported`] at once.
 
 use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
-use std::time::Instant;
-use tokio::sync::mpsc;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Events one call may have waiting for its transport; more are dropped, not waited for.
@@ -25,6 +34,9 @@ pub const MAX_PROGRESS_PER_CALL: u32 = 1000;
 pub const PROGRESS_PER_SECOND: u32 = 10;
 /// Longest progress message forwarded, in bytes; longer ones are cut at a character boundary.
 pub const MAX_PROGRESS_MESSAGE: usize = 256;
+/// Longest wait for the client's answer to a guest's `sample` or `elicit`; the call's own timeout
+/// applies as well.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How one call is tied to the client that made it.
 #[derive(Clone, Default)]
@@ -36,7 +48,7 @@ pub struct CallLink {
 }
 
 /// Something a running guest reported.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum CallEvent {
     /// A progress report that passed the [`ProgressGate`].
     Progress {
@@ -54,6 +66,52 @@ pub enum CallEvent {
         /// The line.
         message: String,
     },
+    /// A request for the client; its answer goes back on `reply`.
+    Ask {
+        /// What is asked.
+        ask: Ask,
+        /// Where the client's answer (its result, as JSON) goes.
+        reply: oneshot::Sender<Result<Value, AskError>>,
+    },
+}
+
+/// A request a guest makes of the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ask {
+    /// `sampling/createMessage` with these params.
+    Sample(Value),
+    /// `elicitation/create` with these params.
+    Elicit(Value),
+}
+
+impl Ask {
+    /// The MCP method.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Ask::Sample(_) => "sampling/createMessage",
+            Ask::Elicit(_) => "elicitation/create",
+        }
+    }
+}
+
+/// Why an [`Ask`] got no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AskError {
+    /// The client cannot be asked: it did not declare the capability, or the transport has no
+    /// way to send it a request.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The client answered with an error, or the connection failed.
+    #[error("the client answered {method} with an error: {message}")]
+    Client {
+        /// The MCP method asked.
+        method: &'static str,
+        /// What the client said.
+        message: String,
+    },
+    /// No answer within [`ASK_TIMEOUT`].
+    #[error("the client did not answer {0} within {1} s")]
+    Timeout(&'static str, u64),
 }
 
 /// The sending half of a call's events, and what the client listens for.
@@ -62,14 +120,51 @@ pub struct EventSink {
     tx: mpsc::Sender<CallEvent>,
     progress: bool,
     log: bool,
+    asks: AskCapabilities,
+}
+
+/// What the client can be asked during a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AskCapabilities {
+    /// It declared `sampling` and the transport can send it requests.
+    pub sample: bool,
+    /// It declared `elicitation` and the transport can send it requests.
+    pub elicit: bool,
 }
 
 impl EventSink {
     /// A sink and the receiver its transport drains. `progress`: the request carried a progress
     /// token; `log`: the session asked for log messages.
     pub fn channel(progress: bool, log: bool) -> (EventSink, mpsc::Receiver<CallEvent>) {
+        Self::with_asks(progress, log, AskCapabilities::default())
+    }
+
+    /// The same, for a client that can also be asked what `asks` says.
+    pub fn with_asks(progress: bool, log: bool, asks: AskCapabilities) -> (EventSink, mpsc::Receiver<CallEvent>) {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        (EventSink { tx, progress, log }, rx)
+        (EventSink { tx, progress, log, asks }, rx)
+    }
+
+    /// Asks the client and waits for its answer (see the module docs).
+    pub async fn ask(&self, ask: Ask) -> Result<Value, AskError> {
+        let method = ask.method();
+        let allowed = match ask {
+            Ask::Sample(_) => self.asks.sample,
+            Ask::Elicit(_) => self.asks.elicit,
+        };
+        if !allowed {
+            return Err(unsupported(method));
+        }
+        let (reply, answer) = oneshot::channel();
+        // Unlike a notification, an ask waits for room: the guest is blocked on it anyway.
+        if self.tx.send(CallEvent::Ask { ask, reply }).await.is_err() {
+            return Err(AskError::Client { method, message: "the client went away".into() });
+        }
+        match tokio::time::timeout(ASK_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_dropped)) => Err(AskError::Client { method, message: "the client went away".into() }),
+            Err(_elapsed) => Err(AskError::Timeout(method, ASK_TIMEOUT.as_secs())),
+        }
     }
 
     /// Whether progress reports are wanted.
@@ -88,6 +183,14 @@ impl EventSink {
             tracing::debug!("a call event was dropped: the client is not keeping up");
         }
     }
+}
+
+/// The refusal for a client that cannot be asked `method`.
+pub fn unsupported(method: &str) -> AskError {
+    AskError::Unsupported(format!(
+        "the client cannot be asked {method}: it did not declare the capability, or it is connected \
+         without a session (stateless HTTP, `cordon call`)"
+    ))
 }
 
 /// Decides which progress reports of one call go out (see the module docs).

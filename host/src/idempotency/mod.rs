@@ -400,13 +400,23 @@ pub fn canonical_json(value: &Value) -> String {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 enum Stored {
-    Ok { text: Option<String>, structured: Option<Value> },
-    Error { r#type: String, message: String, retryable: bool, violations: Vec<Violation> },
+    Ok {
+        text: Option<String>,
+        structured: Option<Value>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attached: Vec<Value>,
+    },
+    Error {
+        r#type: String,
+        message: String,
+        retryable: bool,
+        violations: Vec<Violation>,
+    },
 }
 
 fn encode(outcome: &Result<crate::call::ToolSuccess, ToolError>) -> String {
     let stored = match outcome {
-        Ok(s) => Stored::Ok { text: s.text.clone(), structured: s.structured.clone() },
+        Ok(s) => Stored::Ok { text: s.text.clone(), structured: s.structured.clone(), attached: s.attached.clone() },
         Err(e) => Stored::Error {
             r#type: e.kind.to_string(),
             message: e.message.clone(),
@@ -419,7 +429,9 @@ fn encode(outcome: &Result<crate::call::ToolSuccess, ToolError>) -> String {
 
 fn decode(stored: &str) -> Result<Result<crate::call::ToolSuccess, ToolError>, ToolError> {
     match serde_json::from_str::<Stored>(stored) {
-        Ok(Stored::Ok { text, structured }) => Ok(Ok(crate::call::ToolSuccess { text, structured })),
+        Ok(Stored::Ok { text, structured, attached }) => {
+            Ok(Ok(crate::call::ToolSuccess { text, structured, attached }))
+        }
         Ok(Stored::Error { r#type, message, retryable, violations }) => {
             Ok(Err(ToolError { kind: r#type.into(), message, retryable, violations }))
         }
@@ -510,8 +522,11 @@ mod tests {
 
     #[test]
     fn outcomes_round_trip_exactly() {
-        let ok =
-            Ok(crate::call::ToolSuccess { text: Some("t".into()), structured: Some(json!({"z": 1.5, "a": [1, 2]})) });
+        let ok = Ok(crate::call::ToolSuccess {
+            text: Some("t".into()),
+            structured: Some(json!({"z": 1.5, "a": [1, 2]})),
+            attached: vec![json!({"type": "image", "data": "AQID", "mimeType": "image/png"})],
+        });
         let text = encode(&ok);
         assert_eq!(decode(&text).unwrap(), ok);
         let err: Result<crate::call::ToolSuccess, ToolError> =

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod compat;
 pub mod lint;
 mod names;
+pub mod offers;
 
 use crate::call::Principal;
 use crate::config::{Config, Limits};
@@ -48,6 +49,8 @@ pub struct LoadedPlugin {
     /// Its idempotency settings.
     pub idempotency: crate::idempotency::IdempotencyConfig,
     pub(crate) prepared: Prepared,
+    /// Its resources, resource templates and prompts.
+    pub offers: offers::Offers,
     /// Instance slots: at most `limits.max_concurrency` calls run at once.
     pub(crate) slots: Semaphore,
 }
@@ -359,11 +362,15 @@ async fn load_plugin(
         upstream_key_base: None,
     };
     let run = sandbox.run(&prepared, &limits, label, nothing, CallLink::default(), Invocation::Describe).await;
-    let descriptors = match run.reply {
-        Ok(GuestReply::Tools(tools)) => tools,
-        Ok(GuestReply::Output(_)) => bail!("describe returned a call result"),
+    let description = match run.reply {
+        Ok(GuestReply::Described(description)) => description,
+        Ok(_) => bail!("describe returned something else"),
         Err(e) => bail!("describe failed: {}", e.message),
     };
+    let descriptors = description.tools;
+    let prefix = plugin_config.prefix.as_deref().unwrap_or(&name);
+    let offers =
+        offers::publish(&name, prefix, description.resources, description.templates, description.prompts, loaded)?;
     for local in plugin_config.tools.keys() {
         if !descriptors.iter().any(|d| &d.name == local) {
             tracing::warn!(plugin = %name, tool = %local, "[plugins.{name}.tools.{local}] names no tool of this plugin");
@@ -380,6 +387,7 @@ async fn load_plugin(
         grants,
         idempotency: plugin_config.idempotency.clone(),
         prepared,
+        offers,
     });
     let tools = publish_tools(&plugin, descriptors, &plugin_config, loaded)?;
     if config.lint.mode != lint::LintMode::Off {
@@ -408,8 +416,8 @@ fn publish_tools(
     plugin_config: &crate::config::PluginConfig,
     loaded: &Catalog,
 ) -> Result<Vec<Arc<ToolEntry>>> {
-    if descriptors.is_empty() {
-        bail!("the plugin describes no tools");
+    if descriptors.is_empty() && plugin.offers.is_empty() {
+        bail!("the plugin describes no tools, resources or prompts");
     }
     let prefix = plugin_config.prefix.as_deref().unwrap_or(&plugin.name);
     let mut tools: Vec<Arc<ToolEntry>> = Vec::with_capacity(descriptors.len());
@@ -462,7 +470,7 @@ fn publish_tools(
             key_argument,
         }));
     }
-    if tools.is_empty() {
+    if tools.is_empty() && plugin.offers.is_empty() {
         bail!("every tool of the plugin is disabled in [plugins.{}.tools]", plugin.name);
     }
     Ok(tools)

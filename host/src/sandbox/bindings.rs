@@ -1,13 +1,25 @@
-//! Host-side bindings for the `cordon:plugin` world, generated from `wit/`.
+//! Host-side bindings for the `cordon:plugin` worlds, generated from `wit/`.
+//!
+//! One set of bindings for `plugin-full` serves every plugin: a plugin must export `tools`, and
+//! may export `resources` and `prompts` (the sandbox looks each export up on its own, so a
+//! component built for the plain `plugin` world loads as before). `sample` and `elicit` wait
+//! for the MCP client, so they are async imports; the rest of the host interface answers at once.
 
 // Generated code: its items are documented by the WIT it comes from.
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "cordon:plugin/plugin",
+    world: "cordon:plugin/plugin-full",
+    imports: {
+        "cordon:plugin/host.sample": async,
+        "cordon:plugin/host.elicit": async,
+    },
     exports: { default: async },
 });
 
-pub use cordon::plugin::types::{Annotations, CallContext, CallError, ToolDescriptor, ToolOutput};
-pub use exports::cordon::plugin::tools::Guest as ToolsExport;
+pub use cordon::plugin::types::{
+    Annotations, CallContext, CallError, Content, Media, ResourceBody, ResourceContents, ToolDescriptor, ToolOutput,
+};
+pub use exports::cordon::plugin::prompts::{PromptDescriptor, PromptResult, Role};
+pub use exports::cordon::plugin::resources::{ResourceDescriptor, TemplateDescriptor};

@@ -16,17 +16,21 @@ pub mod bindings;
 pub mod plain;
 mod state;
 
-pub use state::CallGrants;
+pub use state::{content_size, CallGrants};
 
 use crate::config::{Limits, PoolConfig};
 use crate::error::{ErrorType, ToolError};
 use crate::notify::CallLink;
 use anyhow::{Context as _, Result};
-use bindings::{CallContext, Plugin, PluginPre, ToolDescriptor, ToolOutput};
+use bindings::exports::cordon::plugin::{prompts, resources, tools};
+use bindings::{
+    CallContext, Content, PluginFull, PromptDescriptor, PromptResult, ResourceContents, ResourceDescriptor,
+    TemplateDescriptor, ToolDescriptor, ToolOutput,
+};
 use state::CallState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline,
@@ -53,7 +57,7 @@ pub struct Prepared {
 #[derive(Clone)]
 enum PreparedKind {
     /// A `cordon:plugin` component: it describes its tools and receives JSON.
-    Plugin(PluginPre<CallState>),
+    Plugin(PluginExports),
     /// A plain component: its exported functions are the tools ([`plain`]).
     Plain(wasmtime::component::InstancePre<CallState>, Arc<Vec<plain::PlainTool>>),
 }
@@ -62,7 +66,7 @@ impl Prepared {
     /// The compiled component (for `cordon inspect`: its imports and exports).
     pub fn component(&self) -> &Component {
         match &self.kind {
-            PreparedKind::Plugin(pre) => pre.instance_pre().component(),
+            PreparedKind::Plugin(plugin) => plugin.pre.component(),
             PreparedKind::Plain(pre, _) => pre.component(),
         }
     }
@@ -73,10 +77,31 @@ impl Prepared {
     }
 }
 
+/// A `cordon:plugin` component's exports: `tools`, and `resources` and `prompts` when it has them.
+#[derive(Clone)]
+pub struct PluginExports {
+    pre: InstancePre<CallState>,
+    tools: tools::GuestIndices,
+    resources: Option<resources::GuestIndices>,
+    prompts: Option<prompts::GuestIndices>,
+}
+
 /// What a guest is asked to do in one instance.
 pub enum Invocation {
-    /// List the plugin's tools.
+    /// List the plugin's tools, resources, templates and prompts.
     Describe,
+    /// Read one resource.
+    ReadResource {
+        /// A URI the plugin listed, or one matching a template it listed.
+        uri: String,
+    },
+    /// Render one prompt.
+    GetPrompt {
+        /// The prompt's local name (without the plugin prefix).
+        name: String,
+        /// The client's arguments.
+        arguments: Vec<(String, String)>,
+    },
     /// Run one tool.
     Call {
         /// The tool's local name (without the plugin prefix).
@@ -88,12 +113,29 @@ pub enum Invocation {
     },
 }
 
+/// What a plugin offers, as its `describe` and list functions answered.
+#[derive(Default)]
+pub struct Description {
+    /// Its tools.
+    pub tools: Vec<ToolDescriptor>,
+    /// Its fixed resources (none unless it exports `resources`).
+    pub resources: Vec<ResourceDescriptor>,
+    /// Its resource templates.
+    pub templates: Vec<TemplateDescriptor>,
+    /// Its prompts (none unless it exports `prompts`).
+    pub prompts: Vec<PromptDescriptor>,
+}
+
 /// What the guest answered.
 pub enum GuestReply {
     /// Answer to [`Invocation::Describe`].
-    Tools(Vec<ToolDescriptor>),
+    Described(Description),
     /// Answer to [`Invocation::Call`]: the guest's result or its own typed error.
     Output(Result<ToolOutput, bindings::CallError>),
+    /// Answer to [`Invocation::ReadResource`].
+    Resource(Result<Vec<ResourceContents>, bindings::CallError>),
+    /// Answer to [`Invocation::GetPrompt`].
+    Prompt(Result<PromptResult, bindings::CallError>),
 }
 
 /// The outcome of one instance run, with what it cost.
@@ -104,6 +146,9 @@ pub struct Run {
     pub fuel_used: u64,
     /// Whether the client's cancellation cut the run short (the reply is then `cancelled`).
     pub cancelled: bool,
+    /// Content the guest attached to its result (`host.attach`), in order; `None` when it
+    /// attached more than the plugin's `max_output_bytes`.
+    pub attached: Option<Vec<Content>>,
 }
 
 impl Sandbox {
@@ -118,7 +163,7 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("cannot link wasi:http")?;
-        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
+        PluginFull::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("cannot link the cordon:plugin host interface")?;
         start_epoch_ticker(&engine).context("cannot start the epoch thread")?;
@@ -138,8 +183,15 @@ impl Sandbox {
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .context("the component imports something Cordon does not provide")?;
-        match PluginPre::new(instance_pre.clone()) {
-            Ok(pre) => Ok(Prepared { kind: PreparedKind::Plugin(pre) }),
+        match tools::GuestIndices::new(&instance_pre) {
+            Ok(tools) => Ok(Prepared {
+                kind: PreparedKind::Plugin(PluginExports {
+                    resources: resources::GuestIndices::new(&instance_pre).ok(),
+                    prompts: prompts::GuestIndices::new(&instance_pre).ok(),
+                    pre: instance_pre,
+                    tools,
+                }),
+            }),
             Err(error) => {
                 let targets_cordon = component
                     .component_type()
@@ -168,8 +220,15 @@ impl Sandbox {
         invocation: Invocation,
     ) -> Run {
         let CallLink { cancel, events } = link;
-        let failed = |reply| Run { reply: Err(reply), fuel_used: 0, cancelled: false };
-        let state = match CallState::new(limits.memory_bytes, limits.max_log_bytes, label, grants, events) {
+        let failed = |reply| Run { reply: Err(reply), fuel_used: 0, cancelled: false, attached: Some(Vec::new()) };
+        let state = match CallState::new(
+            limits.memory_bytes,
+            limits.max_log_bytes,
+            limits.max_output_bytes,
+            label,
+            grants,
+            events,
+        ) {
             Ok(state) => state,
             Err(e) => return failed(internal("cannot prepare the call's sandbox", e)),
         };
@@ -207,8 +266,9 @@ impl Sandbox {
             outcome = invocation => Some(outcome),
         };
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let state = store.data();
+        let state = store.data_mut();
         state.flush_output();
+        let attached = state.take_attached();
         let cancelled = outcome.is_none();
         let reply = match outcome {
             None => Err(ToolError::cancelled()),
@@ -216,7 +276,7 @@ impl Sandbox {
             Some(Ok(Err(error))) => Err(classify(error, state.limiter.exceeded, limits)),
             Some(Err(_elapsed)) => Err(timeout_error(limits)),
         };
-        Run { reply, fuel_used, cancelled }
+        Run { reply, fuel_used, cancelled, attached }
     }
 }
 
@@ -225,25 +285,59 @@ async fn invoke(
     store: &mut Store<CallState>,
     invocation: Invocation,
 ) -> wasmtime::Result<GuestReply> {
-    let pre = match &prepared.kind {
-        PreparedKind::Plugin(pre) => pre,
+    let plugin = match &prepared.kind {
+        PreparedKind::Plugin(plugin) => plugin,
         PreparedKind::Plain(pre, tools) => {
             return Ok(match invocation {
                 // Described from the component's types: nothing runs.
-                Invocation::Describe => GuestReply::Tools(tools.iter().map(|t| t.descriptor.clone()).collect()),
+                Invocation::Describe => GuestReply::Described(Description {
+                    tools: tools.iter().map(|t| t.descriptor.clone()).collect(),
+                    ..Description::default()
+                }),
                 Invocation::Call { tool, arguments, .. } => {
                     GuestReply::Output(plain::call(pre, store, tools, &tool, &arguments).await?)
+                }
+                Invocation::ReadResource { .. } | Invocation::GetPrompt { .. } => {
+                    wasmtime::bail!("a plain component has no resources or prompts")
                 }
             });
         }
     };
-    let plugin = pre.instantiate_async(&mut *store).await?;
-    let tools = plugin.cordon_plugin_tools();
+    let instance = plugin.pre.instantiate_async(&mut *store).await?;
+    let resources = match &plugin.resources {
+        Some(indices) => Some(indices.load(&mut *store, &instance)?),
+        None => None,
+    };
+    let prompts = match &plugin.prompts {
+        Some(indices) => Some(indices.load(&mut *store, &instance)?),
+        None => None,
+    };
     Ok(match invocation {
-        Invocation::Describe => GuestReply::Tools(tools.call_describe(&mut *store).await?),
+        Invocation::Describe => {
+            let tools = plugin.tools.load(&mut *store, &instance)?;
+            let mut description =
+                Description { tools: tools.call_describe(&mut *store).await?, ..Description::default() };
+            if let Some(resources) = &resources {
+                description.resources = resources.call_list_resources(&mut *store).await?;
+                description.templates = resources.call_list_templates(&mut *store).await?;
+            }
+            if let Some(prompts) = &prompts {
+                description.prompts = prompts.call_list_prompts(&mut *store).await?;
+            }
+            GuestReply::Described(description)
+        }
         Invocation::Call { tool, arguments, context } => {
+            let tools = plugin.tools.load(&mut *store, &instance)?;
             GuestReply::Output(tools.call_call(&mut *store, &tool, &arguments, &context).await?)
         }
+        Invocation::ReadResource { uri } => match &resources {
+            Some(resources) => GuestReply::Resource(resources.call_read(&mut *store, &uri).await?),
+            None => wasmtime::bail!("the plugin exports no resources"),
+        },
+        Invocation::GetPrompt { name, arguments } => match &prompts {
+            Some(prompts) => GuestReply::Prompt(prompts.call_get(&mut *store, &name, &arguments).await?),
+            None => wasmtime::bail!("the plugin exports no prompts"),
+        },
     })
 }
 

@@ -8,11 +8,12 @@
 //! also go to the call's [`EventSink`] when its client listens ([`crate::notify`]).
 
 use super::bindings::cordon::plugin::host::{self, LogLevel};
+use super::bindings::{CallError, Content, ResourceBody};
 use crate::call::Principal;
 use crate::grants::credentials::Credentials;
 use crate::grants::http::{EgressHooks, EgressRecord};
 use crate::grants::PluginGrants;
-use crate::notify::{self, CallEvent, EventSink, ProgressGate};
+use crate::notify::{self, Ask, AskError, CallEvent, EventSink, ProgressGate};
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
@@ -54,6 +55,16 @@ pub struct CallState {
     /// Where progress and log lines go for the client, when it listens.
     events: Option<EventSink>,
     progress: ProgressGate,
+    attached: Attached,
+}
+
+/// Content a guest attached to its result (`host.attach`), within the output cap.
+struct Attached {
+    items: Vec<Content>,
+    /// Bytes still allowed (the plugin's `max_output_bytes`).
+    budget: usize,
+    /// Whether something was refused for lack of budget (the call then fails as too large).
+    overflowed: bool,
 }
 
 impl CallState {
@@ -62,6 +73,7 @@ impl CallState {
     pub fn new(
         memory_bytes: usize,
         max_log_bytes: usize,
+        max_output_bytes: usize,
         label: Arc<str>,
         grants: CallGrants,
         events: Option<EventSink>,
@@ -90,7 +102,25 @@ impl CallState {
             label,
             events,
             progress: ProgressGate::new(Instant::now()),
+            attached: Attached { items: Vec::new(), budget: max_output_bytes, overflowed: false },
         })
+    }
+
+    /// The content the guest attached, or `None` when it attached more than the output cap.
+    pub fn take_attached(&mut self) -> Option<Vec<Content>> {
+        if self.attached.overflowed {
+            return None;
+        }
+        Some(std::mem::take(&mut self.attached.items))
+    }
+
+    async fn ask(&mut self, ask: Ask) -> Result<String, CallError> {
+        let method = ask.method();
+        let Some(events) = self.events.clone() else {
+            return Err(ask_error(notify::unsupported(method)));
+        };
+        tracing::debug!(call = %self.label, method, "the guest asks the client");
+        events.ask(ask).await.map(|answer| answer.to_string()).map_err(ask_error)
     }
 
     /// Writes what the guest printed to the host's log, once the call is over.
@@ -150,6 +180,29 @@ impl host::Host for CallState {
         }
     }
 
+    fn attach(&mut self, item: Content) {
+        let size = content_size(&item);
+        if size > self.attached.budget {
+            if !self.attached.overflowed {
+                tracing::debug!(call = %self.label, size, "attached content past the output cap: the call will fail");
+            }
+            self.attached.overflowed = true;
+            return;
+        }
+        self.attached.budget -= size;
+        self.attached.items.push(item);
+    }
+
+    async fn sample(&mut self, request: String) -> Result<String, CallError> {
+        let params = ask_params(&request, "sampling/createMessage")?;
+        self.ask(Ask::Sample(params)).await
+    }
+
+    async fn elicit(&mut self, request: String) -> Result<String, CallError> {
+        let params = ask_params(&request, "elicitation/create")?;
+        self.ask(Ask::Elicit(params)).await
+    }
+
     fn progress(&mut self, done: f64, total: Option<f64>, message: Option<String>) {
         let Some(events) = self.events.as_ref().filter(|e| e.wants_progress()) else {
             return;
@@ -162,6 +215,42 @@ impl host::Host for CallState {
 }
 
 impl super::bindings::cordon::plugin::types::Host for CallState {}
+
+/// The size a content block counts for against the output cap.
+pub fn content_size(item: &Content) -> usize {
+    match item {
+        Content::Text(text) => text.len(),
+        Content::Image(media) | Content::Audio(media) => media.data.len() + media.mime_type.len(),
+        Content::Resource(contents) => {
+            let body = match &contents.body {
+                ResourceBody::Text(text) => text.len(),
+                ResourceBody::Blob(bytes) => bytes.len(),
+            };
+            contents.uri.len() + contents.mime_type.as_ref().map_or(0, String::len) + body
+        }
+    }
+}
+
+/// Parses the JSON params a guest passed to `sample` or `elicit`.
+fn ask_params(request: &str, method: &str) -> Result<serde_json::Value, CallError> {
+    match serde_json::from_str::<serde_json::Value>(request) {
+        Ok(params @ serde_json::Value::Object(_)) => Ok(params),
+        _ => Err(CallError {
+            kind: "invalid_request".into(),
+            message: format!("the params for {method} must be a JSON object"),
+            retryable: false,
+        }),
+    }
+}
+
+fn ask_error(error: AskError) -> CallError {
+    let (kind, retryable) = match &error {
+        AskError::Unsupported(_) => ("unsupported", false),
+        AskError::Client { .. } => ("client_error", false),
+        AskError::Timeout(..) => ("timeout", true),
+    };
+    CallError { kind: kind.into(), message: error.to_string(), retryable }
+}
 
 /// Caps linear memory and table growth, and remembers whether the cap was hit so the host can
 /// report `memory_limit` instead of a generic crash.

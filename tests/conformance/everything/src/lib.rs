@@ -1,0 +1,395 @@
+//! The MCP conformance suite's fixtures as a Cordon plugin. Each tool, resource and prompt is
+//! the one the suite's scenario description asks for (`@modelcontextprotocol/conformance`,
+//! `conformance list --server`); the literal texts follow its reference server.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "cordon:plugin/plugin-full",
+});
+
+use base64::Engine as _;
+use cordon::plugin::host::{self, LogLevel};
+use cordon::plugin::types::{
+    Annotations, CallContext, CallError, Content, Media, ResourceBody, ResourceContents, ToolDescriptor, ToolOutput,
+};
+use exports::cordon::plugin::prompts::{
+    Guest as Prompts, PromptArgument, PromptDescriptor, PromptMessage, PromptResult, Role,
+};
+use exports::cordon::plugin::resources::{Guest as Resources, ResourceDescriptor, TemplateDescriptor};
+use exports::cordon::plugin::tools::Guest as Tools;
+use serde_json::{json, Value};
+
+/// A 1×1 PNG.
+const IMAGE_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+/// A minimal WAV file.
+const AUDIO_WAV: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
+
+fn decode(b64: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
+}
+
+fn image() -> Content {
+    Content::Image(Media { data: decode(IMAGE_PNG), mime_type: "image/png".into() })
+}
+
+fn text_resource(uri: &str, mime_type: &str, text: &str) -> ResourceContents {
+    ResourceContents { uri: uri.into(), mime_type: Some(mime_type.into()), body: ResourceBody::Text(text.into()) }
+}
+
+const NO_ARGUMENTS: &str = r#"{"type":"object","properties":{}}"#;
+
+fn tool(name: &str, description: &str, input_schema: &str) -> ToolDescriptor {
+    ToolDescriptor {
+        name: name.into(),
+        title: None,
+        description: description.into(),
+        input_schema: input_schema.into(),
+        output_schema: None,
+        annotations: Annotations { read_only: None, destructive: None, idempotent: None, open_world: Some(false) },
+    }
+}
+
+fn text(text: impl Into<String>) -> Result<ToolOutput, CallError> {
+    Ok(ToolOutput { text: Some(text.into()), json: None })
+}
+
+fn nothing() -> Result<ToolOutput, CallError> {
+    Ok(ToolOutput { text: None, json: None })
+}
+
+fn error(kind: &str, message: impl Into<String>) -> CallError {
+    CallError { kind: kind.into(), message: message.into(), retryable: false }
+}
+
+fn string_argument(arguments: &Value, name: &str) -> Result<String, CallError> {
+    arguments
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| error("invalid_arguments", format!("{name} must be a string")))
+}
+
+/// Asks the client to fill in a form and describes what came back.
+fn elicit(message: &str, schema: Value, describe: &str) -> Result<ToolOutput, CallError> {
+    let request = json!({"message": message, "requestedSchema": schema});
+    let answer: Value = serde_json::from_str(&host::elicit(&request.to_string())?)
+        .map_err(|e| error("client_error", format!("the client's answer is not JSON: {e}")))?;
+    let action = answer.get("action").and_then(Value::as_str).unwrap_or("unknown");
+    let content = answer.get("content").cloned().unwrap_or(Value::Null);
+    text(format!("{describe}: action={action}, content={content}"))
+}
+
+struct Everything;
+
+impl Tools for Everything {
+    fn describe() -> Vec<ToolDescriptor> {
+        vec![
+            tool("test_simple_text", "Tests simple text content response", NO_ARGUMENTS),
+            tool("test_image_content", "Tests image content response", NO_ARGUMENTS),
+            tool("test_audio_content", "Tests audio content response", NO_ARGUMENTS),
+            tool("test_embedded_resource", "Tests embedded resource content response", NO_ARGUMENTS),
+            tool("test_multiple_content_types", "Tests response with multiple content types (text, image, resource)", NO_ARGUMENTS),
+            tool("test_tool_with_logging", "Tests tool that emits log messages during execution", NO_ARGUMENTS),
+            tool("test_error_handling", "Tests error response handling", NO_ARGUMENTS),
+            tool("test_tool_with_progress", "Tests tool that reports progress notifications", NO_ARGUMENTS),
+            tool(
+                "test_sampling",
+                "Tests server-initiated sampling (LLM completion request)",
+                r#"{"type":"object","properties":{"prompt":{"type":"string","description":"The prompt to send to the LLM"}},"required":["prompt"]}"#,
+            ),
+            tool(
+                "test_elicitation",
+                "Tests server-initiated elicitation (user input request)",
+                r#"{"type":"object","properties":{"message":{"type":"string","description":"The message to show the user"}},"required":["message"]}"#,
+            ),
+            tool(
+                "test_elicitation_sep1034_defaults",
+                "Tests elicitation with default values for all primitive types (SEP-1034)",
+                NO_ARGUMENTS,
+            ),
+            tool(
+                "test_elicitation_sep1330_enums",
+                "Tests elicitation with enum schema improvements (SEP-1330)",
+                NO_ARGUMENTS,
+            ),
+            tool(
+                "test_reconnection",
+                "Tests SSE stream disconnection and client reconnection (SEP-1699)",
+                NO_ARGUMENTS,
+            ),
+            tool(
+                "json_schema_2020_12_tool",
+                "Tool with JSON Schema 2020-12 features",
+                &json!({
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "$defs": {
+                        "address": {
+                            "$anchor": "addressDef",
+                            "type": "object",
+                            "properties": {"street": {"type": "string"}, "city": {"type": "string"}}
+                        }
+                    },
+                    "properties": {
+                        "name": {"type": "string"},
+                        "address": {"$ref": "#/$defs/address"},
+                        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                        "phone": {"type": "string"},
+                        "email": {"type": "string"}
+                    },
+                    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+                    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+                    "then": {"required": ["phone"]},
+                    "else": {"required": ["email"]},
+                    "additionalProperties": false
+                })
+                .to_string(),
+            ),
+        ]
+    }
+
+    fn call(tool: String, arguments: String, _context: CallContext) -> Result<ToolOutput, CallError> {
+        let arguments: Value = serde_json::from_str(&arguments).unwrap_or_else(|_| json!({}));
+        match tool.as_str() {
+            "test_simple_text" => text("This is a simple text response for testing."),
+            "test_image_content" => {
+                host::attach(&image());
+                nothing()
+            }
+            "test_audio_content" => {
+                host::attach(&Content::Audio(Media { data: decode(AUDIO_WAV), mime_type: "audio/wav".into() }));
+                nothing()
+            }
+            "test_embedded_resource" => {
+                host::attach(&Content::Resource(text_resource(
+                    "test://embedded-resource",
+                    "text/plain",
+                    "This is an embedded resource content.",
+                )));
+                nothing()
+            }
+            "test_multiple_content_types" => {
+                host::attach(&image());
+                host::attach(&Content::Resource(text_resource(
+                    "test://mixed-content-resource",
+                    "application/json",
+                    r#"{"test":"data","value":123}"#,
+                )));
+                text("Multiple content types test:")
+            }
+            "test_tool_with_logging" => {
+                host::log(LogLevel::Info, "Tool execution started");
+                host::log(LogLevel::Info, "Tool processing data");
+                host::log(LogLevel::Info, "Tool execution completed");
+                text("Tool with logging executed successfully")
+            }
+            "test_error_handling" => Err(error("test_error", "This tool intentionally returns an error for testing")),
+            "test_tool_with_progress" => {
+                for (step, done) in [0.0, 50.0, 100.0].into_iter().enumerate() {
+                    host::progress(done, Some(100.0), Some(&format!("Completed step {} of 3", step + 1)));
+                }
+                text("Progress reported: 0, 50 and 100 of 100")
+            }
+            "test_sampling" => {
+                let prompt = string_argument(&arguments, "prompt")?;
+                let request = json!({
+                    "messages": [{"role": "user", "content": {"type": "text", "text": prompt}}],
+                    "maxTokens": 100
+                });
+                let answer: Value = serde_json::from_str(&host::sample(&request.to_string())?)
+                    .map_err(|e| error("client_error", format!("the client's answer is not JSON: {e}")))?;
+                let reply = answer.pointer("/content/text").and_then(Value::as_str).unwrap_or("");
+                text(format!("LLM response: {reply}"))
+            }
+            "test_elicitation" => {
+                let message = string_argument(&arguments, "message")?;
+                let schema = json!({
+                    "type": "object",
+                    "properties": {
+                        "username": {"type": "string", "description": "User's response"},
+                        "email": {"type": "string", "description": "User's email address"}
+                    },
+                    "required": ["username", "email"]
+                });
+                elicit(&message, schema, "User response")
+            }
+            "test_elicitation_sep1034_defaults" => {
+                let schema = json!({
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "description": "User name", "default": "John Doe"},
+                        "age": {"type": "integer", "description": "User age", "default": 30},
+                        "score": {"type": "number", "description": "User score", "default": 95.5},
+                        "status": {
+                            "type": "string",
+                            "description": "User status",
+                            "enum": ["active", "inactive", "pending"],
+                            "default": "active"
+                        },
+                        "verified": {"type": "boolean", "description": "Verification status", "default": true}
+                    },
+                    "required": []
+                });
+                elicit("Please review and update the form fields with defaults", schema, "Elicitation completed")
+            }
+            "test_elicitation_sep1330_enums" => {
+                let titled = |prefix: &str, titles: [&str; 3]| {
+                    (1..=3).zip(titles).map(|(i, t)| json!({"const": format!("{prefix}{i}"), "title": t})).collect::<Vec<_>>()
+                };
+                let schema = json!({
+                    "type": "object",
+                    "properties": {
+                        "untitledSingle": {
+                            "type": "string",
+                            "description": "Select one option",
+                            "enum": ["option1", "option2", "option3"]
+                        },
+                        "titledSingle": {
+                            "type": "string",
+                            "description": "Select one option with titles",
+                            "oneOf": titled("value", ["First Option", "Second Option", "Third Option"])
+                        },
+                        "legacyEnum": {
+                            "type": "string",
+                            "description": "Select one option (legacy)",
+                            "enum": ["opt1", "opt2", "opt3"],
+                            "enumNames": ["Option One", "Option Two", "Option Three"]
+                        },
+                        "untitledMulti": {
+                            "type": "array",
+                            "description": "Select multiple options",
+                            "minItems": 1,
+                            "maxItems": 3,
+                            "items": {"type": "string", "enum": ["option1", "option2", "option3"]}
+                        },
+                        "titledMulti": {
+                            "type": "array",
+                            "description": "Select multiple options with titles",
+                            "minItems": 1,
+                            "maxItems": 3,
+                            "items": {"anyOf": titled("value", ["First Choice", "Second Choice", "Third Choice"])}
+                        }
+                    },
+                    "required": []
+                });
+                elicit("Please select options from the enum fields", schema, "Elicitation completed")
+            }
+            "test_reconnection" => text(
+                "Reconnection test completed successfully. If you received this, the client properly reconnected \
+                 after stream closure.",
+            ),
+            "json_schema_2020_12_tool" => text(format!("Received: {arguments}")),
+            other => Err(error("unknown_tool", format!("no tool named {other}"))),
+        }
+    }
+}
+
+impl Resources for Everything {
+    fn list_resources() -> Vec<ResourceDescriptor> {
+        let resource = |uri: &str, name: &str, title: &str, mime_type: &str| ResourceDescriptor {
+            uri: uri.into(),
+            name: name.into(),
+            title: Some(title.into()),
+            description: Some(format!("{title} for conformance testing")),
+            mime_type: Some(mime_type.into()),
+        };
+        vec![
+            resource("test://static-text", "static-text", "Static Text Resource", "text/plain"),
+            resource("test://static-binary", "static-binary", "Static Binary Resource", "image/png"),
+            resource("test://watched-resource", "watched-resource", "Watched Resource", "text/plain"),
+        ]
+    }
+
+    fn list_templates() -> Vec<TemplateDescriptor> {
+        vec![TemplateDescriptor {
+            uri_template: "test://template/{id}/data".into(),
+            name: "template".into(),
+            title: Some("Resource Template".into()),
+            description: Some("A resource template with a parameter".into()),
+            mime_type: Some("application/json".into()),
+        }]
+    }
+
+    fn read(uri: String) -> Result<Vec<ResourceContents>, CallError> {
+        let contents = match uri.as_str() {
+            "test://static-text" => {
+                text_resource(&uri, "text/plain", "This is the content of the static text resource.")
+            }
+            "test://static-binary" => ResourceContents {
+                uri: uri.clone(),
+                mime_type: Some("image/png".into()),
+                body: ResourceBody::Blob(decode(IMAGE_PNG)),
+            },
+            "test://watched-resource" => text_resource(&uri, "text/plain", "Watched resource content"),
+            _ => {
+                let id = uri
+                    .strip_prefix("test://template/")
+                    .and_then(|rest| rest.strip_suffix("/data"))
+                    .ok_or_else(|| error("not_found", format!("no resource {uri}")))?;
+                let body = json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
+                text_resource(&uri, "application/json", &body.to_string())
+            }
+        };
+        Ok(vec![contents])
+    }
+}
+
+impl Prompts for Everything {
+    fn list_prompts() -> Vec<PromptDescriptor> {
+        let prompt = |name: &str, title: &str, description: &str, arguments: Vec<PromptArgument>| PromptDescriptor {
+            name: name.into(),
+            title: Some(title.into()),
+            description: Some(description.into()),
+            arguments,
+        };
+        let argument = |name: &str, description: &str| PromptArgument {
+            name: name.into(),
+            description: Some(description.into()),
+            required: true,
+        };
+        vec![
+            prompt("test_simple_prompt", "Simple Test Prompt", "A simple prompt without arguments", vec![]),
+            prompt(
+                "test_prompt_with_arguments",
+                "Prompt With Arguments",
+                "A prompt with required arguments",
+                vec![argument("arg1", "First test argument"), argument("arg2", "Second test argument")],
+            ),
+            prompt(
+                "test_prompt_with_embedded_resource",
+                "Prompt With Embedded Resource",
+                "A prompt that includes an embedded resource",
+                vec![argument("resourceUri", "URI of the resource to embed")],
+            ),
+            prompt("test_prompt_with_image", "Prompt With Image", "A prompt that includes an image", vec![]),
+        ]
+    }
+
+    fn get(name: String, arguments: Vec<(String, String)>) -> Result<PromptResult, CallError> {
+        let argument = |key: &str| arguments.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default();
+        let user = |content: Content| PromptMessage { role: Role::User, content };
+        let messages = match name.as_str() {
+            "test_simple_prompt" => vec![user(Content::Text("This is a simple prompt for testing.".into()))],
+            "test_prompt_with_arguments" => vec![user(Content::Text(format!(
+                "Prompt with arguments: arg1='{}', arg2='{}'",
+                argument("arg1"),
+                argument("arg2")
+            )))],
+            "test_prompt_with_embedded_resource" => vec![
+                user(Content::Resource(text_resource(
+                    &argument("resourceUri"),
+                    "text/plain",
+                    "Embedded resource content for testing.",
+                ))),
+                user(Content::Text("Please process the embedded resource above.".into())),
+            ],
+            "test_prompt_with_image" => {
+                vec![user(image()), user(Content::Text("Please analyze the image above.".into()))]
+            }
+            other => return Err(error("not_found", format!("no prompt named {other}"))),
+        };
+        Ok(PromptResult { description: None, messages })
+    }
+}
+
+export!(Everything);
