@@ -138,7 +138,7 @@ PROFILE ?= dev
 run: plugins
 	$(CARGO) run --profile $(PROFILE) -p cordon-host --bin cordon -- serve --plugins plugins/dist --allow-unauthenticated
 
-test: plugins build $(PYVENV)/.installed
+test: plugins conformance-plugins build $(PYVENV)/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON) plugins/python-sdk/test_cordon.py
 	$(CARGO) test --workspace
 	$(PYVENV)/bin/python tests/python/official_client.py target/debug/cordon plugins/dist

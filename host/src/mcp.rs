@@ -40,7 +40,7 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    ServerCapabilities, ServerConfig, ServerRequest, SubscribeRequestParams, UnsubscribeRequestParams,
+    ResultType, ServerCapabilities, ServerConfig, ServerRequest, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -307,7 +307,9 @@ impl ServerHandler for McpService {
         let caller = self.caller(&context)?;
         let link = CallLink { cancel: context.ct.clone(), events: None };
         let contents = self.cordon.read_resource(&caller, &request.uri, link).await.map_err(offer_error)?;
-        let result: ReadResourceResult = from_json(serde_json::json!({"contents": contents}))?;
+        let mut result: ReadResourceResult = from_json(serde_json::json!({"contents": contents}))?;
+        // As rmcp's constructors do; its handler drops the field for peers on older revisions.
+        result.result_type = Some(ResultType::COMPLETE);
         Ok(result.into())
     }
 
@@ -373,7 +375,8 @@ impl ServerHandler for McpService {
             .collect();
         let link = CallLink { cancel: context.ct.clone(), events: None };
         let rendered = self.cordon.get_prompt(&caller, &request.name, arguments, link).await.map_err(offer_error)?;
-        let result: GetPromptResult = from_json(rendered)?;
+        let mut result: GetPromptResult = from_json(rendered)?;
+        result.result_type = Some(ResultType::COMPLETE);
         Ok(result.into())
     }
 

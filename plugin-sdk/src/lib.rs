@@ -14,6 +14,7 @@ pub use schemars;
 pub use serde;
 pub use serde_json;
 
+pub mod client;
 pub mod http;
 pub mod log;
 

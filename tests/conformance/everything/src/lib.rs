@@ -117,6 +117,9 @@ impl Tools for Everything {
                 "Tests SSE stream disconnection and client reconnection (SEP-1699)",
                 NO_ARGUMENTS,
             ),
+            // Diagnostic tools of the 2026-07-28 revision's `server-stateless` scenario.
+            tool("test_logging_tool", "Emits log messages (none may reach a client that set no log level)", NO_ARGUMENTS),
+            tool("test_streaming_elicitation", "Asks the user for input during the call", NO_ARGUMENTS),
             tool(
                 "json_schema_2020_12_tool",
                 "Tool with JSON Schema 2020-12 features",
@@ -279,6 +282,14 @@ impl Tools for Everything {
                  after stream closure.",
             ),
             "json_schema_2020_12_tool" => text(format!("Received: {arguments}")),
+            "test_logging_tool" => {
+                host::log(LogLevel::Info, "test_logging_tool ran");
+                text("Logged one line")
+            }
+            "test_streaming_elicitation" => {
+                let schema = json!({"type": "object", "properties": {"answer": {"type": "string", "description": "Your answer"}}});
+                elicit("Please answer", schema, "Elicitation completed")
+            }
             other => Err(error("unknown_tool", format!("no tool named {other}"))),
         }
     }
