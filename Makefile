@@ -43,7 +43,7 @@ C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugin
 ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
 WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
 
-.PHONY: run test conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean
+.PHONY: run test bench conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -130,7 +130,7 @@ $(ZIG_PLUGINS): plugins/dist/%.wasm: $$(wildcard plugins/%/*.zig) $(C_SDK) plugi
 	mv -f $(LANG_DIR)/build/$*.wasm $@
 
 build:
-	$(CARGO) build -p cordon-host
+	$(CARGO) build -p cordon-host -p cordon-bench
 
 # A debug host is fine for trying Cordon (wasm is compiled by an optimized Cranelift either way);
 # `make run PROFILE=release` for the release build.
@@ -143,6 +143,13 @@ test: plugins conformance-plugins build $(PYVENV)/.installed
 	$(CARGO) test --workspace
 	$(PYVENV)/bin/python tests/python/official_client.py target/debug/cordon plugins/dist
 	@$(MAKE) --no-print-directory conformance
+	# The benchmark harness runs end to end with tiny counts (it measures nothing here).
+	target/debug/cordon-bench run --smoke --cordon target/debug/cordon --plugin plugins/dist/demo.wasm --out target/bench-smoke.json
+
+# Benchmarks (release build): one table, and bench/results.json. See BENCHMARKS.md.
+bench: plugins
+	$(CARGO) build --release -p cordon-host -p cordon-bench
+	target/release/cordon-bench run --cordon target/release/cordon --plugin plugins/dist/demo.wasm --out bench/results.json
 
 # The official MCP conformance suite (npm @modelcontextprotocol/conformance, on Node 22 from npm)
 # against Cordon serving the fixture plugin tests/conformance; fails on any failed check.

@@ -1,0 +1,290 @@
+//! The load generators: a newline JSON-RPC client over a child's pipes, and a hyper HTTP client;
+//! and starting the servers they drive.
+
+use crate::{round, Counts, Series};
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const CALL: &str = r#"{"name":"demo_echo","arguments":{"text":"hello"}}"#;
+
+fn call_line(id: usize) -> String {
+    format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{CALL}}}\n")
+}
+
+/// Peak resident set of a process, KiB (`VmHWM`).
+fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---- stdio ------------------------------------------------------------------------------------
+
+/// One server over stdio: latencies one call at a time, and calls/s with 8 in flight.
+pub struct StdioResult {
+    pub sequential: Series,
+    pub pipelined_per_s: f64,
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl StdioResult {
+    pub fn json(&self) -> Value {
+        json!({
+            "sequential": self.sequential.json(),
+            "pipelined_8_calls_per_s": round(self.pipelined_per_s),
+            "peak_rss_kib": self.peak_rss_kib,
+        })
+    }
+}
+
+/// Reads responses until the one with `id`; notifications and others are skipped.
+async fn read_response(lines: &mut Lines<BufReader<ChildStdout>>, id: usize) -> Result<Value> {
+    loop {
+        let line = lines.next_line().await?.context("the server closed stdout")?;
+        let message: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+        if message["id"] == json!(id) {
+            if message.get("error").is_some() || message["result"]["isError"] == json!(true) {
+                bail!("call {id} failed: {line}");
+            }
+            return Ok(message);
+        }
+    }
+}
+
+async fn drive_stdio(mut child: Child, counts: &Counts) -> Result<StdioResult> {
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cordon-bench", "version": "1"}}});
+    stdin.write_all(format!("{initialize}\n").as_bytes()).await?;
+    read_response(&mut lines, 0).await?;
+    stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await?;
+
+    let warmup = counts.stdio_sequential / 10;
+    let mut samples = Vec::with_capacity(counts.stdio_sequential);
+    for id in 1..=counts.stdio_sequential + warmup {
+        let started = Instant::now();
+        stdin.write_all(call_line(id).as_bytes()).await?;
+        read_response(&mut lines, id).await?;
+        if id > warmup {
+            samples.push(started.elapsed());
+        }
+    }
+
+    // 8 in flight: a writer that keeps 8 requests outstanding, the reader releasing a slot per answer.
+    let first = 1_000_000usize;
+    let total = counts.stdio_pipelined;
+    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+    let writer_slots = slots.clone();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for id in first..first + total {
+            writer_slots.acquire().await?.forget();
+            stdin.write_all(call_line(id).as_bytes()).await?;
+        }
+        anyhow::Ok(stdin)
+    });
+    let mut answered = 0;
+    while answered < total {
+        let line = lines.next_line().await?.context("the server closed stdout")?;
+        let message: Value = serde_json::from_str(&line)?;
+        if message["id"].as_u64().is_some_and(|id| id as usize >= first) {
+            if message["result"]["isError"] == json!(true) || message.get("error").is_some() {
+                bail!("a pipelined call failed: {line}");
+            }
+            answered += 1;
+            slots.add_permits(1);
+        }
+    }
+    let pipelined_per_s = total as f64 / started.elapsed().as_secs_f64();
+    let stdin = writer.await??;
+    let peak_rss_kib = peak_rss_kib(child.id());
+    drop(stdin);
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        child.kill().await.ok();
+    }
+    Ok(StdioResult { sequential: Series::new(samples), pipelined_per_s, peak_rss_kib })
+}
+
+/// `program args…` speaking MCP over stdio.
+pub async fn stdio(program: &Path, args: &[&str], counts: &Counts) -> Result<StdioResult> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    drive_stdio(child, counts).await
+}
+
+/// `cordon serve --stdio` with the demo plugin and a fresh data directory.
+pub async fn stdio_cordon(cordon: &Path, plugin: &Path, counts: &Counts) -> Result<StdioResult> {
+    let dir = tempfile::tempdir()?;
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::copy(plugin, plugins.join("demo.wasm"))?;
+    let child = Command::new(cordon)
+        .arg("serve")
+        .arg("--stdio")
+        .arg("--plugins")
+        .arg(&plugins)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    drive_stdio(child, counts).await
+}
+
+// ---- HTTP -------------------------------------------------------------------------------------
+
+/// A server on loopback, killed when stopped or dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Server {
+    pub async fn stop(&mut self) {
+        self.child.kill().await.ok();
+    }
+
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(self.child.id())
+    }
+}
+
+/// Starts `command` (which prints `url=…` on stderr once listening) and keeps its stderr drained.
+async fn spawn_listening(mut command: Command) -> Result<Server> {
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let url = tokio::time::timeout(Duration::from_secs(600), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line.split_whitespace().find_map(|w| w.strip_prefix("url=")) {
+                return anyhow::Ok(url.trim_matches('"').to_string());
+            }
+        }
+        bail!("the server exited before listening")
+    })
+    .await
+    .context("the server did not start listening")??;
+    // Keep reading, so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Server { child, url })
+}
+
+/// `cordon serve` on a free loopback port with `plugins` and `data`.
+pub async fn spawn_cordon_http(cordon: &Path, plugins: &Path, data: &Path, extra: &[&str]) -> Result<Server> {
+    let mut command = Command::new(cordon);
+    command
+        .arg("serve")
+        .arg("--plugins")
+        .arg(plugins)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--allow-unauthenticated"])
+        .args(extra);
+    spawn_listening(command).await
+}
+
+/// Calls/s and latencies of one HTTP run.
+pub struct HttpResult {
+    pub per_s: f64,
+    pub latency: Series,
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl HttpResult {
+    pub fn json(&self) -> Value {
+        json!({"calls_per_s": round(self.per_s), "latency": self.latency.json(), "peak_rss_kib": self.peak_rss_kib})
+    }
+}
+
+/// `requests` tools/call POSTs, `concurrency` at a time, each on a kept-alive connection.
+async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Result<(f64, Series)> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = Bytes::from(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{CALL}}}"));
+    let uri: hyper::Uri = url.parse()?;
+    let one = {
+        let (client, body, uri) = (client.clone(), body.clone(), uri.clone());
+        move || {
+            let (client, body, uri) = (client.clone(), body.clone(), uri.clone());
+            async move {
+                let request = hyper::Request::post(uri)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .body(Full::new(body))?;
+                let response = client.request(request).await?;
+                let status = response.status();
+                let bytes = response.into_body().collect().await?.to_bytes();
+                if !status.is_success() || bytes.windows(13).any(|w| w == b"\"isError\":true") {
+                    bail!("HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+                }
+                anyhow::Ok(())
+            }
+        }
+    };
+    for _ in 0..(requests / 20).max(concurrency) {
+        one().await?;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (next, one) = (next.clone(), one.clone());
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let t = Instant::now();
+                one().await?;
+                samples.push(t.elapsed());
+            }
+            anyhow::Ok(samples)
+        }));
+    }
+    let mut samples = Vec::with_capacity(requests);
+    for worker in workers {
+        samples.extend(worker.await??);
+    }
+    let per_s = requests as f64 / started.elapsed().as_secs_f64();
+    Ok((per_s, Series::new(samples)))
+}
+
+/// The native echo server behind the same transport.
+pub async fn http_native(me: &Path, concurrency: usize, requests: usize) -> Result<HttpResult> {
+    let mut command = Command::new(me);
+    command.args(["echo-server", "--listen", "127.0.0.1:0"]);
+    let mut server = spawn_listening(command).await?;
+    let (per_s, latency) = drive_http(&server.url, concurrency, requests).await?;
+    let peak_rss_kib = server.peak_rss_kib();
+    server.stop().await;
+    Ok(HttpResult { per_s, latency, peak_rss_kib })
+}
+
+/// `cordon serve --stateless` with the demo plugin.
+pub async fn http_cordon(cordon: &Path, plugin: &Path, concurrency: usize, requests: usize) -> Result<HttpResult> {
+    let dir = tempfile::tempdir()?;
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::copy(plugin, plugins.join("demo.wasm"))?;
+    let mut server = spawn_cordon_http(cordon, &plugins, &dir.path().join("data"), &["--stateless"]).await?;
+    let (per_s, latency) = drive_http(&server.url, concurrency, requests).await?;
+    let peak_rss_kib = server.peak_rss_kib();
+    server.stop().await;
+    Ok(HttpResult { per_s, latency, peak_rss_kib })
+}

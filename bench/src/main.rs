@@ -1,0 +1,512 @@
+//! `make bench`: Cordon measured against what it is built on, in one run on one machine.
+//!
+//! Every figure is a ratio of two things measured in the same run, so a noisy shared machine
+//! moves both. BENCHMARKS.md describes each method; this file is the method.
+//!
+//! - **in process**: a bare wasmtime loop (pooled `InstancePre`, instantiate + `call` of the demo
+//!   plugin's `echo`, the host's engine settings) against `Cordon::call` on the same component
+//!   (validation, idempotency lookup, limits, instance, result, audit); fuel on and off for bare.
+//! - **keyed**: keyed side-effecting calls (distinct keys, 64 at a time) per second, and the
+//!   latency of replaying a stored key.
+//! - **stdio**: one newline JSON-RPC client over pipes driving `cordon serve --stdio` and a native
+//!   rmcp echo server (`cordon-bench echo-server`, same rmcp, same tool shape): median and p99
+//!   one at a time, calls/s with 8 in flight.
+//! - **http**: the same two servers behind rmcp's Streamable HTTP in stateless JSON mode, driven by
+//!   a hyper client at concurrency 1, 8 and 64: calls/s and p99.
+//! - **cold start**: `cordon serve` with 1, 10 and 100 distinct plugins until it prints its
+//!   listening line, without and with the compile cache.
+//! - **peak RSS** of the Cordon processes (VmHWM).
+
+mod echo;
+mod load;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cordon_host::app::{Cordon, Paths};
+use cordon_host::auth::Caller;
+use cordon_host::call::{CallRequest, Principal};
+use cordon_host::config::Config as CordonConfig;
+use cordon_host::idempotency::{KeySource, ProvidedKey};
+use cordon_host::sandbox::bindings::cordon::plugin::host::LogLevel;
+use cordon_host::sandbox::bindings::cordon::plugin::{host, types};
+use cordon_host::sandbox::bindings::exports::cordon::plugin::tools;
+use cordon_host::sandbox::bindings::{CallContext, CallError, Content, PluginFull};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+#[derive(Parser)]
+#[command(about = "Cordon benchmarks (make bench)")]
+enum Cli {
+    /// Runs the suite and writes the table and results.json.
+    Run(RunArgs),
+    /// A native rmcp echo server (the baseline): `--stdio` or `--listen ADDR` (stateless JSON).
+    EchoServer {
+        #[arg(long)]
+        stdio: bool,
+        #[arg(long)]
+        listen: Option<String>,
+    },
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// The `cordon` binary to measure (a release build for real numbers).
+    #[arg(long, default_value = "target/release/cordon")]
+    cordon: PathBuf,
+    /// The demo plugin.
+    #[arg(long, default_value = "plugins/dist/demo.wasm")]
+    plugin: PathBuf,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results.json")]
+    out: PathBuf,
+    /// Tiny counts: checks that every part runs (CI), measures nothing.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// Iteration counts.
+struct Counts {
+    in_process: usize,
+    keyed: usize,
+    replay: usize,
+    stdio_sequential: usize,
+    stdio_pipelined: usize,
+    http_requests: usize,
+    cold_plugins: Vec<usize>,
+}
+
+impl Counts {
+    fn new(smoke: bool) -> Counts {
+        if smoke {
+            Counts {
+                in_process: 20,
+                keyed: 20,
+                replay: 20,
+                stdio_sequential: 20,
+                stdio_pipelined: 40,
+                http_requests: 64,
+                cold_plugins: vec![1, 2],
+            }
+        } else {
+            Counts {
+                in_process: 20_000,
+                keyed: 5_000,
+                replay: 5_000,
+                stdio_sequential: 5_000,
+                stdio_pipelined: 20_000,
+                http_requests: 20_000,
+                cold_plugins: vec![1, 10, 100],
+            }
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse() {
+        Cli::EchoServer { stdio, listen } => echo::serve(stdio, listen),
+        Cli::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(run(args))
+        }
+    }
+}
+
+// ---- statistics -----------------------------------------------------------------------------
+
+/// Latencies of one series, in microseconds.
+#[derive(Debug, Clone)]
+pub struct Series {
+    sorted: Vec<f64>,
+}
+
+impl Series {
+    pub fn new(mut samples: Vec<Duration>) -> Series {
+        let mut sorted: Vec<f64> = samples.drain(..).map(|d| d.as_secs_f64() * 1e6).collect();
+        sorted.sort_by(f64::total_cmp);
+        Series { sorted }
+    }
+
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.sorted.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((self.sorted.len() - 1) as f64 * q).round() as usize;
+        self.sorted[index]
+    }
+
+    pub fn median(&self) -> f64 {
+        self.quantile(0.5)
+    }
+
+    pub fn p99(&self) -> f64 {
+        self.quantile(0.99)
+    }
+
+    fn json(&self) -> Value {
+        json!({"median_us": round(self.median()), "p99_us": round(self.p99()), "samples": self.sorted.len()})
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+// ---- bare wasmtime ----------------------------------------------------------------------------
+
+/// The least a host must hold to run the plugin: an empty WASI context and no-op host imports.
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl host::Host for Bare {
+    fn log(&mut self, _: LogLevel, _: String) {}
+    fn progress(&mut self, _: f64, _: Option<f64>, _: Option<String>) {}
+    fn config(&mut self, _: String) -> Option<String> {
+        None
+    }
+    fn attach(&mut self, _: Content) {}
+    async fn sample(&mut self, _: String) -> Result<String, CallError> {
+        Err(CallError { kind: "unsupported".into(), message: String::new(), retryable: false })
+    }
+    async fn elicit(&mut self, _: String) -> Result<String, CallError> {
+        Err(CallError { kind: "unsupported".into(), message: String::new(), retryable: false })
+    }
+}
+
+impl types::Host for Bare {}
+
+/// The host's engine settings (`sandbox::engine_config`), with fuel on or off.
+fn bare_engine(fuel: bool) -> Result<Engine> {
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(256)
+        .total_core_instances(256 * 16)
+        .total_memories(512)
+        .total_tables(256 * 8)
+        .total_stacks(256)
+        .max_memory_size(512 << 20);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(fuel)
+        .epoch_interruption(true)
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Ok(Engine::new(&config)?)
+}
+
+async fn bare_series(plugin: &Path, fuel: bool, iterations: usize) -> Result<Series> {
+    let engine = bare_engine(fuel)?;
+    let component = Component::from_file(&engine, plugin)?;
+    let mut linker = Linker::<Bare>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    PluginFull::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |state| state)?;
+    let pre = linker.instantiate_pre(&component)?;
+    let indices = tools::GuestIndices::new(&pre)?;
+    let context = CallContext { principal: "bench".into(), call_id: "1".into(), idempotency_key: None };
+    let arguments = r#"{"text":"hello"}"#;
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations + iterations / 10 {
+        let started = Instant::now();
+        let mut store = Store::new(&engine, Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        if fuel {
+            store.set_fuel(2_000_000_000)?;
+        }
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = pre.instantiate_async(&mut store).await?;
+        let guest = indices.load(&mut store, &instance)?;
+        let output = guest.call_call(&mut store, "echo", arguments, &context).await?;
+        if output.is_err() {
+            bail!("bare echo failed");
+        }
+        // The first tenth warms caches and the pool.
+        if i >= iterations / 10 {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(Series::new(samples))
+}
+
+// ---- Cordon in process ------------------------------------------------------------------------
+
+async fn start_cordon(plugin: &Path, config: &str) -> Result<(Arc<Cordon>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::copy(plugin, plugins.join("demo.wasm")).context("copy the demo plugin")?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let paths = Paths { plugins, data, config_file: None };
+    let cordon = Cordon::start(CordonConfig::parse(config)?, paths).await?;
+    Ok((cordon, dir))
+}
+
+fn echo_request(caller: &Caller, key: Option<String>) -> CallRequest {
+    let arguments = json!({"text": "hello"}).as_object().cloned();
+    CallRequest {
+        tool: "demo_echo".into(),
+        arguments,
+        caller: caller.clone(),
+        idempotency_key: key.map(|key| ProvidedKey { key, source: KeySource::Meta }),
+        link: Default::default(),
+    }
+}
+
+async fn cordon_series(plugin: &Path, iterations: usize) -> Result<Series> {
+    let (cordon, _dir) = start_cordon(plugin, "").await?;
+    let caller = Caller::unrestricted(Principal::new("bench"));
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations + iterations / 10 {
+        let started = Instant::now();
+        let outcome = cordon.call(echo_request(&caller, None)).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            bail!("cordon echo failed: {outcome:?}");
+        }
+        if i >= iterations / 10 {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(Series::new(samples))
+}
+
+/// Keyed calls with distinct keys, 64 at a time: calls per second; then a stored key replayed.
+async fn keyed(plugin: &Path, calls: usize, replays: usize) -> Result<Value> {
+    // demo_echo is read-only; storing read-only outcomes makes it a keyed call like any other.
+    let (cordon, _dir) = start_cordon(plugin, "[plugins.demo.idempotency]\nstore_read_only = true\n").await?;
+    let caller = Caller::unrestricted(Principal::new("bench"));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..64 {
+        let (cordon, caller, next) = (cordon.clone(), caller.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= calls {
+                    return ok;
+                }
+                if let Ok(Ok(_)) = cordon.call(echo_request(&caller, Some(format!("key-{i}")))).await {
+                    ok += 1;
+                }
+            }
+        }));
+    }
+    let mut succeeded = 0;
+    for worker in workers {
+        succeeded += worker.await?;
+    }
+    let elapsed = started.elapsed();
+    if succeeded != calls {
+        bail!("{} of {calls} keyed calls failed", calls - succeeded);
+    }
+    // Every key is stored: answering it again runs no guest (a replay).
+    let mut samples = Vec::with_capacity(replays);
+    for i in 0..replays {
+        let key = format!("key-{}", i % calls);
+        let started = Instant::now();
+        let outcome = cordon.call(echo_request(&caller, Some(key))).await;
+        samples.push(started.elapsed());
+        if !matches!(outcome, Ok(Ok(_))) {
+            bail!("replay failed: {outcome:?}");
+        }
+    }
+    let replay = Series::new(samples);
+    Ok(json!({
+        "keyed_calls_per_s": round(calls as f64 / elapsed.as_secs_f64()),
+        "keyed_calls": calls,
+        "lost": 0,
+        "replay": replay.json(),
+    }))
+}
+
+// ---- cold start -------------------------------------------------------------------------------
+
+/// `count` distinct copies of the plugin (a custom section each, so each has its own digest and
+/// compiles on its own), then `cordon serve` until listening: with an empty data directory and
+/// again with the compile cache it left.
+async fn cold_start(cordon: &Path, plugin: &Path, count: usize) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    let bytes = std::fs::read(plugin)?;
+    for i in 0..count {
+        let mut copy = bytes.clone();
+        let name = format!("bench-copy-{i}");
+        let mut section = vec![name.len() as u8];
+        section.extend_from_slice(name.as_bytes());
+        copy.push(0); // custom section
+        copy.push(section.len() as u8);
+        copy.extend_from_slice(&section);
+        std::fs::write(plugins.join(format!("p{i}.wasm")), copy)?;
+    }
+    let data = dir.path().join("data");
+    let mut timings = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let mut server = load::spawn_cordon_http(cordon, &plugins, &data, &[]).await?;
+        timings.push(started.elapsed());
+        server.stop().await;
+    }
+    Ok(json!({
+        "plugins": count,
+        "no_cache_ms": round(timings[0].as_secs_f64() * 1e3),
+        "cache_ms": round(timings[1].as_secs_f64() * 1e3),
+    }))
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+async fn run(args: RunArgs) -> Result<()> {
+    let counts = Counts::new(args.smoke);
+    let plugin = args.plugin.canonicalize().with_context(|| format!("{} (make plugins)", args.plugin.display()))?;
+    let cordon_bin =
+        args.cordon.canonicalize().with_context(|| format!("{} (cargo build --release)", args.cordon.display()))?;
+    let me = std::env::current_exe()?;
+    let mut results = serde_json::Map::new();
+    let mut table: Vec<(String, String)> = Vec::new();
+
+    // In process.
+    eprintln!("bench: in process ({} calls each)", counts.in_process);
+    let bare_fuel = bare_series(&plugin, true, counts.in_process).await?;
+    let bare_nofuel = bare_series(&plugin, false, counts.in_process).await?;
+    let cordon = cordon_series(&plugin, counts.in_process).await?;
+    let ratio = cordon.median() / bare_fuel.median();
+    table.push(("bare wasmtime instantiate+call (fuel on)".into(), fmt_series(&bare_fuel)));
+    table.push(("bare wasmtime instantiate+call (fuel off)".into(), fmt_series(&bare_nofuel)));
+    table.push(("Cordon::call in process".into(), fmt_series(&cordon)));
+    table.push(("  ratio Cordon / bare (goal ≤ 1.30)".into(), goal(ratio, ratio <= 1.3)));
+    table.push(("  fuel on / off".into(), format!("{:.2}×", bare_fuel.median() / bare_nofuel.median())));
+    results.insert(
+        "in_process".into(),
+        json!({
+            "bare_fuel_on": bare_fuel.json(), "bare_fuel_off": bare_nofuel.json(), "cordon": cordon.json(),
+            "ratio_cordon_to_bare": round(ratio), "goal": 1.3, "met": ratio <= 1.3,
+        }),
+    );
+
+    // Keyed calls and replay.
+    eprintln!("bench: keyed calls");
+    let keyed = keyed(&plugin, counts.keyed, counts.replay).await?;
+    let per_s = keyed["keyed_calls_per_s"].as_f64().unwrap_or(0.0);
+    let replay_p50 = keyed["replay"]["median_us"].as_f64().unwrap_or(f64::NAN);
+    table.push(("keyed calls/s, 64 at a time (goal ≥ 5000)".into(), goal(per_s, per_s >= 5000.0)));
+    table.push(("replay p50 µs (goal < 50)".into(), goal(replay_p50, replay_p50 < 50.0)));
+    results.insert("keyed".into(), keyed);
+
+    // stdio.
+    eprintln!("bench: stdio");
+    let native = load::stdio(&me, &["echo-server", "--stdio"], &counts).await?;
+    let cordon_stdio = load::stdio_cordon(&cordon_bin, &plugin, &counts).await?;
+    let median_ratio = cordon_stdio.sequential.median() / native.sequential.median();
+    let throughput_ratio = cordon_stdio.pipelined_per_s / native.pipelined_per_s;
+    table.push(("stdio native rmcp echo, one at a time".into(), fmt_series(&native.sequential)));
+    table.push(("stdio Cordon, one at a time".into(), fmt_series(&cordon_stdio.sequential)));
+    table.push(("  median ratio (goal ≤ 1.15)".into(), goal(median_ratio, median_ratio <= 1.15)));
+    table.push(("stdio native calls/s, 8 in flight".into(), format!("{:.0}", native.pipelined_per_s)));
+    table.push(("stdio Cordon calls/s, 8 in flight".into(), format!("{:.0}", cordon_stdio.pipelined_per_s)));
+    table.push(("  throughput ratio (goal ≥ 0.85)".into(), goal(throughput_ratio, throughput_ratio >= 0.85)));
+    results.insert(
+        "stdio".into(),
+        json!({
+            "native": native.json(), "cordon": cordon_stdio.json(),
+            "median_ratio": round(median_ratio), "median_goal": 1.15, "median_met": median_ratio <= 1.15,
+            "throughput_ratio": round(throughput_ratio), "throughput_goal": 0.85,
+            "throughput_met": throughput_ratio >= 0.85,
+            "cordon_peak_rss_kib": cordon_stdio.peak_rss_kib,
+        }),
+    );
+
+    // Streamable HTTP, stateless JSON.
+    eprintln!("bench: http");
+    let mut http = Vec::new();
+    for concurrency in [1, 8, 64] {
+        let native = load::http_native(&me, concurrency, counts.http_requests).await?;
+        let cordon = load::http_cordon(&cordon_bin, &plugin, concurrency, counts.http_requests).await?;
+        let ratio = cordon.per_s / native.per_s;
+        table.push((
+            format!("http c={concurrency}: native / Cordon calls/s"),
+            format!(
+                "{:.0} / {:.0} (p99 {:.0} / {:.0} µs)",
+                native.per_s,
+                cordon.per_s,
+                native.latency.p99(),
+                cordon.latency.p99()
+            ),
+        ));
+        table.push((format!("  ratio (goal ≥ 0.80)"), goal(ratio, ratio >= 0.8)));
+        http.push(json!({
+            "concurrency": concurrency, "native": native.json(), "cordon": cordon.json(),
+            "ratio": round(ratio), "goal": 0.8, "met": ratio >= 0.8,
+        }));
+    }
+    results.insert("http".into(), Value::Array(http));
+
+    // Cold start.
+    eprintln!("bench: cold start");
+    let mut cold = Vec::new();
+    for &count in &counts.cold_plugins {
+        let timing = cold_start(&cordon_bin, &plugin, count).await?;
+        let cache_ms = timing["cache_ms"].as_f64().unwrap_or(f64::NAN);
+        table.push((
+            format!("start to listening, {count} plugins: no cache / cache ms"),
+            format!("{} / {}", timing["no_cache_ms"], timing["cache_ms"]),
+        ));
+        if count == 100 {
+            table.push(("  100 plugins from cache (goal < 250 ms)".into(), goal(cache_ms, cache_ms < 250.0)));
+        }
+        cold.push(timing);
+    }
+    results.insert("cold_start".into(), Value::Array(cold));
+
+    results.insert("machine".into(), machine());
+    results.insert("smoke".into(), json!(args.smoke));
+    println!("\n{:<58} {}", "measure", "result");
+    println!("{}", "-".repeat(100));
+    for (what, value) in &table {
+        println!("{what:<58} {value}");
+    }
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&Value::Object(results))?)?;
+    println!("\nresults: {}", args.out.display());
+    Ok(())
+}
+
+fn fmt_series(series: &Series) -> String {
+    format!("median {:.1} µs, p99 {:.1} µs", series.median(), series.p99())
+}
+
+fn goal(value: f64, met: bool) -> String {
+    format!("{value:.2} {}", if met { "met" } else { "NOT MET" })
+}
+
+/// Where the numbers came from.
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "os": std::env::consts::OS,
+    })
+}
