@@ -342,6 +342,8 @@ fn serialize_redacted<S: Serializer>(value: &Option<Value>, serializer: S) -> Re
 
 /// Lines waiting for the writer; beyond this a line is dropped rather than delaying a call.
 const QUEUE_LINES: usize = 16 * 1024;
+/// How long the writer lets lines gather after each write.
+const WRITE_LINGER: Duration = Duration::from_millis(10);
 /// Bytes waiting for the writer, likewise: with `log_arguments` a line can be as large as the
 /// arguments, so a line count alone would not bound memory.
 const QUEUE_BYTES: usize = 64 * 1024 * 1024;
@@ -567,6 +569,10 @@ impl Sink {
             for reply in flushes.drain(..) {
                 let _ = reply.send(());
             }
+            // Let lines gather before looking again: a sender only wakes this thread when it is
+            // blocked in `recv`, so under load calls hand off lines without a thread wake-up each
+            // (BENCHMARKS.md). Lines reach the file at most WRITE_LINGER later.
+            std::thread::sleep(WRITE_LINGER);
         }
         self.write(&mut buf);
     }
