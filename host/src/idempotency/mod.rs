@@ -228,6 +228,14 @@ impl Idempotency {
         call: &KeyedCall,
         cancel: &CancellationToken,
     ) -> Result<(Begin, Claimed), ToolError> {
+        // A finished key is answered from a read on this thread: no leader, no writer round trip.
+        if let Some(claimed) = self.store.finished(&call.claim.namespace, &call.claim.key, &call.claim.fingerprint) {
+            match &claimed {
+                Claimed::Done(stored) => return Ok((Begin::Replay(decode(stored)?), claimed)),
+                Claimed::Mismatch => return Err(key_reused(&call.claim.key)),
+                Claimed::Run { .. } => {}
+            }
+        }
         let id = (call.claim.namespace.clone(), call.claim.key.clone());
         loop {
             let leader = {
@@ -261,16 +269,18 @@ impl Idempotency {
                     Begin::Run(Box::new(Ticket { leader: Some(leader), call: call.clone(), attempt: *attempt }))
                 }
                 Claimed::Done(stored) => Begin::Replay(decode(stored)?),
-                Claimed::Mismatch => {
-                    return Err(ToolError::new(
-                        ErrorType::IdempotencyKeyReused,
-                        format!("idempotency key {:?} was already used with other arguments", call.claim.key),
-                    ))
-                }
+                Claimed::Mismatch => return Err(key_reused(&call.claim.key)),
             };
             return Ok((begin, claimed));
         }
     }
+}
+
+fn key_reused(key: &str) -> ToolError {
+    ToolError::new(
+        ErrorType::IdempotencyKeyReused,
+        format!("idempotency key {key:?} was already used with other arguments"),
+    )
 }
 
 /// Holds the single-flight slot of a key; releasing it wakes the waiters.
@@ -477,6 +487,26 @@ mod tests {
             (Begin::Run(ticket), claimed) => (ticket, claimed),
             (Begin::Replay(_), _) => panic!("expected to run"),
         }
+    }
+
+    /// A finished key is answered by a read on the calling thread; anything unfinished is not.
+    #[tokio::test]
+    async fn only_finished_keys_are_read_without_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let call = keyed(&idempotency, "k9");
+        let (namespace, key) = (&call.claim.namespace, &call.claim.key);
+        assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint), None, "absent");
+        let (ticket, _) = run(&idempotency, &call).await;
+        assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint), None, "in progress");
+        let outcome = Ok(crate::call::ToolSuccess { text: Some("t".into()), structured: None, attached: vec![] });
+        ticket.finish(&outcome).await.unwrap();
+        let stored = idempotency.store().finished(namespace, key, &call.claim.fingerprint);
+        assert!(matches!(stored, Some(Claimed::Done(_))), "{stored:?}");
+        assert_eq!(idempotency.store().finished(namespace, key, "another fingerprint"), Some(Claimed::Mismatch));
+        // And begin() replays it.
+        let (begin, claimed) = idempotency.begin(&call, &CancellationToken::new()).await.unwrap();
+        assert!(matches!(begin, Begin::Replay(Ok(_))) && matches!(claimed, Claimed::Done(_)));
     }
 
     #[tokio::test]
