@@ -131,10 +131,7 @@ pub async fn stdio(program: &Path, args: &[&str], counts: &Counts) -> Result<Std
 
 /// `cordon serve --stdio` with the demo plugin and a fresh data directory.
 pub async fn stdio_cordon(cordon: &Path, plugin: &Path, counts: &Counts) -> Result<StdioResult> {
-    let dir = tempfile::tempdir()?;
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins)?;
-    std::fs::copy(plugin, plugins.join("demo.wasm"))?;
+    let (dir, plugins) = crate::demo_dir(plugin)?;
     let child = Command::new(cordon)
         .arg("serve")
         .arg("--stdio")
@@ -278,10 +275,7 @@ pub async fn http_native(me: &Path, concurrency: usize, requests: usize) -> Resu
 
 /// `cordon serve --stateless` with the demo plugin.
 pub async fn http_cordon(cordon: &Path, plugin: &Path, concurrency: usize, requests: usize) -> Result<HttpResult> {
-    let dir = tempfile::tempdir()?;
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins)?;
-    std::fs::copy(plugin, plugins.join("demo.wasm"))?;
+    let (dir, plugins) = crate::demo_dir(plugin)?;
     let mut server = spawn_cordon_http(cordon, &plugins, &dir.path().join("data"), &["--stateless"]).await?;
     let (per_s, latency) = drive_http(&server.url, concurrency, requests).await?;
     let peak_rss_kib = server.peak_rss_kib();

@@ -245,11 +245,17 @@ async fn bare_series(plugin: &Path, fuel: bool, iterations: usize) -> Result<Ser
 
 // ---- Cordon in process ------------------------------------------------------------------------
 
-async fn start_cordon(plugin: &Path, config: &str) -> Result<(Arc<Cordon>, tempfile::TempDir)> {
+/// A temporary directory holding `plugins/demo.wasm`, and that plugins folder.
+pub fn demo_dir(plugin: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
     let dir = tempfile::tempdir()?;
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins)?;
     std::fs::copy(plugin, plugins.join("demo.wasm")).context("copy the demo plugin")?;
+    Ok((dir, plugins))
+}
+
+async fn start_cordon(plugin: &Path, config: &str) -> Result<(Arc<Cordon>, tempfile::TempDir)> {
+    let (dir, plugins) = demo_dir(plugin)?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     let paths = Paths { plugins, data, config_file: None };

@@ -105,14 +105,7 @@ async fn a_zig_plugin_reports_progress_to_the_client() {
     let response = post(&server.url, &request.to_string(), &[]).await;
     let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
     assert!(content_type.starts_with("text/event-stream"), "{content_type}");
-    let body = response.text().await.unwrap();
-    let sent: Vec<Value> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {d}")))
-        .collect();
+    let sent = messages(&content_type, &response.text().await.unwrap());
     let (result, notes) = sent.split_last().expect("a response");
     assert_eq!(result["id"], 3, "the result comes last: {sent:#?}");
     assert_eq!(result["result"]["isError"], false, "{result}");

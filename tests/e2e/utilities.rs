@@ -257,21 +257,6 @@ async fn progress_arrives_in_order_before_the_result_over_http() {
     progress_precedes_the_result(&client, &collector).await;
 }
 
-/// The JSON-RPC messages of a response body, in order: the data of each SSE event, or the one
-/// JSON body.
-fn messages(content_type: &str, body: &str) -> Vec<Value> {
-    if content_type.starts_with("text/event-stream") {
-        body.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {d}")))
-            .collect()
-    } else {
-        vec![serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))]
-    }
-}
-
 /// On the wire (stateless HTTP, one response per request): with `_meta.progressToken` the
 /// response streams the progress notifications, then the result; without one there is no
 /// notification at all, and the answer is plain JSON.

@@ -672,3 +672,18 @@ impl Env {
         .await
     }
 }
+
+/// The JSON-RPC messages of a response body, in order: the data of each SSE event, or the one
+/// JSON body.
+pub fn messages(content_type: &str, body: &str) -> Vec<Value> {
+    if content_type.starts_with("text/event-stream") {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {d}")))
+            .collect()
+    } else {
+        vec![serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))]
+    }
+}
