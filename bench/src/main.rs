@@ -30,7 +30,7 @@ use cordon_host::idempotency::{KeySource, ProvidedKey};
 use cordon_host::sandbox::bindings::cordon::plugin::host::LogLevel;
 use cordon_host::sandbox::bindings::cordon::plugin::{host, types};
 use cordon_host::sandbox::bindings::exports::cordon::plugin::tools;
-use cordon_host::sandbox::bindings::{CallContext, CallError, Content, PluginFull};
+use cordon_host::sandbox::bindings::{CallContext, CallError, Content, PluginCompletions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -216,7 +216,7 @@ async fn bare_series(plugin: &Path, fuel: bool, iterations: usize) -> Result<Ser
     let component = Component::from_file(&engine, plugin)?;
     let mut linker = Linker::<Bare>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    PluginFull::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |state| state)?;
+    PluginCompletions::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |state| state)?;
     let pre = linker.instantiate_pre(&component)?;
     let indices = tools::GuestIndices::new(&pre)?;
     let context = CallContext { principal: "bench".into(), call_id: "1".into(), idempotency_key: None };

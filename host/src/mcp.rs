@@ -33,7 +33,7 @@ use crate::call::{CallRequest, ProtocolError, ToolSuccess};
 use crate::error::ToolError;
 use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
 use crate::notify::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
-use crate::offers::OfferError;
+use crate::offers::{CompletionRef, OfferError};
 use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientResult, ContentBlock, CustomRequest,
@@ -232,6 +232,7 @@ impl ServerHandler for McpService {
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_logging()
+            .enable_completions()
             .enable_prompts()
             .enable_resources()
             .enable_tools()
@@ -378,6 +379,34 @@ impl ServerHandler for McpService {
         let mut result: GetPromptResult = from_json(rendered)?;
         result.result_type = Some(ResultType::COMPLETE);
         Ok(result.into())
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, McpError> {
+        let caller = self.caller(&context)?;
+        let target = match request.r#ref {
+            rmcp::model::Reference::Prompt(prompt) => CompletionRef::Prompt(prompt.name),
+            rmcp::model::Reference::Resource(template) => CompletionRef::ResourceTemplate(template.uri),
+            other => {
+                return Err(McpError::invalid_params(
+                    format!("cannot complete a reference of this kind: {other:?}"),
+                    None,
+                ))
+            }
+        };
+        let resolved = request.context.and_then(|c| c.arguments).unwrap_or_default().into_iter().collect();
+        let link = CallLink { cancel: context.ct.clone(), events: None };
+        let completion = self
+            .cordon
+            .complete(&caller, target, request.argument.name, request.argument.value, resolved, link)
+            .await
+            .map_err(offer_error)?;
+        let mut result: rmcp::model::CompleteResult = from_json(serde_json::json!({"completion": completion}))?;
+        result.result_type = Some(ResultType::COMPLETE);
+        Ok(result)
     }
 
     #[allow(deprecated)] // `SetLevelRequestParams`: see `LogRank`

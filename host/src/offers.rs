@@ -1,9 +1,11 @@
-//! Reading resources and rendering prompts: the path for what a plugin offers besides tools.
+//! Reading resources, rendering prompts and completing their arguments: the path for what a
+//! plugin offers besides tools.
 //!
 //! It is the tool call path without the parts that only make sense for tools:
 //! 1. **authenticate** — the transport hands over the caller;
-//! 2. **resolve** — the URI (a listed resource, else the first matching template) or the
-//!    published prompt name, in one catalog snapshot;
+//! 2. **resolve** — the URI (a listed resource, else the first matching template), the
+//!    published prompt name, or for a completion the prompt or the template as listed, in one
+//!    catalog snapshot;
 //! 3. **authorize** — the caller's scope must allow the resource's or prompt's scope name
 //!    (`<prefix>_<name>`, see [`crate::registry::offers`]); out of scope reads like unknown, so a
 //!    token learns nothing about what it may not see;
@@ -13,8 +15,10 @@
 //!    plugin's grants for this caller (a resource may be fetched from an upstream);
 //! 7. **result** — the plugin's `max_output_bytes` caps what it returns.
 //!
-//! Reads and renders are not keyed (they have no side effects to repeat) and are audited like
-//! calls, with `resources/read <uri>` or `prompts/get <name>` as the tool.
+//! Reads, renders and completions are not keyed (they have no side effects to repeat) and are
+//! audited like calls, with `resources/read <uri>`, `prompts/get <name>` or
+//! `completion/complete <prompt or template>` as the tool. A plugin that does not export
+//! `completions` answers every completion with no suggestions, without running.
 
 use crate::app::Cordon;
 use crate::audit::{self, AuditRecord};
@@ -23,7 +27,7 @@ use crate::error::{ErrorType, ToolError};
 use crate::notify::CallLink;
 use crate::ratelimit;
 use crate::registry::{offers, LoadedPlugin};
-use crate::sandbox::bindings::{CallError, Role};
+use crate::sandbox::bindings::{CallError, CompletionTarget, Role};
 use crate::sandbox::{CallGrants, GuestReply, Invocation};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -113,6 +117,56 @@ impl Cordon {
         Ok(out)
     }
 
+    /// Completes an argument of a prompt (by its published name) or of a resource template (by
+    /// the template as listed): the MCP `completion` object as JSON.
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        target: CompletionRef,
+        argument: String,
+        value: String,
+        context: BTreeMap<String, String>,
+        link: CallLink,
+    ) -> Result<Value, OfferError> {
+        let catalog = self.catalog();
+        let (plugin, local_target, what) = match &target {
+            CompletionRef::Prompt(name) => catalog
+                .plugins
+                .iter()
+                .find_map(|p| p.offers.prompts.iter().find(|e| &e.name == name).map(|e| (p.clone(), e)))
+                .filter(|_| caller.scope.allows(name))
+                .map(|(p, e)| (p, CompletionTarget::Prompt(e.local_name.clone()), format!("prompt {name}"))),
+            CompletionRef::ResourceTemplate(template) => catalog
+                .plugins
+                .iter()
+                .find_map(|p| {
+                    p.offers.templates.iter().find(|t| &t.template.source == template).map(|t| (p.clone(), t))
+                })
+                .filter(|(_, t)| caller.scope.allows(&t.scope_name))
+                .map(|(p, _)| {
+                    (p, CompletionTarget::ResourceTemplate(template.clone()), format!("template {template}"))
+                }),
+        }
+        .ok_or_else(|| OfferError::NotFound(target.name().to_string()))?;
+        drop(catalog);
+        if !plugin.prepared.completes() {
+            return Ok(json!({"values": []}));
+        }
+        let invocation =
+            Invocation::Complete { target: local_target, argument, value, context: context.into_iter().collect() };
+        let completion =
+            match self.run_offer(&plugin, caller, &format!("completion/complete {what}"), invocation, link).await {
+                Ok(GuestReply::Completion(Ok(completion))) => completion,
+                Ok(GuestReply::Completion(Err(e))) if e.kind == "not_found" => {
+                    return Err(OfferError::NotFound(target.name().to_string()))
+                }
+                Ok(GuestReply::Completion(Err(e))) => return Err(OfferError::Failed(guest_error(e))),
+                Ok(_) => return Err(OfferError::Failed(ToolError::new(ErrorType::Internal, "unexpected guest reply"))),
+                Err(e) => return Err(OfferError::Failed(e)),
+            };
+        Ok(completion_json(completion))
+    }
+
     /// Steps 5 to 7 for one read or render, with its audit line.
     async fn run_offer(
         &self,
@@ -183,6 +237,42 @@ impl Cordon {
     }
 }
 
+/// What a completion request refers to, as the client names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionRef {
+    /// A prompt, by its published name.
+    Prompt(String),
+    /// A resource template, by its URI template.
+    ResourceTemplate(String),
+}
+
+impl CompletionRef {
+    fn name(&self) -> &str {
+        match self {
+            Self::Prompt(name) | Self::ResourceTemplate(name) => name,
+        }
+    }
+}
+
+/// MCP's `completion` object: at most [`MAX_COMPLETION_VALUES`] values; when the plugin gave
+/// more, the rest are cut, `hasMore` is set and `total` says how many there were.
+fn completion_json(completion: crate::sandbox::bindings::Completion) -> Value {
+    let given = completion.values.len();
+    let mut values = completion.values;
+    values.truncate(MAX_COMPLETION_VALUES);
+    let cut = given > values.len();
+    let mut out = json!({"values": values, "hasMore": completion.has_more || cut});
+    match completion.total {
+        Some(total) => out["total"] = json!(total.max(u32::try_from(given).unwrap_or(u32::MAX))),
+        None if cut => out["total"] = json!(given),
+        None => {}
+    }
+    out
+}
+
+/// MCP allows at most 100 completion values per response.
+pub const MAX_COMPLETION_VALUES: usize = 100;
+
 fn guest_error(e: CallError) -> ToolError {
     ToolError::from_guest(e.kind, e.message, e.retryable)
 }
@@ -199,6 +289,7 @@ fn reply_size(reply: &GuestReply) -> usize {
     };
     match reply {
         GuestReply::Resource(Ok(contents)) => contents.iter().map(contents_size).sum(),
+        GuestReply::Completion(Ok(completion)) => completion.values.iter().map(String::len).sum(),
         GuestReply::Prompt(Ok(result)) => result
             .messages
             .iter()
@@ -208,5 +299,26 @@ fn reply_size(reply: &GuestReply) -> usize {
             })
             .sum(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::bindings::Completion;
+
+    #[test]
+    fn completions_are_cut_at_the_mcp_limit_and_say_so() {
+        let many = Completion { values: (0..150).map(|i| i.to_string()).collect(), total: None, has_more: false };
+        let out = completion_json(many);
+        assert_eq!(out["values"].as_array().map(Vec::len), Some(MAX_COMPLETION_VALUES));
+        assert_eq!(out["hasMore"], json!(true));
+        assert_eq!(out["total"], json!(150));
+
+        let few = Completion { values: vec!["paris".into()], total: Some(3), has_more: true };
+        assert_eq!(completion_json(few), json!({"values": ["paris"], "total": 3, "hasMore": true}));
+
+        let exact = Completion { values: vec!["a".into(), "b".into()], total: None, has_more: false };
+        assert_eq!(completion_json(exact), json!({"values": ["a", "b"], "hasMore": false}));
     }
 }

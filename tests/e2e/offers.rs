@@ -34,6 +34,17 @@ async fn read(client: &Client, uri: &str) -> Result<Value, ServiceError> {
     Ok(serde_json::to_value(result).unwrap())
 }
 
+/// `completion/complete`: `reference` is the MCP `ref` object.
+async fn complete(client: &Client, reference: Value, argument: Value, context: Value) -> Result<Value, ServiceError> {
+    let mut request = json!({"ref": reference, "argument": argument});
+    if !context.is_null() {
+        request["context"] = json!({"arguments": context});
+    }
+    let params = serde_json::from_value(request).unwrap();
+    let result = guard("completion/complete", client.complete(params)).await?;
+    Ok(serde_json::to_value(result).unwrap()["completion"].clone())
+}
+
 async fn prompt(client: &Client, name: &str, arguments: Value) -> Result<Value, ServiceError> {
     let params: GetPromptRequestParams = serde_json::from_value(json!({"name": name, "arguments": arguments})).unwrap();
     let result = guard("prompts/get", client.get_prompt(params)).await?;
@@ -142,6 +153,52 @@ async fn scopes_cover_resources_and_prompts() {
     let (code, _) = rpc_code(read(&alice, "test://static-binary").await);
     assert_eq!(code, -32602);
     let (code, _) = rpc_code(prompt(&alice, "test_prompt_with_image", json!({})).await);
+    assert_eq!(code, -32602);
+}
+
+/// Completions come from the plugin that serves the prompt or template, with the arguments
+/// already chosen; what the plugin does not know, and what a token may not see, is -32602.
+#[tokio::test]
+async fn arguments_are_completed_by_the_plugin_within_the_callers_scope() {
+    let config = format!(
+        "[[auth.tokens]]\nprincipal = \"alice\"\nsha256 = \"{}\"\ntools = [\"test_simple_*\", \"static-text\"]\n\n\
+         [[auth.tokens]]\nprincipal = \"bob\"\nsha256 = \"{}\"\ntools = [\"*\"]\n",
+        sha256_hex(b"alice-token-0123456789"),
+        sha256_hex(b"bob-token-0123456789ab")
+    );
+    let server = everything(&config).spawn_http_with(&[], &[]).await;
+    let bob = server.client_as("bob-token-0123456789ab").await;
+    let info = bob.peer_info().expect("initialized");
+    assert!(info.capabilities.completions.is_some(), "completions declared: {:?}", info.capabilities);
+
+    let prompt_ref = json!({"type": "ref/prompt", "name": "test_prompt_with_arguments"});
+    let arg1 = complete(&bob, prompt_ref.clone(), json!({"name": "arg1", "value": "par"}), Value::Null).await.unwrap();
+    assert_eq!(arg1, json!({"values": ["paris", "park", "party"], "total": 3, "hasMore": false}));
+    // The arguments already chosen reach the plugin.
+    let arg2 = complete(&bob, prompt_ref.clone(), json!({"name": "arg2", "value": ""}), json!({"arg1": "lyon"}))
+        .await
+        .unwrap();
+    assert_eq!(arg2["values"], json!(["after-lyon"]), "{arg2}");
+    let template_ref = json!({"type": "ref/resource", "uri": "test://template/{id}/data"});
+    let ids = complete(&bob, template_ref.clone(), json!({"name": "id", "value": ""}), Value::Null).await.unwrap();
+    assert_eq!(ids["values"], json!(["1", "2", "3"]), "{ids}");
+
+    // Unknown to the host (no such prompt or template), or to the plugin (no such argument).
+    let unknown_prompt = json!({"type": "ref/prompt", "name": "no_such_prompt"});
+    let (code, _) = rpc_code(complete(&bob, unknown_prompt, json!({"name": "x", "value": ""}), Value::Null).await);
+    assert_eq!(code, -32602);
+    let unknown_template = json!({"type": "ref/resource", "uri": "test://nowhere/{id}"});
+    let (code, _) = rpc_code(complete(&bob, unknown_template, json!({"name": "id", "value": ""}), Value::Null).await);
+    assert_eq!(code, -32602);
+    let (code, _) =
+        rpc_code(complete(&bob, prompt_ref.clone(), json!({"name": "arg9", "value": ""}), Value::Null).await);
+    assert_eq!(code, -32602, "the plugin's not_found is an unknown argument");
+
+    // Out of scope reads as unknown, for prompts and templates alike.
+    let alice = server.client_as("alice-token-0123456789").await;
+    let (code, _) = rpc_code(complete(&alice, prompt_ref, json!({"name": "arg1", "value": ""}), Value::Null).await);
+    assert_eq!(code, -32602);
+    let (code, _) = rpc_code(complete(&alice, template_ref, json!({"name": "id", "value": ""}), Value::Null).await);
     assert_eq!(code, -32602);
 }
 

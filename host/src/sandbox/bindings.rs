@@ -1,7 +1,8 @@
 //! Host-side bindings for the `cordon:plugin` worlds, generated from `wit/`.
 //!
-//! One set of bindings for `plugin-full` serves every plugin: a plugin must export `tools`, and
-//! may export `resources` and `prompts` (the sandbox looks each export up on its own, so a
+//! One set of bindings for `plugin-completions` (the largest world) serves every plugin: a plugin
+//! must export `tools`, and may export `resources`, `prompts` and `completions` (the sandbox looks
+//! each export up on its own, so a
 //! component built for the plain `plugin` world loads as before). `sample` and `elicit` wait
 //! for the MCP client, so they are async imports; the rest of the host interface answers at once.
 
@@ -10,7 +11,7 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "cordon:plugin/plugin-full",
+    world: "cordon:plugin/plugin-completions",
     imports: {
         "cordon:plugin/host.sample": async,
         "cordon:plugin/host.elicit": async,
@@ -21,5 +22,6 @@ wasmtime::component::bindgen!({
 pub use cordon::plugin::types::{
     Annotations, CallContext, CallError, Content, Media, ResourceBody, ResourceContents, ToolDescriptor, ToolOutput,
 };
+pub use exports::cordon::plugin::completions::{Completion, CompletionTarget};
 pub use exports::cordon::plugin::prompts::{PromptDescriptor, PromptResult, Role};
 pub use exports::cordon::plugin::resources::{ResourceDescriptor, TemplateDescriptor};

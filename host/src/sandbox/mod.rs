@@ -22,10 +22,10 @@ use crate::config::{Limits, PoolConfig};
 use crate::error::{ErrorType, ToolError};
 use crate::notify::CallLink;
 use anyhow::{Context as _, Result};
-use bindings::exports::cordon::plugin::{prompts, resources, tools};
+use bindings::exports::cordon::plugin::{completions, prompts, resources, tools};
 use bindings::{
-    CallContext, Content, PluginFull, PromptDescriptor, PromptResult, ResourceContents, ResourceDescriptor,
-    TemplateDescriptor, ToolDescriptor, ToolOutput,
+    CallContext, Completion, CompletionTarget, Content, PluginCompletions, PromptDescriptor, PromptResult,
+    ResourceContents, ResourceDescriptor, TemplateDescriptor, ToolDescriptor, ToolOutput,
 };
 use state::CallState;
 use std::sync::Arc;
@@ -76,19 +76,27 @@ impl Prepared {
         }
     }
 
+    /// Whether the plugin exports `completions` (without it, every completion is empty and
+    /// nothing needs to run).
+    pub fn completes(&self) -> bool {
+        matches!(&self.kind, PreparedKind::Plugin(plugin) if plugin.completions.is_some())
+    }
+
     /// Whether this is a plain component (exported functions, not `cordon:plugin`).
     pub fn is_plain(&self) -> bool {
         matches!(self.kind, PreparedKind::Plain(..))
     }
 }
 
-/// A `cordon:plugin` component's exports: `tools`, and `resources` and `prompts` when it has them.
+/// A `cordon:plugin` component's exports: `tools`, and `resources`, `prompts` and `completions`
+/// when it has them.
 #[derive(Clone)]
 pub struct PluginExports {
     pre: InstancePre<CallState>,
     tools: tools::GuestIndices,
     resources: Option<resources::GuestIndices>,
     prompts: Option<prompts::GuestIndices>,
+    completions: Option<completions::GuestIndices>,
 }
 
 /// What a guest is asked to do in one instance.
@@ -106,6 +114,17 @@ pub enum Invocation {
         name: String,
         /// The client's arguments.
         arguments: Vec<(String, String)>,
+    },
+    /// Suggest values for an argument of a prompt or resource template.
+    Complete {
+        /// The prompt (local name) or template.
+        target: CompletionTarget,
+        /// The argument being filled in.
+        argument: String,
+        /// What the user typed so far.
+        value: String,
+        /// Arguments already chosen.
+        context: Vec<(String, String)>,
     },
     /// Run one tool.
     Call {
@@ -141,6 +160,8 @@ pub enum GuestReply {
     Resource(Result<Vec<ResourceContents>, bindings::CallError>),
     /// Answer to [`Invocation::GetPrompt`].
     Prompt(Result<PromptResult, bindings::CallError>),
+    /// Answer to [`Invocation::Complete`].
+    Completion(Result<Completion, bindings::CallError>),
 }
 
 /// The outcome of one instance run, with what it cost.
@@ -168,7 +189,7 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("cannot link wasi:http")?;
-        PluginFull::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
+        PluginCompletions::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("cannot link the cordon:plugin host interface")?;
         start_epoch_ticker(&engine).context("cannot start the epoch thread")?;
@@ -193,6 +214,7 @@ impl Sandbox {
                 kind: PreparedKind::Plugin(PluginExports {
                     resources: resources::GuestIndices::new(&instance_pre).ok(),
                     prompts: prompts::GuestIndices::new(&instance_pre).ok(),
+                    completions: completions::GuestIndices::new(&instance_pre).ok(),
                     pre: instance_pre,
                     tools,
                 }),
@@ -302,8 +324,8 @@ async fn invoke(
                 Invocation::Call { tool, arguments, .. } => {
                     GuestReply::Output(plain::call(pre, store, tools, &tool, &arguments).await?)
                 }
-                Invocation::ReadResource { .. } | Invocation::GetPrompt { .. } => {
-                    wasmtime::bail!("a plain component has no resources or prompts")
+                Invocation::ReadResource { .. } | Invocation::GetPrompt { .. } | Invocation::Complete { .. } => {
+                    wasmtime::bail!("a plain component has no resources, prompts or completions")
                 }
             });
         }
@@ -342,6 +364,15 @@ async fn invoke(
         Invocation::GetPrompt { name, arguments } => match &prompts {
             Some(prompts) => GuestReply::Prompt(prompts.call_get(&mut *store, &name, &arguments).await?),
             None => wasmtime::bail!("the plugin exports no prompts"),
+        },
+        Invocation::Complete { target, argument, value, context } => match &plugin.completions {
+            Some(indices) => {
+                let completions = indices.load(&mut *store, &instance)?;
+                GuestReply::Completion(
+                    completions.call_complete(&mut *store, &target, &argument, &value, &context).await?,
+                )
+            }
+            None => wasmtime::bail!("the plugin exports no completions"),
         },
     })
 }

@@ -4,7 +4,7 @@
 
 wit_bindgen::generate!({
     path: "../../../wit",
-    world: "cordon:plugin/plugin-full",
+    world: "cordon:plugin/plugin-completions",
 });
 
 use base64::Engine as _;
@@ -12,6 +12,7 @@ use cordon::plugin::host::{self, LogLevel};
 use cordon::plugin::types::{
     Annotations, CallContext, CallError, Content, Media, ResourceBody, ResourceContents, ToolDescriptor, ToolOutput,
 };
+use exports::cordon::plugin::completions::{Completion, CompletionTarget, Guest as Completions};
 use exports::cordon::plugin::prompts::{
     Guest as Prompts, PromptArgument, PromptDescriptor, PromptMessage, PromptResult, Role,
 };
@@ -400,6 +401,32 @@ impl Prompts for Everything {
             other => return Err(error("not_found", format!("no prompt named {other}"))),
         };
         Ok(PromptResult { description: None, messages })
+    }
+}
+
+/// Completes `arg1` of `test_prompt_with_arguments` from a fixed list, `arg2` from the `arg1`
+/// already chosen, and the template's `{id}` from the three ids it serves.
+impl Completions for Everything {
+    fn complete(
+        target: CompletionTarget,
+        argument: String,
+        value: String,
+        context: Vec<(String, String)>,
+    ) -> Result<Completion, CallError> {
+        let candidates: Vec<String> = match (&target, argument.as_str()) {
+            (CompletionTarget::Prompt(p), "arg1") if p == "test_prompt_with_arguments" => {
+                ["paris", "park", "party", "lyon"].map(String::from).to_vec()
+            }
+            (CompletionTarget::Prompt(p), "arg2") if p == "test_prompt_with_arguments" => {
+                context.iter().filter(|(k, _)| k == "arg1").map(|(_, v)| format!("after-{v}")).collect()
+            }
+            (CompletionTarget::ResourceTemplate(t), "id") if t == "test://template/{id}/data" => {
+                ["1", "2", "3"].map(String::from).to_vec()
+            }
+            _ => return Err(error("not_found", format!("nothing to complete for {argument} of {target:?}"))),
+        };
+        let values: Vec<String> = candidates.into_iter().filter(|c| c.starts_with(&value)).collect();
+        Ok(Completion { total: Some(values.len() as u32), values, has_more: false })
     }
 }
 
