@@ -108,6 +108,11 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Largest accepted HTTP request body, bytes. Default 4 MiB.
     pub max_request_bytes: usize,
+    /// Seconds a client has to send a request's headers, and again its body; a slower client
+    /// is disconnected (slow-loris protection, [`crate::connections`]). Default 30.
+    pub read_timeout_s: u64,
+    /// Open HTTP connections at once; more wait in the accept backlog. Default 1024.
+    pub max_connections: usize,
     /// The principal of calls arriving over stdio (the local operator). Default `local`.
     pub stdio_principal: String,
     /// On SIGTERM or SIGINT, how long calls in flight may still run before they are abandoned
@@ -136,6 +141,8 @@ impl Default for ServerConfig {
             .map(String::from)
             .to_vec(),
             max_request_bytes: 4 << 20,
+            read_timeout_s: 30,
+            max_connections: 1024,
             stdio_principal: "local".into(),
             drain_timeout_s: 30,
             tls_cert: None,

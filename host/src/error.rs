@@ -28,7 +28,8 @@ pub enum ErrorType {
     Busy,
     /// The guest trapped or panicked.
     PluginCrashed,
-    /// The guest returned output that is not JSON or violates its own output schema.
+    /// The guest returned output that is not JSON, violates its own output schema, or is a
+    /// string that is not UTF-8.
     InvalidOutput,
     /// The call was cancelled by the client.
     Cancelled,
@@ -40,6 +41,10 @@ pub enum ErrorType {
     IdempotencyKeyReused,
     /// Over a rate limit; the message says how long to wait.
     RateLimited,
+    /// The idempotency store could not be read or written (a full or read-only disk, a lost
+    /// database): a keyed call is refused before it runs, or ran and must be retried with the
+    /// same key to record its outcome.
+    StoreUnavailable,
     /// Something went wrong inside the host; details are in the host's log only.
     Internal,
 }
@@ -62,13 +67,14 @@ impl ErrorType {
             Self::Forbidden => "forbidden",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::RateLimited => "rate_limited",
+            Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
         }
     }
 
     /// Whether the same call may succeed if simply retried later.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Timeout | Self::Busy | Self::Internal | Self::RateLimited)
+        matches!(self, Self::Timeout | Self::Busy | Self::StoreUnavailable | Self::Internal | Self::RateLimited)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod call;
 pub mod config;
+pub mod connections;
 pub mod content;
 pub mod error;
 pub mod grants;

@@ -13,6 +13,7 @@ use crate::app::Cordon;
 use crate::auth::Caller;
 use crate::auth::{self, Authenticator};
 use crate::call::Principal;
+use crate::connections::{self, ConnectionBounds};
 use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::mcp::McpService;
 use crate::tls::{self, SharedAcceptor, TlsFiles, TlsListener};
@@ -215,27 +216,9 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     // cut off calls in flight.
     let sessions = CancellationToken::new();
     let server = &cordon.config().server;
-    let mcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(server.allowed_hosts.clone())
-        .with_allowed_origins(server.allowed_origins.clone())
-        .enforce_origin_validation()
-        .with_legacy_session_mode(!stateless)
-        .with_json_response(stateless)
-        .with_max_request_body_bytes(server.max_request_bytes)
-        .with_cancellation_token(sessions.child_token());
-    let mcp = {
-        let cordon = cordon.clone();
-        StreamableHttpService::new(
-            move || Ok(McpService::per_request(cordon.clone())),
-            Arc::new(LocalSessionManager::default()),
-            mcp_config,
-        )
-    };
     let drain = Arc::new(Drain { draining: AtomicBool::new(false), exchanges: InFlight::new() });
     let gate = Arc::new(auth::Gate::new(authenticator.clone(), cordon.clone()));
-    let mcp = Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(gate.clone(), auth::require_bearer))
+    let mcp = mcp_router(cordon.clone(), gate.clone(), stateless, sessions.child_token())
         // Outermost: a draining server refuses before spending anything on authentication.
         .layer(axum::middleware::from_fn_with_state(drain.clone(), track_exchanges));
     let _watcher = crate::reload::watch_plugins(cordon.clone())?;
@@ -324,17 +307,19 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         }
     };
     // The listener stays open through the drain (axum stops accepting when `shutdown` resolves).
+    let bounds = ConnectionBounds {
+        read_timeout: Duration::from_secs(server.read_timeout_s.max(1)),
+        max_connections: server.max_connections,
+    };
     let served = async move {
         match acceptor {
-            Some(acceptor) => {
-                axum::serve(TlsListener::new(listener, acceptor), app).with_graceful_shutdown(shutdown).await
-            }
-            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+            Some(acceptor) => connections::serve(TlsListener::new(listener, acceptor), app, bounds, shutdown).await,
+            None => connections::serve(listener, app, bounds, shutdown).await,
         }
     };
     tokio::pin!(served);
     tokio::select! {
-        served = &mut served => served.context("HTTP server failed"),
+        () = &mut served => Ok(()),
         () = async {
             // Only once the drain is over: then connections get a last, short grace.
             if drained_rx.await.is_err() {
@@ -346,6 +331,32 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The `/mcp` route: rmcp's Streamable HTTP service (`[server]` hosts, origins and body cap;
+/// sessions with SSE, or `stateless` plain JSON), behind `gate` ([`auth::require_bearer`]).
+/// `sessions` closes every session and stream when cancelled. [`serve_http`] puts the drain
+/// middleware around it; it is public so the fuzz targets (`fuzz/`) and tests can drive the real
+/// request path in-process, without a socket.
+pub fn mcp_router(cordon: Arc<Cordon>, gate: Arc<auth::Gate>, stateless: bool, sessions: CancellationToken) -> Router {
+    let server = &cordon.config().server;
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(server.allowed_hosts.clone())
+        .with_allowed_origins(server.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_legacy_session_mode(!stateless)
+        .with_json_response(stateless)
+        .with_max_request_body_bytes(server.max_request_bytes)
+        .with_cancellation_token(sessions);
+    let mcp = {
+        let cordon = cordon.clone();
+        StreamableHttpService::new(
+            move || Ok(McpService::per_request(cordon.clone())),
+            Arc::new(LocalSessionManager::default()),
+            mcp_config,
+        )
+    };
+    Router::new().nest_service("/mcp", mcp).layer(axum::middleware::from_fn_with_state(gate, auth::require_bearer))
 }
 
 /// Middleware on `/mcp`: while draining, new requests get 503; otherwise each POST (a JSON-RPC

@@ -212,3 +212,107 @@ async fn health_endpoints_report_counts() {
         );
     }
 }
+
+/// How a hostile client holds a connection in `slow_clients_are_cut_off_and_others_are_served`.
+#[derive(Debug, Clone, Copy)]
+enum Hog {
+    /// Sends the request headers one line every 200 ms, forever (slow loris).
+    TrickledHeaders,
+    /// Sends complete headers announcing a 1,000-byte body, then 10 bytes of it, then nothing.
+    StalledBody,
+    /// Connects and sends nothing.
+    Silent,
+}
+
+/// Holds a connection as `hog` says until the server closes it; returns what the server sent.
+async fn hog(stream: tokio::net::TcpStream, hog: Hog) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_server, mut to_server) = stream.into_split();
+    let send = async move {
+        match hog {
+            Hog::TrickledHeaders => {
+                let _ = to_server.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
+                while to_server.write_all(b"x-slow: 1\r\n").await.is_ok() {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+            Hog::StalledBody => {
+                let head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                            accept: application/json, text/event-stream\r\ncontent-length: 1000\r\n\r\n{\"jsonrpc\"";
+                let _ = to_server.write_all(head.as_bytes()).await;
+            }
+            Hog::Silent => {}
+        }
+        // Keep the write half open: closing it would tell the server the request is over.
+        std::future::pending::<()>().await;
+    };
+    let receive = async move {
+        let mut received = Vec::new();
+        let _ = from_server.read_to_end(&mut received).await;
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    tokio::select! {
+        received = receive => received,
+        () = send => unreachable!("the sender never finishes"),
+    }
+}
+
+/// Clients that trickle their headers, stall mid-body or say nothing are cut off at
+/// `[server] read_timeout_s`; `max_connections` keeps the rest waiting in the backlog rather
+/// than accepted; a well-behaved call made while they hold every slot is answered once they are
+/// gone, and the server keeps serving. Bounded, never timed: the hang guard is the only clock.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_others_are_served() {
+    let env = Env::demo().config("[server]\nread_timeout_s = 1\nmax_connections = 4\n");
+    let mut server = env.spawn_http(&["--stateless"]).await;
+    let addr = server.base.strip_prefix("http://").expect("http URL").to_string();
+    let kinds =
+        [Hog::TrickledHeaders, Hog::TrickledHeaders, Hog::StalledBody, Hog::StalledBody, Hog::Silent, Hog::Silent];
+    let mut hogs = Vec::new();
+    for kind in kinds {
+        let stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        hogs.push((kind, tokio::spawn(hog(stream, kind))));
+    }
+
+    let request = call_request(1, "demo_echo", json!({"text": "patient"})).to_string();
+    let response = post(&server.url, &request, &[]).await;
+    assert_eq!(response.status(), 200);
+    let reply: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(Outcome::from_wire(&reply["result"]).ok()["text"], "patient", "{reply}");
+
+    for (kind, hog) in hogs {
+        let received = guard("the server to cut off a slow client", hog).await.expect("hog task");
+        // Cut off without an answer, or with an error status: never a 2xx for a partial request.
+        let status = received.split_whitespace().nth(1).unwrap_or("");
+        assert!(received.is_empty() || status.starts_with('4') || status.starts_with('5'), "{kind:?}: {received}");
+    }
+    assert!(server.is_running(), "{}", server.log.text());
+    let response = post(&server.url, &request, &[]).await;
+    assert_eq!(response.status(), 200, "still serving");
+}
+
+/// A body over `[server] max_request_bytes` is refused with 413, a body that is not JSON by
+/// content type with 415, a client that accepts neither JSON nor SSE with 406; none reaches a
+/// tool, and the server keeps serving.
+#[tokio::test]
+async fn oversized_and_mistyped_requests_are_refused() {
+    let env = Env::demo().config("[server]\nmax_request_bytes = 2048\n");
+    let mut server = env.spawn_http(&["--stateless"]).await;
+    let big = call_request(1, "demo_echo", json!({"text": "x".repeat(4096)})).to_string();
+    assert_eq!(post(&server.url, &big, &[]).await.status(), 413);
+    let small = call_request(2, "demo_echo", json!({"text": "fits"})).to_string();
+    let raw = |content_type: &'static str, accept: &'static str| {
+        let request = reqwest::Client::new()
+            .post(&server.url)
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(small.clone());
+        async move { guard("HTTP response", request.send()).await.expect("HTTP request").status() }
+    };
+    assert_eq!(raw("text/plain", "application/json, text/event-stream").await, 415);
+    assert_eq!(raw("application/json", "text/html").await, 406);
+    assert!(server.is_running(), "{}", server.log.text());
+    assert!(!server.log.text().contains("tool call"), "a refused request reached a tool: {}", server.log.text());
+    let response = post(&server.url, &small, &[]).await;
+    assert_eq!(response.status(), 200);
+}

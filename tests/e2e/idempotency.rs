@@ -982,3 +982,81 @@ async fn the_idempotency_cli_lists_shows_and_purges() {
     assert_eq!(charged(&again, &api, "acct_a")["charge_id"], ids[0]);
     assert_eq!(one_record(&env, "cli-a").await["attempts"], 1);
 }
+
+// ---- the data disk: full, read-only, corrupted -------------------------------------------------
+
+/// `serve` arguments for a stateless server on a free loopback port.
+const SERVE_STATELESS: [&str; 5] = ["serve", "--listen", "127.0.0.1:0", "--allow-unauthenticated", "--stateless"];
+
+/// A full data disk (a 16 MiB tmpfs of the server's own, filled up while it runs): a keyed
+/// charge is refused with the retryable `store_unavailable` before the guest runs, so the API
+/// sees nothing; once there is space again, the same key charges exactly once.
+#[tokio::test]
+async fn a_full_disk_refuses_keyed_calls_before_they_run() {
+    let api = PaymentsApi::start().await;
+    let env = payments_env(&api, "");
+    let server = spawn_http_command(env.command_on_small_disk(&SERVE_STATELESS, 16 * 1024)).await;
+    let data = env.data_dir().display().to_string();
+    let charge_request = |id, account, key| call_request(id, "payments_charge", charge(account, 100, key));
+    let before = result_of(&post_text(&server.url, &charge_request(1, "acct_before", "k-before"), &[]).await);
+    charged(&before, &api, "acct_before");
+
+    let df =
+        in_mount_namespace(server.pid(), &format!("dd if=/dev/zero of={data}/filler bs=64k 2>/dev/null; df -k {data}"));
+    for attempt in 2..5 {
+        let refused = result_of(&post_text(&server.url, &charge_request(attempt, "acct_full", "k-full"), &[]).await);
+        let error = refused.expect_error("store_unavailable", true);
+        assert!(error["message"].as_str().unwrap_or("").contains("did not run"), "{error} ({df})");
+    }
+    assert!(api.requests_for("acct_full").is_empty(), "the guest ran without a durable claim");
+    assert!(server.log.text().contains("idempotency store unavailable"), "{}", server.log.text());
+
+    in_mount_namespace(server.pid(), &format!("rm {data}/filler"));
+    let after = result_of(&post_text(&server.url, &charge_request(9, "acct_full", "k-full"), &[]).await);
+    charged(&after, &api, "acct_full");
+    let replay = result_of(&post_text(&server.url, &charge_request(10, "acct_full", "k-full"), &[]).await);
+    assert_eq!(replay.raw, after.raw);
+    assert_eq!(api.requests_for("acct_full").len(), 1);
+}
+
+/// A server started on a read-only data directory stops at once, naming the directory and
+/// why. (A disk cannot be remounted read-only under a server holding its files open; a disk
+/// that fills up under a running server is `a_full_disk_refuses_keyed_calls_before_they_run`.)
+#[tokio::test]
+async fn a_read_only_data_directory_is_a_clear_error() {
+    let api = PaymentsApi::start().await;
+    let env = payments_env(&api, "");
+    let data = env.data_dir().display().to_string();
+    let mut cmd = env.command_on_read_only_disk(&SERVE_STATELESS);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let out = guard("cordon to refuse a read-only data dir", cmd.output()).await.expect("run cordon");
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&data) || stderr.contains(&env.data_dir().display().to_string()),
+        "names the directory: {stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("read-only") || stderr.contains("readonly"), "says why: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A corrupted idempotency database stops the server at start with an error naming the file,
+/// and the file is left exactly as it was for the operator to inspect or restore.
+#[tokio::test]
+async fn a_corrupted_store_stops_the_server_and_is_left_untouched() {
+    let api = PaymentsApi::start().await;
+    let env = payments_env(&api, "");
+    std::fs::create_dir_all(env.data_dir()).unwrap();
+    let db = env.data_dir().join("idempotency.sqlite3");
+    let garbage: Vec<u8> = b"this is not an SQLite database\n".iter().copied().cycle().take(64 * 1024).collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let mut cmd = env.command(&SERVE_STATELESS);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let out = guard("cordon to refuse a corrupted store", cmd.output()).await.expect("run cordon");
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("idempotency.sqlite3"), "names the file: {stderr}");
+    assert!(stderr.contains("not a database"), "says why: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage, "the corrupted file was modified");
+}

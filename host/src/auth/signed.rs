@@ -144,9 +144,10 @@ impl Revocations {
     /// Opens (creating) the list in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Revocations> {
         let path = data_dir.join(REVOCATIONS_FILE);
-        let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let what = || format!("cannot open the token revocation list {}", path.display());
+        let conn = Connection::open(&path).with_context(what)?;
+        conn.busy_timeout(Duration::from_secs(5)).with_context(what)?;
+        conn.pragma_update(None, "journal_mode", "WAL").with_context(what)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS revoked_tokens (id TEXT PRIMARY KEY, revoked_ms INTEGER NOT NULL) WITHOUT ROWID",
         )
@@ -186,6 +187,24 @@ mod tests {
     fn signer() -> (Signer, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         (Signer::load_or_create(dir.path()).unwrap(), dir)
+    }
+
+    /// Expiry is read from the wall clock at each request (`SystemTime`, not a monotonic
+    /// clock), so a clock that jumps decides alone: forward past `exp` expires a token at once,
+    /// backward (an NTP step) keeps it valid until `exp`, and a clock before 1970 is no panic.
+    #[test]
+    fn expiry_follows_the_wall_clock_across_jumps() {
+        let (s, _dir) = signer();
+        let issued = SystemTime::now();
+        let (token, claims) = s.issue("alice", &[], Duration::from_secs(600), issued).unwrap();
+        assert_eq!(s.verify(&token, issued - Duration::from_secs(3600)).unwrap(), claims, "jumped back an hour");
+        assert_eq!(s.verify(&token, issued + Duration::from_secs(86_400)), Err(Invalid::Expired), "jumped a day ahead");
+        assert_eq!(s.verify(&token, issued + Duration::from_secs(599)).unwrap(), claims, "one second left");
+        assert_eq!(s.verify(&token, issued + Duration::from_secs(600)), Err(Invalid::Expired), "expiry is exclusive");
+        assert_eq!(s.verify(&token, UNIX_EPOCH - Duration::from_secs(1)).unwrap(), claims, "a clock before 1970");
+        // A token issued by a clock far behind is already expired by a correct one.
+        let (stale, _) = s.issue("bob", &[], Duration::from_secs(60), issued - Duration::from_secs(3600)).unwrap();
+        assert_eq!(s.verify(&stale, issued), Err(Invalid::Expired));
     }
 
     #[test]

@@ -262,7 +262,10 @@ impl Idempotency {
             };
             let claimed = self.store.claim(call.claim.clone()).await.map_err(|e| {
                 tracing::error!(error = %format!("{e:#}"), "idempotency store unavailable");
-                ToolError::new(ErrorType::Internal, "the idempotency store is unavailable; the call did not run")
+                ToolError::new(
+                    ErrorType::StoreUnavailable,
+                    "the idempotency store is unavailable; the call did not run",
+                )
             })?;
             let begin = match &claimed {
                 Claimed::Run { attempt, .. } => {
@@ -318,7 +321,7 @@ impl Ticket {
         stored.map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), key = %claim.key, "cannot record a call's outcome");
             ToolError::new(
-                ErrorType::Internal,
+                ErrorType::StoreUnavailable,
                 "the call ran but its outcome could not be recorded; retry with the same key",
             )
         })
@@ -342,7 +345,7 @@ impl Ticket {
         drop(leader);
         settled.map(|()| release).map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), key = %claim.key, "cannot settle a cancelled call's key");
-            ToolError::new(ErrorType::Internal, "the call was cancelled but its key could not be settled")
+            ToolError::new(ErrorType::StoreUnavailable, "the call was cancelled but its key could not be settled")
         })
     }
 }

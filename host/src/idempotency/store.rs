@@ -287,12 +287,15 @@ impl Store {
     }
 }
 
+/// Opens (creating if missing) and migrates the store. A file that is not an SQLite database,
+/// or one written by a newer Cordon, is an error naming the file; nothing is written to it.
 fn open_connection(path: &Path) -> Result<Connection> {
-    let conn =
-        Connection::open(path).with_context(|| format!("cannot open the idempotency store {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let what = || format!("cannot open the idempotency store {}", path.display());
+    let conn = Connection::open(path).with_context(what)?;
+    conn.busy_timeout(Duration::from_secs(5)).with_context(what)?;
+    // The first statement that reads the file: a corrupted header fails here, before any write.
+    conn.pragma_update(None, "journal_mode", "WAL").with_context(what)?;
+    conn.pragma_update(None, "synchronous", "FULL").with_context(what)?;
     migrate(&conn).with_context(|| format!("cannot migrate the idempotency store {}", path.display()))?;
     Ok(conn)
 }

@@ -202,25 +202,74 @@ impl Env {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(auth);
         args.extend_from_slice(extra);
-        let mut cmd = self.command(&args);
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn cordon serve");
-        let log = Log::default();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let url = guard("cordon serve to print its URL", log.collect_until(stderr, "url=")).await;
-        let Some(line) = url else {
-            let status = child.wait().await;
-            panic!("cordon serve exited ({status:?}) before listening; stderr:\n{}", log.text());
-        };
-        let url = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("url="))
-            .expect("url= in the listening line")
-            .to_string();
-        let base = url.strip_suffix("/mcp").expect("URL ends in /mcp").to_string();
-        HttpServer { child, url, base, log }
+        spawn_http_command(self.command(&args)).await
     }
 
+    /// `cordon <args>` as [`Env::command`], but with the data directory on a tmpfs of
+    /// `size_kib` KiB of its own, in a user and mount namespace (no privileges needed): a disk
+    /// the test can fill or make read-only with [`in_mount_namespace`].
+    pub fn command_on_small_disk(&self, args: &[&str], size_kib: u32) -> tokio::process::Command {
+        self.command_on_tmpfs(args, size_kib, false)
+    }
+
+    /// [`Env::command_on_small_disk`] with the disk mounted read-only (and empty) before
+    /// `cordon` starts.
+    pub fn command_on_read_only_disk(&self, args: &[&str]) -> tokio::process::Command {
+        self.command_on_tmpfs(args, 1024, true)
+    }
+
+    fn command_on_tmpfs(&self, args: &[&str], size_kib: u32, read_only: bool) -> tokio::process::Command {
+        std::fs::create_dir_all(self.data_dir()).expect("create the data dir");
+        let remount = if read_only { " && mount -o remount,ro \"$0\"" } else { "" };
+        let inner = self.command(args);
+        let inner = inner.as_std();
+        let mut cmd = tokio::process::Command::new("unshare");
+        cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(format!("mount -t tmpfs -o size={size_kib}k cordon-data \"$0\"{remount} && shift && exec \"$@\""))
+            .arg(self.data_dir())
+            .arg("--")
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (name, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
+        }
+        cmd.current_dir(self.path()).stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+}
+
+/// Runs `script` with `sh` in the user and mount namespaces of process `pid` (one started by
+/// [`Env::command_on_small_disk`]), where its data disk is mounted; panics if it fails.
+pub fn in_mount_namespace(pid: u32, script: &str) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-U", "-m", "--preserve-credentials", "sh", "-c", script])
+        .output()
+        .expect("run nsenter");
+    assert!(out.status.success(), "{script}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Spawns a `cordon serve --listen ...` command and waits until it is listening.
+pub async fn spawn_http_command(mut cmd: tokio::process::Command) -> HttpServer {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cordon serve");
+    let log = Log::default();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let url = guard("cordon serve to print its URL", log.collect_until(stderr, "url=")).await;
+    let Some(line) = url else {
+        let status = child.wait().await;
+        panic!("cordon serve exited ({status:?}) before listening; stderr:\n{}", log.text());
+    };
+    let url =
+        line.split_whitespace().find_map(|w| w.strip_prefix("url=")).expect("url= in the listening line").to_string();
+    let base = url.strip_suffix("/mcp").expect("URL ends in /mcp").to_string();
+    HttpServer { child, url, base, log }
+}
+
+impl Env {
     /// `cordon serve --stdio` with an rmcp client on its stdin/stdout; stderr is collected.
     pub async fn stdio_client(&self) -> (Client, Log) {
         self.stdio_client_with(()).await
