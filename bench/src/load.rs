@@ -5,6 +5,7 @@ use crate::{round, Counts, Series};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
@@ -163,10 +164,33 @@ impl Server {
     pub fn peak_rss_kib(&self) -> Option<u64> {
         peak_rss_kib(self.child.id())
     }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM (the graceful drain), then the exit code, waiting at most `wait`; killed if it is
+    /// still running by then (`None`).
+    pub async fn terminate(&mut self, wait: Duration) -> Result<Option<i32>> {
+        let pid = self.child.id().context("the server is not running")?;
+        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        match tokio::time::timeout(wait, self.child.wait()).await {
+            Ok(status) => Ok(status?.code()),
+            Err(_) => {
+                self.stop().await;
+                Ok(None)
+            }
+        }
+    }
 }
 
-/// Starts `command` (which prints `url=…` on stderr once listening) and keeps its stderr drained.
-async fn spawn_listening(mut command: Command) -> Result<Server> {
+/// Starts `command` (which prints `url=…` on stderr once listening) and keeps its stderr drained,
+/// handing each later line to `on_line`.
+async fn spawn_listening(mut command: Command, mut on_line: impl FnMut(&str) + Send + 'static) -> Result<Server> {
     let mut child =
         command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
@@ -181,12 +205,27 @@ async fn spawn_listening(mut command: Command) -> Result<Server> {
     .await
     .context("the server did not start listening")??;
     // Keep reading, so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            on_line(&line);
+        }
+    });
     Ok(Server { child, url })
 }
 
 /// `cordon serve` on a free loopback port with `plugins` and `data`.
 pub async fn spawn_cordon_http(cordon: &Path, plugins: &Path, data: &Path, extra: &[&str]) -> Result<Server> {
+    spawn_cordon_http_with(cordon, plugins, data, extra, |_| {}).await
+}
+
+/// [`spawn_cordon_http`], handing each line the server logs after its listening line to `on_line`.
+pub async fn spawn_cordon_http_with(
+    cordon: &Path,
+    plugins: &Path,
+    data: &Path,
+    extra: &[&str],
+    on_line: impl FnMut(&str) + Send + 'static,
+) -> Result<Server> {
     let mut command = Command::new(cordon);
     command
         .arg("serve")
@@ -196,7 +235,73 @@ pub async fn spawn_cordon_http(cordon: &Path, plugins: &Path, data: &Path, extra
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--allow-unauthenticated"])
         .args(extra);
-    spawn_listening(command).await
+    spawn_listening(command, on_line).await
+}
+
+/// A hyper client (kept-alive connections) for one URL.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: hyper::Uri,
+}
+
+/// One HTTP answer, its body read to the end.
+pub struct Reply {
+    pub status: hyper::StatusCode,
+    /// The `Mcp-Session-Id` header, when the server opened a session.
+    pub session: Option<String>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The JSON-RPC response with `id`: the body itself (JSON), or the SSE event carrying it.
+    pub fn json_rpc(&self, id: u64) -> Result<Value> {
+        let text = std::str::from_utf8(&self.body).context("the body is not UTF-8")?;
+        if let Ok(message) = serde_json::from_str::<Value>(text) {
+            return Ok(message);
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|m| m["id"] == json!(id))
+            .with_context(|| format!("no JSON-RPC response with id {id} in: {}", cut(text, 300)))
+    }
+}
+
+/// At most `max` bytes of `text` (on a character boundary), for messages.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl Http {
+    pub fn new(url: &str) -> Result<Http> {
+        Ok(Http { client: Client::builder(TokioExecutor::new()).build_http(), uri: url.parse()? })
+    }
+
+    /// `method` with `body` (JSON) and extra `headers`; the whole answer.
+    pub async fn send(&self, method: hyper::Method, body: Bytes, headers: &[(&str, &str)]) -> Result<Reply> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(self.uri.clone())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.client.request(request.body(Full::new(body))?).await?;
+        let status = response.status();
+        let session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(String::from);
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, session, body })
+    }
+
+    pub async fn post(&self, body: Bytes, headers: &[(&str, &str)]) -> Result<Reply> {
+        self.send(hyper::Method::POST, body, headers).await
+    }
 }
 
 /// Calls/s and latencies of one HTTP run.
@@ -214,23 +319,16 @@ impl HttpResult {
 
 /// `requests` tools/call POSTs, `concurrency` at a time, each on a kept-alive connection.
 async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Result<(f64, Series)> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let http = Http::new(url)?;
     let body = Bytes::from(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{CALL}}}"));
-    let uri: hyper::Uri = url.parse()?;
     let one = {
-        let (client, body, uri) = (client.clone(), body.clone(), uri.clone());
+        let (http, body) = (http.clone(), body.clone());
         move || {
-            let (client, body, uri) = (client.clone(), body.clone(), uri.clone());
+            let (http, body) = (http.clone(), body.clone());
             async move {
-                let request = hyper::Request::post(uri)
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
-                    .body(Full::new(body))?;
-                let response = client.request(request).await?;
-                let status = response.status();
-                let bytes = response.into_body().collect().await?.to_bytes();
-                if !status.is_success() || bytes.windows(13).any(|w| w == b"\"isError\":true") {
-                    bail!("HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+                let reply = http.post(body, &[]).await?;
+                if !reply.status.is_success() || reply.body.windows(13).any(|w| w == b"\"isError\":true") {
+                    bail!("HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body));
                 }
                 anyhow::Ok(())
             }
@@ -266,7 +364,7 @@ async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Result<(f
 pub async fn http_native(me: &Path, concurrency: usize, requests: usize) -> Result<HttpResult> {
     let mut command = Command::new(me);
     command.args(["echo-server", "--listen", "127.0.0.1:0"]);
-    let mut server = spawn_listening(command).await?;
+    let mut server = spawn_listening(command, |_| {}).await?;
     let (per_s, latency) = drive_http(&server.url, concurrency, requests).await?;
     let peak_rss_kib = server.peak_rss_kib();
     server.stop().await;

@@ -1,4 +1,5 @@
 //! `make bench`: Cordon measured against what it is built on, in one run on one machine.
+//! (`make soak`, the leak and lost-call run, is `soak.rs`.)
 //!
 //! Every figure is a ratio of two things measured in the same run, so a noisy shared machine
 //! moves both. BENCHMARKS.md describes each method; this file is the method.
@@ -19,6 +20,7 @@
 
 mod echo;
 mod load;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -51,6 +53,9 @@ enum Cli {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// `make soak`: a bounded run of mixed calls, hot reloads and hostile calls against
+    /// `cordon serve`, then checks that no call was lost and RSS and open files stayed flat.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Parser)]
@@ -112,6 +117,10 @@ fn main() -> Result<()> {
         Cli::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(run(args))
+        }
+        Cli::Soak(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(soak::soak(args))
         }
     }
 }
@@ -344,6 +353,18 @@ async fn keyed(plugin: &Path, calls: usize, replays: usize) -> Result<Value> {
 
 // ---- cold start -------------------------------------------------------------------------------
 
+/// `component` with an empty custom section named `name` (under 127 bytes) appended: the same
+/// code under another digest, so it compiles and loads as a plugin of its own.
+pub fn distinct_copy(component: &[u8], name: &str) -> Vec<u8> {
+    let mut copy = component.to_vec();
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name.as_bytes());
+    copy.push(0); // custom section
+    copy.push(section.len() as u8);
+    copy.extend_from_slice(&section);
+    copy
+}
+
 /// `count` distinct copies of the plugin (a custom section each, so each has its own digest and
 /// compiles on its own), then `cordon serve` until listening: with an empty data directory and
 /// again with the compile cache it left.
@@ -353,14 +374,7 @@ async fn cold_start(cordon: &Path, plugin: &Path, count: usize) -> Result<Value>
     std::fs::create_dir_all(&plugins)?;
     let bytes = std::fs::read(plugin)?;
     for i in 0..count {
-        let mut copy = bytes.clone();
-        let name = format!("bench-copy-{i}");
-        let mut section = vec![name.len() as u8];
-        section.extend_from_slice(name.as_bytes());
-        copy.push(0); // custom section
-        copy.push(section.len() as u8);
-        copy.extend_from_slice(&section);
-        std::fs::write(plugins.join(format!("p{i}.wasm")), copy)?;
+        std::fs::write(plugins.join(format!("p{i}.wasm")), distinct_copy(&bytes, &format!("bench-copy-{i}")))?;
     }
     let data = dir.path().join("data");
     let mut timings = Vec::new();
