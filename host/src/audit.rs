@@ -168,6 +168,7 @@ pub fn refusal_reason(refusal: &Refusal) -> String {
         Refusal::NoGrant => "no_grant".into(),
         Refusal::TooManyRequests(_) => "too_many_requests".into(),
         Refusal::MissingCredential(name) => format!("missing_credential:{name}"),
+        Refusal::UserInfo => "user_info".into(),
     }
 }
 

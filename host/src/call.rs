@@ -444,5 +444,9 @@ fn explain_refusal(egress: &Mutex<EgressRecord>, principal: &Principal) -> Optio
             ErrorType::EgressDenied,
             format!("outbound request {method} {url} refused: this plugin may make at most {max} requests per call"),
         ),
+        Refusal::UserInfo => ToolError::new(
+            ErrorType::EgressDenied,
+            format!("outbound request {method} {url} refused: a URL with user info (user@host) is never sent"),
+        ),
     })
 }

@@ -8,6 +8,22 @@
 //! result can say which URL was refused. No redirect is followed (the host returns 3xx as is),
 //! response bodies are capped, and every timeout is bounded by the grant policy.
 //!
+//! What frames and routes a request is the host's, never the guest's:
+//! - `Host` comes from the URL's authority; a guest cannot set it, nor any hop-by-hop field
+//!   (`Transfer-Encoding`, `Connection`, `Keep-Alive`, `Upgrade`, `TE`, `Trailer`,
+//!   `Proxy-*`, `HTTP2-Settings`): setting one fails in the guest with `forbidden`
+//!   ([`is_forbidden_header`]), so such a request cannot even be built;
+//! - a URL with user info (`user@host`) is refused ([`Refusal::UserInfo`]): it would not be
+//!   the `Host` sent, and the connection would look up the whole `user@host` as a name;
+//! - `Content-Length` may be set, but only ever frames the bytes it counts: one value of digits
+//!   (else `invalid-syntax`), no value on a request without a body (`HttpRequestBodySize`),
+//!   bytes past it are never sent, and a body shorter than it is aborted, so the upstream never
+//!   gets a complete request it frames wrongly. Without it, the body goes out chunked. Each
+//!   request has its own connection, so nothing can be appended to another request.
+//!
+//! A call may have at most `max_requests_per_call` requests, counted when each is started: that
+//! also bounds how many are in flight at once, whatever the guest starts before waiting.
+//!
 //! ```toml
 //! [plugins.httpbin.http]
 //! max_requests_per_call = 16
@@ -29,7 +45,9 @@ use serde::Deserialize;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{
+    Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks, DEFAULT_FORBIDDEN_HEADERS,
+};
 
 /// `[plugins.NAME.http]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +240,17 @@ pub enum Refusal {
     TooManyRequests(u32),
     /// The grant needs a credential the principal has no value for.
     MissingCredential(String),
+    /// The URL carries user info (`user@host`).
+    UserInfo,
+}
+
+/// Header names a guest may never set on a request, nor see on a response: wasmtime's defaults
+/// (`Host`, `Transfer-Encoding`, `Connection`, `Keep-Alive`, `Upgrade`, `Proxy-Connection`,
+/// `Proxy-Authenticate`, `Proxy-Authorization`, `HTTP2-Settings`) and the other hop-by-hop
+/// fields, `TE` and `Trailer` (RFC 9110 §7.6.1). Setting one fails in the guest with
+/// `forbidden`.
+pub fn is_forbidden_header(name: &http::HeaderName) -> bool {
+    DEFAULT_FORBIDDEN_HEADERS.contains(name) || name == http::header::TE || name == http::header::TRAILER
 }
 
 /// What one call did on the network: kept for the result and the audit log.
@@ -270,10 +299,12 @@ impl EgressHooks {
     }
 
     fn refuse(&self, method: Method, uri: &Uri, why: Refusal) -> HttpError {
+        // The authority without user info: that may hold something meant to stay secret.
+        let authority = uri.authority().map_or("", |a| a.as_str());
         let shown = format!(
             "{}://{}{}",
             uri.scheme_str().unwrap_or("?"),
-            uri.authority().map(|a| a.as_str()).unwrap_or(""),
+            authority.rsplit_once('@').map_or(authority, |(_, host)| host),
             uri.path()
         );
         tracing::info!(principal = %self.principal.0, %method, url = %shown, reason = ?why, "outbound request refused");
@@ -293,6 +324,9 @@ impl EgressHooks {
                 request.uri(),
                 Refusal::TooManyRequests(self.policy.max_requests_per_call),
             ));
+        }
+        if request.uri().authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(self.refuse(method, request.uri(), Refusal::UserInfo));
         }
         let grant = Target::of(request.uri()).and_then(|t| self.policy.grants.iter().find(|g| g.matches(&method, &t)));
         let Some(grant) = grant else {
@@ -331,6 +365,14 @@ type ResponseFuture = Box<
 >;
 
 impl WasiHttpHooks for EgressHooks {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        is_forbidden_header(name)
+    }
+
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(is_forbidden_header)
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -432,6 +474,27 @@ mod tests {
         assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/%2e%2e/admin"));
         assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/.%2E/admin"));
         assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/x%2F..%2Fadmin"));
+    }
+
+    #[test]
+    fn hop_by_hop_and_framing_headers_are_forbidden() {
+        for name in [
+            "host",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "trailer",
+            "proxy-connection",
+            "proxy-authorization",
+            "http2-settings",
+        ] {
+            assert!(is_forbidden_header(&http::HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-length", "authorization", "content-type", "idempotency-key", "x-trailer"] {
+            assert!(!is_forbidden_header(&http::HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

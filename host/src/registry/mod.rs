@@ -4,7 +4,10 @@
 //! Loading is per plugin and never all-or-nothing: a broken file, a bad name, a collision, an
 //! unsupported import or a bad schema is logged with a clear reason and that plugin alone is
 //! skipped; the rest keep serving. Files load in name order so collisions resolve the same way
-//! on every start (the first file keeps the name).
+//! on every start (the first file keeps the name). `describe` runs under the plugin's own limits
+//! (a describe that spins is refused when its fuel or time runs out), and a description past
+//! [`MAX_DESCRIBED_ITEMS`] items of a kind, [`MAX_SCHEMA_BYTES`] in one schema or
+//! [`MAX_DESCRIPTION_BYTES`] in all is refused before anything in it is compiled.
 
 pub mod cache;
 pub mod compat;
@@ -18,7 +21,7 @@ use crate::grants::credentials::Credentials;
 use crate::grants::PluginGrants;
 use crate::notify::CallLink;
 use crate::sandbox::bindings::{Annotations, ToolDescriptor};
-use crate::sandbox::{CallGrants, GuestReply, Invocation, Prepared, Sandbox};
+use crate::sandbox::{CallGrants, Description, GuestReply, Invocation, Prepared, Sandbox};
 use crate::schema::Schema;
 use anyhow::{anyhow, bail, Context, Result};
 use cache::{CacheOutcome, CompileCache};
@@ -31,6 +34,19 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub use names::{is_valid_tool_name, published_name};
+
+/// The most tools one plugin may describe; and, separately, the most resources, resource
+/// templates and prompts. A plugin describing more is refused at load: every tool is compiled
+/// and listed to every client, and no MCP client can use thousands of tools from one plugin.
+pub const MAX_DESCRIBED_ITEMS: usize = 1_000;
+
+/// The largest schema (input or output) one tool may declare, bytes. Each schema is compiled at
+/// load and sent in every `tools/list`; real ones are a few KiB.
+pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
+
+/// The largest description a plugin may give, bytes: every name, title, description, URI and
+/// schema its `describe` (and list functions) returned, together.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 << 20;
 
 /// One loaded plugin.
 pub struct LoadedPlugin {
@@ -367,6 +383,7 @@ async fn load_plugin(
         Ok(_) => bail!("describe returned something else"),
         Err(e) => bail!("describe failed: {}", e.message),
     };
+    check_description_size(&description)?;
     let descriptors = description.tools;
     let prefix = plugin_config.prefix.as_deref().unwrap_or(&name);
     let offers =
@@ -406,6 +423,59 @@ async fn load_plugin(
         }
     }
     Ok((plugin, tools))
+}
+
+/// Refuses a description past [`MAX_DESCRIBED_ITEMS`], [`MAX_SCHEMA_BYTES`] or
+/// [`MAX_DESCRIPTION_BYTES`], before anything in it is compiled or published. (What the guest
+/// returned is already in host memory, but it was bounded by the guest's own memory cap.)
+fn check_description_size(description: &Description) -> Result<()> {
+    let counts = [
+        ("tools", description.tools.len()),
+        ("resources", description.resources.len()),
+        ("resource templates", description.templates.len()),
+        ("prompts", description.prompts.len()),
+    ];
+    for (what, count) in counts {
+        if count > MAX_DESCRIBED_ITEMS {
+            bail!("the plugin describes {count} {what}; a plugin may describe at most {MAX_DESCRIBED_ITEMS}");
+        }
+    }
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let mut total = 0;
+    for tool in &description.tools {
+        for (which, size) in [("input", tool.input_schema.len()), ("output", opt(&tool.output_schema))] {
+            if size > MAX_SCHEMA_BYTES {
+                bail!(
+                    "tool {:?} declares an {which} schema of {size} bytes; a schema may have at most {MAX_SCHEMA_BYTES}",
+                    truncated(&tool.name)
+                );
+            }
+        }
+        total += tool.name.len() + opt(&tool.title) + tool.description.len() + tool.input_schema.len();
+        total += opt(&tool.output_schema);
+    }
+    for r in &description.resources {
+        total += r.uri.len() + r.name.len() + opt(&r.title) + opt(&r.description) + opt(&r.mime_type);
+    }
+    for t in &description.templates {
+        total += t.uri_template.len() + t.name.len() + opt(&t.title) + opt(&t.description) + opt(&t.mime_type);
+    }
+    for p in &description.prompts {
+        total += p.name.len() + opt(&p.title) + opt(&p.description);
+        total += p.arguments.iter().map(|a| a.name.len() + opt(&a.description)).sum::<usize>();
+    }
+    if total > MAX_DESCRIPTION_BYTES {
+        bail!("the plugin's description is {total} bytes; a plugin may describe at most {MAX_DESCRIPTION_BYTES}");
+    }
+    Ok(())
+}
+
+/// A guest-chosen name cut short for a message (the name check comes later).
+fn truncated(name: &str) -> &str {
+    match name.char_indices().nth(64) {
+        Some((end, _)) => &name[..end],
+        None => name,
+    }
 }
 
 /// Validates names and schemas, applies the operator's overrides, and builds the `tools/list`

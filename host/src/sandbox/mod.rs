@@ -8,6 +8,8 @@
 //!   spends blocked in host calls;
 //! - linear-memory cap through [`state::MemoryCap`] (→ `memory_limit`);
 //! - the client's cancellation ([`CallLink::cancel`]) drops the invocation (→ `cancelled`);
+//! - a string from the guest that is not UTF-8 (the canonical ABI cannot lift it) →
+//!   `invalid_output`;
 //! - any other trap → `plugin_crashed`.
 //!
 //! Instances come from a pooling allocator sized by `[pool]`; a full pool is `busy`.
@@ -396,6 +398,10 @@ fn classify(error: wasmtime::Error, memory_exceeded: bool, limits: &Limits) -> T
         Some(Trap::Interrupt) => timeout_error(limits),
         Some(Trap::StackOverflow) => ToolError::new(ErrorType::PluginCrashed, "the plugin crashed: stack overflow"),
         Some(trap) => ToolError::new(ErrorType::PluginCrashed, format!("the plugin crashed: {trap}")),
+        // A WIT `string` must be UTF-8: the canonical ABI fails to lift one that is not.
+        None if error.is::<std::str::Utf8Error>() => {
+            ToolError::new(ErrorType::InvalidOutput, "the plugin returned a string that is not valid UTF-8")
+        }
         None => {
             tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "guest call failed");
             ToolError::new(ErrorType::PluginCrashed, "the plugin failed while running")
