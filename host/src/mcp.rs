@@ -139,9 +139,16 @@ impl McpService {
             return;
         }
         let sent = match event {
-            CallEvent::Ask { ask, reply } => {
-                // The guest is waiting: the answer goes back whatever it is.
-                let _ = reply.send(ask_client(context, ask).await);
+            CallEvent::Ask { ask, mut reply } => {
+                tokio::select! {
+                    // The guest is waiting: the answer goes back whatever it is.
+                    answer = ask_client(context, ask) => {
+                        let _ = reply.send(answer);
+                    }
+                    // The call ended first (its timeout, a cancellation): nobody waits for the
+                    // answer any more, and the call's result must not wait for the client.
+                    () = reply.closed() => {}
+                }
                 return;
             }
             CallEvent::Progress { progress: done, total, message } => {

@@ -572,3 +572,20 @@ async fn a_describe_that_spins_is_refused_at_load() {
     let reason = refused_at_load("hostile_describe_spin", config).await;
     assert_eq!(reason, "describe failed: the call ran past its 1000 ms timeout");
 }
+
+/// Nothing survives a call: a counter in a global is 1 on every call and a mark left in memory
+/// is never found by the next one, whether calls come one at a time (the pool reuses the slot)
+/// or many at once.
+#[tokio::test]
+async fn no_state_survives_from_one_call_to_the_next() {
+    let env = Env::new().plugin(&fixture_wasm("hostile_output"), "hostile_output.wasm");
+    let (client, log) = env.stdio_client().await;
+    for _ in 0..5 {
+        let out = call(&client, "hostile_output_remember", json!({})).await;
+        assert_eq!(out.texts, ["calls=1 mark=0x0"], "{}", log.text());
+    }
+    let outs = futures::future::join_all((0..20).map(|_| call(&client, "hostile_output_remember", json!({})))).await;
+    for out in outs {
+        assert_eq!(out.texts, ["calls=1 mark=0x0"]);
+    }
+}

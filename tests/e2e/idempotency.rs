@@ -1003,13 +1003,22 @@ async fn a_full_disk_refuses_keyed_calls_before_they_run() {
 
     let df =
         in_mount_namespace(server.pid(), &format!("dd if=/dev/zero of={data}/filler bs=64k 2>/dev/null; df -k {data}"));
-    for attempt in 2..5 {
+    // Enough refusals that their audit lines outgrow the audit file's last page as well.
+    for attempt in 2..24 {
         let refused = result_of(&post_text(&server.url, &charge_request(attempt, "acct_full", "k-full"), &[]).await);
         let error = refused.expect_error("store_unavailable", true);
         assert!(error["message"].as_str().unwrap_or("").contains("did not run"), "{error} ({df})");
     }
     assert!(api.requests_for("acct_full").is_empty(), "the guest ran without a durable claim");
     assert!(server.log.text().contains("idempotency store unavailable"), "{}", server.log.text());
+    // The audit log cannot be written either: its lines are dropped and counted, with a
+    // warning, and calls are never held up by it.
+    guard("the audit log to report dropped lines", async {
+        while !server.log.text().contains("audit lines are being dropped") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 
     in_mount_namespace(server.pid(), &format!("rm {data}/filler"));
     let after = result_of(&post_text(&server.url, &charge_request(9, "acct_full", "k-full"), &[]).await);

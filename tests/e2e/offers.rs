@@ -134,6 +134,38 @@ async fn a_client_that_cannot_be_asked_gets_a_typed_error() {
     Outcome::from_wire(&body["result"]).expect_error("unsupported", false);
 }
 
+/// A client that declares sampling but never answers: the guest's ask is given up at the tool's
+/// timeout (`notify::ASK_TIMEOUT` is only the ceiling), the call fails as the retryable
+/// `timeout`, and the session keeps serving.
+struct NeverAnswers;
+
+impl rmcp::ClientHandler for NeverAnswers {
+    fn get_info(&self) -> rmcp::model::ClientInfo {
+        let mut info = rmcp::model::ClientInfo::default();
+        info.capabilities.sampling = Some(Default::default());
+        info
+    }
+
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn an_ask_nobody_answers_ends_at_the_tools_timeout() {
+    let env = everything("[plugins.everything.limits]\ntimeout_ms = 1000\n");
+    let (client, log) = env.stdio_client_with(NeverAnswers).await;
+    let out = call(&client, "test_sampling", json!({"prompt": "anyone?"})).await;
+    out.expect_error("timeout", true);
+    let simple = call(&client, "test_simple_text", json!({})).await;
+    assert!(!simple.is_error, "still serving: {} {}", simple.raw, log.text());
+    client.cancel().await.unwrap();
+}
+
 /// A token's scope covers resources and prompts by their published names.
 #[tokio::test]
 async fn scopes_cover_resources_and_prompts() {

@@ -11,6 +11,8 @@
 //! - `no_structured`: a tool with an output schema that returns only text.
 //! - `fill`: grows linear memory to exactly `mib` MiB plus `extra_pages` pages and writes to
 //!   every new page, so a test can fill it right up to the host's cap on every call.
+//! - `remember`: counts its calls in a global and leaves a mark in a static buffer, then reports
+//!   both; in a fresh instance per call the count is always 1 and no mark is ever found.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -40,6 +42,18 @@ const COUNT_SCHEMA: &str = r#"{
 }"#;
 
 const PAGE: usize = 64 * 1024;
+
+/// Calls this instance has served.
+static CALLS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// A mark left in linear memory by the previous call, if this memory saw one.
+static MARK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn remember() -> String {
+    use core::sync::atomic::Ordering::SeqCst;
+    let calls = CALLS.fetch_add(1, SeqCst) + 1;
+    let found = MARK.swap(0xdead_beef, SeqCst);
+    format!("calls={calls} mark={found:#x}")
+}
 
 fn tool(name: &str, description: &str, input: &str, output: Option<&str>) -> ToolDescriptor {
     ToolDescriptor {
@@ -109,6 +123,7 @@ impl Guest for HostileOutput {
             tool("deep_json", "Returns JSON arrays nested 100,000 deep.", NO_ARGUMENTS, None),
             tool("off_schema", "Returns a count that violates its own output schema.", NO_ARGUMENTS, Some(COUNT_SCHEMA)),
             tool("no_structured", "Declares an output schema, then returns only text.", NO_ARGUMENTS, Some(COUNT_SCHEMA)),
+            tool("remember", "Counts its calls and leaves a mark in memory; reports both.", NO_ARGUMENTS, None),
             tool(
                 "fill",
                 "Grows linear memory to exactly `mib` MiB (plus `extra_pages` 64 KiB pages) and writes to every new page.",
@@ -129,6 +144,7 @@ impl Guest for HostileOutput {
             }
             "off_schema" => Ok(ToolOutput { text: None, json: Some(r#"{"count": "seven", "extra": true}"#.into()) }),
             "no_structured" => Ok(ToolOutput { text: Some("seven".into()), json: None }),
+            "remember" => Ok(ToolOutput { text: Some(remember()), json: None }),
             "fill" => {
                 let mib = number(&arguments, "mib").ok_or_else(|| invalid(format!("no mib in {arguments}")))?;
                 let extra = number(&arguments, "extra_pages").unwrap_or(0);
