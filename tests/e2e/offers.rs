@@ -139,9 +139,11 @@ async fn a_client_that_cannot_be_asked_gets_a_typed_error() {
 /// `timeout`, and the session keeps serving.
 struct NeverAnswers;
 
+// Sampling is deprecated by SEP-2577 but still part of the revisions Cordon serves.
+#[allow(deprecated)]
 impl rmcp::ClientHandler for NeverAnswers {
-    fn get_info(&self) -> rmcp::model::ClientInfo {
-        let mut info = rmcp::model::ClientInfo::default();
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut info = rmcp::model::ClientConfig::default();
         info.capabilities.sampling = Some(Default::default());
         info
     }
