@@ -43,7 +43,7 @@ C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugin
 ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
 WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
 
-.PHONY: run test bench conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean
+.PHONY: run test bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -151,6 +151,15 @@ bench: plugins
 	$(CARGO) build --release -p cordon-host -p cordon-bench
 	target/release/cordon-bench run --cordon target/release/cordon --plugin plugins/dist/demo.wasm --out bench/results.json
 
+# Soak (release build, not in CI): SOAK_SECONDS of good calls, hot reloads and hostile calls
+# against `cordon serve` on loopback; fails if a call is lost or answered wrong, or if RSS or open
+# file descriptors grow past their bounds. Writes target/soak.json. See BENCHMARKS.md (## Soak).
+SOAK_SECONDS ?= 300
+soak: plugins
+	$(CARGO) build --release -p cordon-host -p cordon-bench
+	target/release/cordon-bench soak --seconds $(SOAK_SECONDS) --cordon target/release/cordon \
+		--demo plugins/dist/demo.wasm --hostile tests/plugins/dist/hostile.wasm --out target/soak.json
+
 # The official MCP conformance suite (npm @modelcontextprotocol/conformance, on Node 22 from npm)
 # against Cordon serving the fixture plugin tests/conformance; fails on any failed check.
 # `make conformance CONFORMANCE_2026=1` also runs the 2026-07-28 revision (reported, not required).
@@ -167,6 +176,28 @@ $(PYVENV)/.installed: tests/python/requirements.txt
 	$(PYTHON) -m venv $(PYVENV)
 	$(PYVENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
+
+# Fuzzing (fuzz/README.md): cargo-fuzz on the nightly toolchain, installed on first use. Builds
+# every target once, then runs each for FUZZ_SECONDS on its seed corpus (fuzz/corpus/<target>,
+# never written: new inputs go to fuzz/target/corpus/<target>); any finding fails, its input
+# saved under fuzz/artifacts/<target>/. `make fuzz FUZZ_SECONDS=600` for a longer session.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := config token arguments jsonrpc
+# --dev: fuzz/Cargo.toml's dev profile (opt-level 1, overflow checks); -s none: no ASan. Why: fuzz/README.md.
+FUZZ_BUILD   := --dev -s none
+fuzz:
+	@cargo-fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' \
+		|| $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	$(CARGO) +nightly fuzz build $(FUZZ_BUILD)
+	@rm -rf fuzz/target/scratch
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$target; \
+		echo "make: fuzzing $$target for $(FUZZ_SECONDS) s"; \
+		$(CARGO) +nightly fuzz run $(FUZZ_BUILD) $$target fuzz/target/corpus/$$target fuzz/corpus/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=60 -print_final_stats=1 || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all --check

@@ -25,6 +25,10 @@ pub const PREFIX: &str = "cdt1.";
 pub const KEY_FILE: &str = "token-signing.key";
 /// The revocation list's file in the data directory.
 pub const REVOCATIONS_FILE: &str = "tokens.sqlite3";
+/// The latest expiry a token may have (seconds since the Unix epoch): the last second of the
+/// year 9999, the end of what RFC 3339 (`cordon token issue` prints the expiry so) and
+/// `SystemTime` represent. A longer lifetime is refused rather than overflowing.
+pub const MAX_EXPIRY: u64 = 253_402_300_799;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,10 +107,13 @@ impl Signer {
             bail!("the subject must not be empty");
         }
         let iat = unix(now);
+        let exp = iat
+            .checked_add(ttl.as_secs())
+            .filter(|exp| *exp <= MAX_EXPIRY)
+            .ok_or_else(|| anyhow::anyhow!("the lifetime is too long: a token must expire before the year 10000"))?;
         let mut id = [0u8; 12];
         getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for the token id: {e}"))?;
-        let claims =
-            Claims { sub: subject.into(), tools: tools.to_vec(), iat, exp: iat + ttl.as_secs(), jti: hex::encode(id) };
+        let claims = Claims { sub: subject.into(), tools: tools.to_vec(), iat, exp, jti: hex::encode(id) };
         let payload = format!("{PREFIX}{}", B64.encode(serde_json::to_vec(&claims)?));
         let signature = B64.encode(self.mac(&payload).finalize().into_bytes());
         Ok((format!("{payload}.{signature}"), claims))
@@ -235,6 +242,23 @@ mod tests {
         for bad in ["", "cdt1.", "cdt1.abc", "nope.abc.def", "cdt1.!!!.###"] {
             assert!(matches!(s.verify(bad, now), Err(Invalid::Malformed | Invalid::Forged)), "{bad}");
         }
+    }
+
+    /// Found by `fuzz/` (token): `iat + ttl` overflowed, and an expiry past the year 9999 made
+    /// `cordon token issue` panic printing it.
+    #[test]
+    fn lifetimes_ending_after_the_year_9999_are_refused() {
+        let (s, _dir) = signer();
+        let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        for ttl in [u64::MAX, u64::MAX - 1_000, MAX_EXPIRY] {
+            let error = s.issue("alice", &[], Duration::from_secs(ttl), now).unwrap_err();
+            assert!(format!("{error}").contains("too long"), "{error}");
+        }
+        let (token, claims) = s.issue("alice", &[], Duration::from_secs(MAX_EXPIRY - 1_900_000_000), now).unwrap();
+        assert_eq!(claims.exp, MAX_EXPIRY);
+        assert_eq!(s.verify(&token, now).unwrap(), claims);
+        let expires = humantime::format_rfc3339(UNIX_EPOCH + Duration::from_secs(claims.exp));
+        assert_eq!(expires.to_string(), "9999-12-31T23:59:59Z");
     }
 
     #[cfg(unix)]

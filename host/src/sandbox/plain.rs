@@ -15,8 +15,8 @@
 //! | WIT | JSON | JSON Schema |
 //! | --- | --- | --- |
 //! | `bool` | `true` / `false` | `boolean` |
-//! | `s8`…`u64` | integer | `integer` with the type's `minimum`/`maximum` |
-//! | `f32`, `f64` | number (non-finite results become `null`) | `number` |
+//! | `s8`…`u64` | integer (`8.0` too, as JSON Schema counts it) | `integer` with the type's `minimum`/`maximum` |
+//! | `f32`, `f64` | number (non-finite results become `null`) | `number` (`f32`: within its finite range) |
 //! | `char` | one-character string | `string`, length 1 |
 //! | `string` | string | `string` |
 //! | `list<T>` | array | `array` of T |
@@ -238,7 +238,9 @@ pub fn schema(ty: &Type) -> Option<Value> {
         Type::U32 => integer(0, u32::MAX.into()),
         Type::S64 => integer(i64::MIN.into(), i64::MAX.into()),
         Type::U64 => integer(0, u64::MAX.into()),
-        Type::Float32 | Type::Float64 => json!({"type": "number"}),
+        // Larger numbers would reach the guest as infinities.
+        Type::Float32 => json!({"type": "number", "minimum": f64::from(f32::MIN), "maximum": f64::from(f32::MAX)}),
+        Type::Float64 => json!({"type": "number"}),
         Type::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
         Type::String => json!({"type": "string"}),
         Type::List(list) => json!({"type": "array", "items": schema(&list.ty())?}),
@@ -331,6 +333,8 @@ pub fn to_val(value: &Value, ty: &Type, at: &str) -> std::result::Result<Val, St
                 .as_i64()
                 .map(i128::from)
                 .or_else(|| value.as_u64().map(i128::from))
+                // JSON Schema's `integer` (the published schema) accepts `8.0`: so do we.
+                .or_else(|| value.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e38).map(|f| f as i128))
                 .ok_or_else(|| wrong("an integer"))?;
             Val::$variant(<$t>::try_from(n).map_err(|_| format!("{at}: {n} is out of range for {}", stringify!($t)))?)
         }};
@@ -345,7 +349,10 @@ pub fn to_val(value: &Value, ty: &Type, at: &str) -> std::result::Result<Val, St
         Type::U32 => int!(U32, u32),
         Type::S64 => int!(S64, i64),
         Type::U64 => int!(U64, u64),
-        Type::Float32 => Val::Float32(value.as_f64().ok_or_else(|| wrong("a number"))? as f32),
+        Type::Float32 => match value.as_f64().ok_or_else(|| wrong("a number"))? as f32 {
+            n if n.is_finite() => Val::Float32(n),
+            _ => return Err(format!("{at}: {value} is out of range for f32")),
+        },
         Type::Float64 => Val::Float64(value.as_f64().ok_or_else(|| wrong("a number"))?),
         Type::Char => {
             let text = value.as_str().ok_or_else(|| wrong("a one-character string"))?;
@@ -484,5 +491,63 @@ pub fn to_json(val: &Val) -> Value {
         Val::Result(Err(v)) => json!({"err": v.as_deref().map_or(Value::Null, to_json)}),
         Val::Flags(names) => json!(names),
         _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Schema;
+
+    /// A plain component exporting `f(small: s8, big: u64, ratio: f32)`: its published input
+    /// schema (compiled as the registry does) and its parameters.
+    fn tool() -> (Schema, Vec<(String, Type)>) {
+        let wit = "package test:plain; world w { export f: func(small: s8, big: u64, ratio: f32); }";
+        let mut resolve = wit_parser::Resolve::default();
+        let package = resolve.push_str("w.wit", wit).unwrap();
+        let world = resolve.select_world(&[package], None).unwrap();
+        let mut module = wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+            false,
+        )
+        .unwrap();
+        let bytes = wit_component::ComponentEncoder::default().module(&module).unwrap().encode().unwrap();
+        let engine = Engine::default();
+        let mut tools = exported_tools(&engine, &Component::new(&engine, bytes).unwrap());
+        let tool = tools.remove(0);
+        (Schema::input(&tool.descriptor.input_schema).unwrap(), tool.params)
+    }
+
+    /// Found by `fuzz/` (arguments): JSON Schema's `integer` accepts `8.0`, the conversion did not.
+    #[test]
+    fn integral_floats_convert_as_the_published_schema_accepts_them() {
+        let (schema, params) = tool();
+        let arguments = json!({"small": 8.0, "big": 6e2, "ratio": 1});
+        assert!(schema.check_arguments(&arguments).is_ok());
+        let (small, big) = (&params[0].1, &params[1].1);
+        assert_eq!(to_val(&arguments["small"], small, "/small").unwrap(), Val::S8(8));
+        assert_eq!(to_val(&arguments["big"], big, "/big").unwrap(), Val::U64(600));
+        assert_eq!(to_val(&json!(-0.0), small, "/small").unwrap(), Val::S8(0));
+        assert!(to_val(&json!(8.5), small, "/small").unwrap_err().contains("expected an integer"));
+        assert!(to_val(&json!(300.0), small, "/small").unwrap_err().contains("out of range"));
+        assert!(to_val(&json!(-1.0), big, "/big").unwrap_err().contains("out of range"));
+    }
+
+    /// Found by `fuzz/` (arguments): a number beyond `f32`'s range reached the guest as an infinity.
+    #[test]
+    fn f32_arguments_beyond_its_range_are_refused_not_made_infinite() {
+        let (schema, params) = tool();
+        let ratio = &params[2].1;
+        for too_big in [1e39, -1e39, 1.7e308] {
+            assert!(schema.check_arguments(&json!({"small": 1, "big": 1, "ratio": too_big})).is_err(), "{too_big}");
+            assert!(to_val(&json!(too_big), ratio, "/ratio").unwrap_err().contains("out of range for f32"));
+        }
+        let max = json!(f64::from(f32::MAX));
+        assert!(schema.check_arguments(&json!({"small": 1, "big": 1, "ratio": max})).is_ok());
+        assert_eq!(to_val(&max, ratio, "/ratio").unwrap(), Val::Float32(f32::MAX));
     }
 }
