@@ -993,6 +993,9 @@ const SERVE_STATELESS: [&str; 5] = ["serve", "--listen", "127.0.0.1:0", "--allow
 /// sees nothing; once there is space again, the same key charges exactly once.
 #[tokio::test]
 async fn a_full_disk_refuses_keyed_calls_before_they_run() {
+    if !private_tmpfs_available() {
+        return;
+    }
     let api = PaymentsApi::start().await;
     let env = payments_env(&api, "");
     let server = spawn_http_command(env.command_on_small_disk(&SERVE_STATELESS, 16 * 1024)).await;
@@ -1033,6 +1036,9 @@ async fn a_full_disk_refuses_keyed_calls_before_they_run() {
 /// that fills up under a running server is `a_full_disk_refuses_keyed_calls_before_they_run`.)
 #[tokio::test]
 async fn a_read_only_data_directory_is_a_clear_error() {
+    if !private_tmpfs_available() {
+        return;
+    }
     let api = PaymentsApi::start().await;
     let env = payments_env(&api, "");
     let data = env.data_dir().display().to_string();

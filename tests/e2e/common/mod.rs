@@ -241,6 +241,20 @@ impl Env {
     }
 }
 
+/// Whether this machine lets an unprivileged process mount a tmpfs of its own (user and mount
+/// namespaces, `unshare`), which the disk tests need. Where it does not, they say so on stderr
+/// and check nothing: the kernel or container forbids the setup, not Cordon.
+pub fn private_tmpfs_available() -> bool {
+    let probe = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs -o size=64k probe /tmp"])
+        .output();
+    let available = probe.as_ref().is_ok_and(|out| out.status.success());
+    if !available {
+        eprintln!("SKIPPED: no private tmpfs here (unshare --user --mount failed: {probe:?})");
+    }
+    available
+}
+
 /// Runs `script` with `sh` in the user and mount namespaces of process `pid` (one started by
 /// [`Env::command_on_small_disk`]), where its data disk is mounted; panics if it fails.
 pub fn in_mount_namespace(pid: u32, script: &str) -> String {
