@@ -6,8 +6,8 @@
 //! router with three bounds, from `[server]`:
 //! - **`read_timeout_s`** (default 30): a request's headers must arrive within it (hyper's
 //!   header-read timer, which also closes a kept-alive connection that sends nothing more), and
-//!   its body within as long again once the headers are in ([`DeadlineBody`]); a late body ends
-//!   the request with 408-like failure of the body read, which rmcp answers as a bad request;
+//!   its body within as long again once the headers are in ([`DeadlineBody`]): a late body is a
+//!   failed body read, so the request ends with an error status or a closed connection;
 //! - **`max_connections`** (default 1024): open connections beyond it wait in the kernel's
 //!   accept backlog until one closes, so a flood cannot take every descriptor;
 //! - graceful shutdown: when `shutdown` resolves, the listener closes, every connection finishes
