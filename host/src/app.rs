@@ -2,6 +2,7 @@
 //! by every transport (stdio, HTTP, the in-process `cordon call`).
 
 use crate::audit::AuditLog;
+use crate::auth::signed::Revocations;
 use crate::config::Config;
 use crate::grants::credentials::Credentials;
 use crate::idempotency::Idempotency;
@@ -11,6 +12,7 @@ use crate::ratelimit::RateLimits;
 use crate::registry::cache::CompileCache;
 use crate::registry::{self, Catalog, LoadContext};
 use crate::sandbox::Sandbox;
+use crate::store::Shared;
 use anyhow::{Context, Result};
 use rmcp::service::Peer;
 use rmcp::RoleServer;
@@ -44,6 +46,10 @@ pub struct Cordon {
     catalog: RwLock<Arc<Catalog>>,
     /// One reload at a time (file events and SIGHUP may coincide).
     reloading: tokio::sync::Mutex<()>,
+    /// Where shared state lives (SQLite here, or PostgreSQL shared with other replicas).
+    store: Shared,
+    /// The token revocation list, shared across config reloads.
+    revocations: Arc<Revocations>,
     /// Connected MCP sessions, told when the tool list changes.
     sessions: Mutex<Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)>>,
 }
@@ -65,13 +71,28 @@ pub struct ReloadReport {
 }
 
 impl Cordon {
-    /// Builds the engine and loads every plugin in `paths.plugins`.
+    /// Builds the engine, opens the store `[store]` names and loads every plugin in
+    /// `paths.plugins`.
     pub async fn start(config: Config, paths: Paths) -> Result<Arc<Cordon>> {
+        let store = Shared::open(&config.store, &paths.data).await?;
+        let revocations = store.revocations().await?;
+        Self::start_with_store(config, paths, store, revocations).await
+    }
+
+    /// [`Cordon::start`] with a store already open (the server opens it first, to check
+    /// authentication before the plugin load).
+    pub async fn start_with_store(
+        config: Config,
+        paths: Paths,
+        store: Shared,
+        revocations: Arc<Revocations>,
+    ) -> Result<Arc<Cordon>> {
         let credentials = Arc::new(Credentials::load(&config.credentials)?);
-        let idempotency = Idempotency::open(&paths.data.join(IDEMPOTENCY_DB))?;
+        tracing::info!(store = %store.describe(), "shared state");
+        let idempotency = Idempotency::new(store.records()?);
         spawn_cleanup(idempotency.clone());
-        let audit = AuditLog::start(&config.audit, &paths.data)?;
-        let rate_limits = Arc::new(RateLimits::new(&config.rate_limits)?);
+        let audit = AuditLog::start(&config.audit, &paths.data)?.with_index(store.audit_index(&config.store));
+        let rate_limits = Arc::new(RateLimits::new(&config.rate_limits)?.shared_by(store.live_replicas()));
         let sandbox = Sandbox::new(&config.pool)?;
         let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
         let cx = LoadContext {
@@ -85,6 +106,8 @@ impl Cordon {
         let settings = Settings { config: Arc::new(config), credentials, rate_limits };
         let metrics = Metrics::new(cache.clone());
         Ok(Arc::new(Cordon {
+            store,
+            revocations,
             sandbox,
             settings: RwLock::new(Arc::new(settings)),
             cache,
@@ -97,6 +120,16 @@ impl Cordon {
             reloading: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Where shared state lives.
+    pub fn store(&self) -> &Shared {
+        &self.store
+    }
+
+    /// The token revocation list.
+    pub fn revocations(&self) -> Arc<Revocations> {
+        self.revocations.clone()
     }
 
     pub(crate) fn settings(&self) -> Arc<Settings> {
@@ -113,8 +146,8 @@ impl Cordon {
 
     /// Applies a new config: credentials, rate limits, then every plugin loaded again under it
     /// (limits, grants, overrides, pins). Nothing changes unless all of it is valid; a plugin
-    /// the new config refuses keeps its previous version. `[server]`, `[pool]`, `[paths]` and
-    /// `[audit]` take effect at the next start (a warning says so).
+    /// the new config refuses keeps its previous version. `[server]`, `[pool]`, `[paths]`,
+    /// `[audit]` and `[store]` take effect at the next start (a warning says so).
     pub async fn reload_config(&self, config: Config) -> Result<ReloadReport> {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.settings();
@@ -123,6 +156,7 @@ impl Cordon {
             ("[pool]", format!("{:?}", old.config.pool) != format!("{:?}", config.pool)),
             ("[paths]", format!("{:?}", old.config.paths) != format!("{:?}", config.paths)),
             ("[audit]", format!("{:?}", old.config.audit) != format!("{:?}", config.audit)),
+            ("[store]", format!("{:?}", old.config.store) != format!("{:?}", config.store)),
         ];
         for (section, _) in restart_only.iter().filter(|(_, changed)| *changed) {
             tracing::warn!("{section} changed: it takes effect at the next start");
@@ -132,7 +166,9 @@ impl Cordon {
         let rate_limits = if format!("{:?}", old.config.rate_limits) == format!("{:?}", config.rate_limits) {
             old.rate_limits.clone()
         } else {
-            Arc::new(RateLimits::new(&config.rate_limits).context("[rate_limits]")?)
+            Arc::new(
+                RateLimits::new(&config.rate_limits).context("[rate_limits]")?.shared_by(self.store.live_replicas()),
+            )
         };
         let settings = Settings { config: Arc::new(config), credentials, rate_limits };
         let report = self.reload_with(&settings, false).await?;

@@ -117,6 +117,8 @@ impl IdempotencyUse {
             Claimed::Run { .. } => Self::Miss,
             Claimed::Done(_) => Self::Hit,
             Claimed::Mismatch => Self::Reused,
+            // Never the outcome of a claim that began a call: a busy key is waited for.
+            Claimed::Busy => Self::Miss,
         }
     }
 }
@@ -397,6 +399,8 @@ pub struct AuditLog {
     /// mutex only so the log can be shared across threads; only `Drop` touches it.)
     writer_done: Option<Mutex<Receiver<()>>>,
     health: Arc<Health>,
+    /// The PostgreSQL audit index, when the store is shared (`store::audit_index`).
+    index: Option<crate::store::audit_index::AuditIndex>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -426,6 +430,7 @@ impl AuditLog {
                 writer: None,
                 writer_done: None,
                 health,
+                index: None,
             });
         };
         let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
@@ -444,7 +449,14 @@ impl AuditLog {
             writer: Some(writer),
             writer_done: Some(Mutex::new(writer_done)),
             health,
+            index: None,
         })
+    }
+
+    /// Also sends every line to `index` (a shared store's audit index).
+    pub fn with_index(mut self, index: Option<crate::store::audit_index::AuditIndex>) -> AuditLog {
+        self.index = index;
+        self
     }
 
     /// The `arguments` field for a call: `None` unless `log_arguments` is set. (Written redacted
@@ -470,6 +482,9 @@ impl AuditLog {
             }
         };
         tracing::info!(target: "cordon::audit", "{line}");
+        if let Some(index) = &self.index {
+            index.add(&line);
+        }
         let Some(queue) = &self.queue else { return };
         let len = line.len();
         if self.health.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {

@@ -51,6 +51,9 @@ pub struct Config {
     /// Hot reload of the plugins folder and of this file.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Where shared state lives: SQLite in the data directory, or PostgreSQL for replicas.
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
 }
 
 /// `[reload]`.
@@ -323,6 +326,7 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
+        self.store.check()?;
         if self.pool.max_instances == 0 {
             bail!("[pool] max_instances must be at least 1");
         }

@@ -28,6 +28,7 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod schema;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod wrap;
 

@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cordon_host::auth::Caller;
 use cordon_host::call::{CallRequest, Principal, ProtocolError};
-use cordon_host::idempotency::store::Store;
 use cordon_host::idempotency::{KeySource, ProvidedKey};
 use cordon_host::server::HttpOptions;
+use cordon_host::store::Shared;
 use cordon_host::tls::TlsFiles;
 use cordon_host::{auth, mcp, Config, Cordon, Paths};
 use serde_json::Value;
@@ -264,13 +264,21 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 tls,
             };
             // Check the address and auth before the (possibly slow) plugin load.
-            let plan = if stdio { None } else { Some(options.plan(&config, &paths.data).map_err(runtime)?) };
-            let cordon = Cordon::start(config, paths).await.map_err(runtime)?;
+            let store = Shared::open(&config.store, &paths.data).await.map_err(runtime)?;
+            let revocations = store.revocations().await.map_err(runtime)?;
+            let plan = match stdio {
+                true => None,
+                false => Some(options.plan(&config, &paths.data, revocations.clone()).map_err(runtime)?),
+            };
+            let cordon = Cordon::start_with_store(config, paths, store, revocations).await.map_err(runtime)?;
             let served = match plan {
                 None => cordon_host::server::serve_stdio(cordon.clone()).await,
                 Some(plan) => cordon_host::server::serve_http(cordon.clone(), plan).await,
             };
             cordon.flush_audit(std::time::Duration::from_secs(5));
+            if let Shared::Postgres(pg) = cordon.store() {
+                pg.leave().await;
+            }
             served.map_err(runtime)?;
             Ok(0)
         }
@@ -350,9 +358,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Token(TokenCommand::Revoke { id, common }) => {
-            let (_, paths) = resolve(&common).map_err(usage)?;
-            let revocations = auth::signed::Revocations::open(&paths.data).map_err(runtime)?;
-            let fresh = revocations.revoke(&id).map_err(runtime)?;
+            let (config, paths) = resolve(&common).map_err(usage)?;
+            let revocations = maintenance_store(&config, &paths).await?.revocations().await.map_err(runtime)?;
+            let fresh = revocations.revoke(&id).await.map_err(runtime)?;
             println!("{}", if fresh { format!("revoked {id}") } else { format!("{id} was already revoked") });
             Ok(0)
         }
@@ -402,23 +410,36 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
+/// The configured store for a maintenance command: it joins no replica set.
+async fn maintenance_store(config: &cordon_host::Config, paths: &Paths) -> Result<Shared, Failure> {
+    match config.store.postgres_url().map_err(usage)? {
+        None => Ok(Shared::Local(paths.data.clone())),
+        Some(url) => {
+            let pg = cordon_host::store::postgres::Postgres::connect_for_maintenance(&url, &config.store)
+                .await
+                .map_err(runtime)?;
+            Ok(Shared::Postgres(pg))
+        }
+    }
+}
+
 async fn idempotency_command(command: IdempotencyCommand) -> Result<u8, Failure> {
     let common = match &command {
         IdempotencyCommand::List { common, .. }
         | IdempotencyCommand::Show { common, .. }
         | IdempotencyCommand::Purge { common, .. } => common,
     };
-    let (_, paths) = resolve(common).map_err(usage)?;
-    let store = Store::open(&paths.data.join(cordon_host::app::IDEMPOTENCY_DB)).map_err(runtime)?;
+    let (config, paths) = resolve(common).map_err(usage)?;
+    let store = maintenance_store(&config, &paths).await?.records().map_err(runtime)?;
     match command {
         IdempotencyCommand::List { limit, .. } => {
-            for record in store.list(None, limit).map_err(runtime)? {
+            for record in store.list(None, limit).await.map_err(runtime)? {
                 print_line(&serde_json::to_string(&record).unwrap_or_default());
             }
             Ok(0)
         }
         IdempotencyCommand::Show { key, .. } => {
-            let records = store.list(Some(&key), usize::MAX >> 1).map_err(runtime)?;
+            let records = store.list(Some(&key), usize::MAX >> 1).await.map_err(runtime)?;
             if records.is_empty() {
                 return Err(runtime(anyhow::anyhow!("no record with key {key:?}")));
             }

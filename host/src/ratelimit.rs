@@ -21,11 +21,21 @@
 //! information (a missing key *is* a full bucket), so they are swept out once a minute; if the
 //! map still reaches `max_keys`, the buckets closest to full are evicted down to three quarters of
 //! it — the only lossy step, and it errs towards allowing.
+//!
+//! **Replicas.** Buckets live in each process's memory. With a shared PostgreSQL store several
+//! replicas serve one cluster, so each allows its *share*: a limit of `requests` per window with
+//! N live replicas (counted from their heartbeats, `store::postgres`) becomes, on each replica,
+//! one token every N × `per_seconds / requests` and a bucket of `burst / N` (at least 1). With
+//! a balancer that spreads calls evenly the cluster then allows about the configured rate; the
+//! approximation is that a caller whose calls all land on one replica gets only that share, and
+//! that the count follows replicas joining or dying within a lease (`deploy/replicas.md`). An
+//! exact shared bucket would cost a database round trip on every call.
 
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A rate: `requests` per `per_seconds`, with bursts of up to `burst`.
@@ -192,6 +202,16 @@ pub struct RateLimiter {
     depth: Duration,
     max_keys: usize,
     state: Mutex<State>,
+    /// Live replicas sharing the limit (1 on one host; see the module docs).
+    replicas: Arc<AtomicUsize>,
+}
+
+/// A bucket's numbers for one check, divided among `replicas`.
+struct Shape {
+    interval: Duration,
+    tolerance: Duration,
+    depth: Duration,
+    capacity: u32,
 }
 
 #[derive(Debug, Default)]
@@ -216,7 +236,36 @@ impl RateLimiter {
         // Cannot overflow: interval ≤ a year and capacity ≤ u32::MAX.
         let depth = interval.saturating_mul(capacity);
         let tolerance = interval.saturating_mul(capacity - 1);
-        Ok(RateLimiter { rate, interval, tolerance, depth, max_keys: max_keys.max(1), state: Mutex::default() })
+        Ok(RateLimiter {
+            rate,
+            interval,
+            tolerance,
+            depth,
+            max_keys: max_keys.max(1),
+            state: Mutex::default(),
+            replicas: Arc::new(AtomicUsize::new(1)),
+        })
+    }
+
+    /// This replica's share of the bucket (see the module docs).
+    fn shape(&self) -> Shape {
+        let replicas = u32::try_from(self.replicas.load(Ordering::Relaxed)).unwrap_or(u32::MAX).max(1);
+        if replicas == 1 {
+            return Shape {
+                interval: self.interval,
+                tolerance: self.tolerance,
+                depth: self.depth,
+                capacity: self.rate.capacity(),
+            };
+        }
+        let interval = self.interval.saturating_mul(replicas);
+        let capacity = (self.rate.capacity() / replicas).max(1);
+        Shape {
+            interval,
+            tolerance: interval.saturating_mul(capacity - 1),
+            depth: interval.saturating_mul(capacity),
+            capacity,
+        }
     }
 
     /// The rate.
@@ -231,20 +280,21 @@ impl RateLimiter {
 
     /// [`check`](Self::check) at a given time (tests drive the clock).
     pub fn check_at(&self, key: &str, now: Instant) -> Decision {
+        let shape = self.shape();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.sweep(&mut state, now);
         let full_at = state.full_at.get(key).copied().unwrap_or(now).max(now);
         let backlog = full_at - now;
-        if backlog > self.tolerance {
+        if backlog > shape.tolerance {
             return Decision {
                 allowed: false,
-                limit: self.rate.capacity(),
+                limit: shape.capacity,
                 remaining: 0,
                 reset_after: backlog,
-                retry_after: Some(backlog - self.tolerance),
+                retry_after: Some(backlog - shape.tolerance),
             };
         }
-        let backlog = backlog + self.interval;
+        let backlog = backlog + shape.interval;
         let new_full_at = now.checked_add(backlog).unwrap_or(full_at);
         if let Some(slot) = state.full_at.get_mut(key) {
             *slot = new_full_at;
@@ -254,15 +304,16 @@ impl RateLimiter {
             }
             state.full_at.insert(key.to_owned(), new_full_at);
         }
-        let remaining = (self.depth.saturating_sub(backlog).as_nanos() / self.interval.as_nanos().max(1)) as u32;
-        Decision { allowed: true, limit: self.rate.capacity(), remaining, reset_after: backlog, retry_after: None }
+        let remaining = (shape.depth.saturating_sub(backlog).as_nanos() / shape.interval.as_nanos().max(1)) as u32;
+        Decision { allowed: true, limit: shape.capacity, remaining, reset_after: backlog, retry_after: None }
     }
 
     /// Gives back the token an allowed check took (the call was refused by another limit).
     fn refund_at(&self, key: &str, now: Instant) {
+        let interval = self.shape().interval;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(full_at) = state.full_at.get_mut(key) {
-            *full_at = full_at.checked_sub(self.interval).unwrap_or(now).max(now);
+            *full_at = full_at.checked_sub(interval).unwrap_or(now).max(now);
         }
     }
 
@@ -334,6 +385,16 @@ impl RateLimits {
             principals: config.principals.iter().map(|(n, r)| Ok((n.clone(), one(r)?))).collect::<Result<_>>()?,
             plugins: config.plugins.iter().map(|(n, r)| Ok((n.clone(), one(r)?))).collect::<Result<_>>()?,
         })
+    }
+
+    /// Divides every limit among `replicas` live replicas (a count kept current by the store's
+    /// heartbeat; see the module docs).
+    pub fn shared_by(mut self, replicas: Arc<AtomicUsize>) -> RateLimits {
+        let limiters = self.per_principal.iter_mut().chain(self.per_plugin.iter_mut());
+        for limiter in limiters.chain(self.principals.values_mut()).chain(self.plugins.values_mut()) {
+            limiter.replicas = replicas.clone();
+        }
+        self
     }
 
     fn principal_limiter(&self, principal: &str) -> Option<&RateLimiter> {
@@ -516,5 +577,23 @@ mod tests {
         let e = RateLimits::new(&bad).unwrap_err().to_string();
         assert!(e.contains("principals.bob") && e.contains("requests"), "{e}");
         assert!(toml::from_str::<RateLimitConfig>("per_principal = { requests = 1, per_second = 1 }").is_err());
+    }
+
+    /// With three live replicas each allows a third: one token every three intervals, a bucket
+    /// of a third (at least one); back to the whole limit when the others are gone.
+    #[test]
+    fn replicas_divide_a_limit_among_them() {
+        let replicas = Arc::new(AtomicUsize::new(3));
+        let config = RateLimitConfig { per_principal: Some(rate(6, 6, None)), ..Default::default() };
+        let limits = RateLimits::new(&config).unwrap().shared_by(replicas.clone());
+        let t0 = Instant::now();
+        let allowed = (0..6).filter(|_| limits.check_at("alice", "p", t0).unwrap().1.allowed).count();
+        assert_eq!(allowed, 2, "a bucket of 6 / 3");
+        let (_, refused) = limits.check_at("alice", "p", t0).unwrap();
+        assert_eq!((refused.limit, refused.retry_after), (2, Some(Duration::from_secs(3))));
+        assert!(limits.check_at("alice", "p", t0 + Duration::from_secs(3)).unwrap().1.allowed);
+        replicas.store(1, Ordering::Relaxed);
+        let (_, alone) = limits.check_at("bob", "p", t0).unwrap();
+        assert_eq!((alone.allowed, alone.limit, alone.remaining), (true, 6, 5));
     }
 }

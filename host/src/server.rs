@@ -134,12 +134,17 @@ pub struct HttpPlan {
 impl HttpOptions {
     /// Checks the address, the authentication settings and the TLS files, before any plugin is
     /// loaded.
-    pub fn plan(self, config: &crate::Config, data_dir: &std::path::Path) -> Result<HttpPlan> {
+    pub fn plan(
+        self,
+        config: &crate::Config,
+        data_dir: &std::path::Path,
+        revocations: Arc<auth::signed::Revocations>,
+    ) -> Result<HttpPlan> {
         let HttpOptions { listen, stateless, allow_unauthenticated, tls } = self;
         let addr: SocketAddr = listen
             .parse()
             .with_context(|| format!("--listen {listen:?} is not an IP address and port, e.g. 127.0.0.1:8787"))?;
-        let authenticator = authenticator_for(config, allow_unauthenticated, data_dir, addr)?;
+        let authenticator = authenticator_for(config, allow_unauthenticated, data_dir, revocations, addr)?;
         let tls = match tls {
             Some(files) => {
                 let config = files.load()?;
@@ -157,9 +162,10 @@ fn authenticator_for(
     config: &crate::Config,
     allow_unauthenticated: bool,
     data_dir: &std::path::Path,
+    revocations: Arc<auth::signed::Revocations>,
     addr: SocketAddr,
 ) -> Result<Arc<Authenticator>> {
-    let authenticator = Arc::new(Authenticator::new(&config.auth, allow_unauthenticated, data_dir)?);
+    let authenticator = Arc::new(Authenticator::new(&config.auth, allow_unauthenticated, data_dir, revocations)?);
     if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
         bail!(
             "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \
@@ -223,11 +229,12 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         .layer(axum::middleware::from_fn_with_state(drain.clone(), track_exchanges));
     let _watcher = crate::reload::watch_plugins(cordon.clone())?;
     let data_dir = cordon.data_dir().to_path_buf();
+    let revocations = cordon.revocations();
     let reload_gate = gate.clone();
     crate::reload::reload_on_sighup(
         cordon.clone(),
         Box::new(move |config| {
-            let authenticator = authenticator_for(config, allow_unauthenticated, &data_dir, addr)?;
+            let authenticator = authenticator_for(config, allow_unauthenticated, &data_dir, revocations.clone(), addr)?;
             let gate = reload_gate.clone();
             Ok(Box::new(move || {
                 if authenticator.oauth().is_some() {

@@ -128,7 +128,7 @@ pub enum AuthError {
 pub struct Authenticator {
     by_hash: HashMap<[u8; 32], Caller>,
     signer: Signer,
-    revocations: Revocations,
+    revocations: Arc<Revocations>,
     allow_unauthenticated: bool,
     signed_tokens_only: bool,
     oauth: Option<OAuth>,
@@ -136,8 +136,13 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Builds the token table (refusing malformed hashes, duplicates and bad patterns) and opens
-    /// the signing key and revocation list in `data_dir`.
-    pub fn new(config: &AuthConfig, allow_unauthenticated: bool, data_dir: &Path) -> Result<Authenticator> {
+    /// the signing key in `data_dir`; `revocations` is the store's list (shared across reloads).
+    pub fn new(
+        config: &AuthConfig,
+        allow_unauthenticated: bool,
+        data_dir: &Path,
+        revocations: Arc<Revocations>,
+    ) -> Result<Authenticator> {
         let mut by_hash = HashMap::new();
         for (i, token) in config.tokens.iter().enumerate() {
             let at = format!("[[auth.tokens]] #{} ({})", i + 1, token.principal);
@@ -162,7 +167,7 @@ impl Authenticator {
         Ok(Authenticator {
             by_hash,
             signer: Signer::load_or_create(data_dir)?,
-            revocations: Revocations::open(data_dir)?,
+            revocations,
             allow_unauthenticated: allow_unauthenticated || config.allow_unauthenticated,
             signed_tokens_only: config.signed_tokens_only,
             oauth: config.oauth.as_ref().map(OAuth::new).transpose()?,
@@ -410,7 +415,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        Authenticator::new(&config, allow, dir).unwrap()
+        Authenticator::new(&config, allow, dir, revocations(dir)).unwrap()
+    }
+
+    fn revocations(dir: &Path) -> Arc<Revocations> {
+        Arc::new(Revocations::open(dir).unwrap())
     }
 
     fn bearer(token: &str) -> HeaderValue {
@@ -457,7 +466,7 @@ mod tests {
         assert!(caller.scope.allows("payments_charge") && !caller.scope.allows("demo_echo"));
         let later = now + Duration::from_secs(61);
         assert_eq!(a.authenticate(Some(&bearer(&token)), later).await.unwrap_err(), AuthError::Invalid);
-        Revocations::open(dir.path()).unwrap().revoke(&claims.jti).unwrap();
+        Revocations::open(dir.path()).unwrap().revoke(&claims.jti).await.unwrap();
         assert_eq!(a.authenticate(Some(&bearer(&token)), now).await.unwrap_err(), AuthError::Invalid);
     }
 
@@ -466,9 +475,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad_hash = StaticToken { principal: "x".into(), sha256: "abc".into(), tools: vec![] };
         let config = AuthConfig { tokens: vec![bad_hash], ..Default::default() };
-        assert!(Authenticator::new(&config, false, dir.path()).is_err());
+        assert!(Authenticator::new(&config, false, dir.path(), revocations(dir.path())).is_err());
         let bad_glob = StaticToken { principal: "x".into(), sha256: hash_token("t"), tools: vec!["[".into()] };
         let config = AuthConfig { tokens: vec![bad_glob], ..Default::default() };
-        assert!(Authenticator::new(&config, false, dir.path()).is_err());
+        assert!(Authenticator::new(&config, false, dir.path(), revocations(dir.path())).is_err());
     }
 }

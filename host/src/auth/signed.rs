@@ -5,7 +5,11 @@
 //! key kept in the data directory (`token-signing.key`, created on first use with mode 0600).
 //! Anyone who can read that file can mint tokens: it is as sensitive as the tokens themselves.
 //! Revoking an id (`cordon token revoke ID`) writes it to `tokens.sqlite3`, which the server
-//! consults on every request, so revocation needs no restart.
+//! consults on every request, so revocation needs no restart. With a PostgreSQL store
+//! (`[store] url`) the list is `cordon_revoked_tokens`, shared by every replica: each keeps a
+//! copy in memory that it refreshes every second, so a revocation made anywhere is honoured
+//! everywhere within about a second; a replica that cannot refresh its copy for longer than the
+//! store's lease refuses every signed token (fail closed) until it can.
 
 use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -14,10 +18,11 @@ use hmac::{Hmac, Mac};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The prefix that marks a host-signed token.
 pub const PREFIX: &str = "cdt1.";
@@ -142,10 +147,28 @@ impl Signer {
     }
 }
 
-/// The revocation list (`tokens.sqlite3`), shared by the server and `cordon token revoke`.
+/// The revocation list, shared by the server and `cordon token revoke`: `tokens.sqlite3` in the
+/// data directory, or `cordon_revoked_tokens` in a PostgreSQL store (see the module docs).
 pub struct Revocations {
-    conn: Mutex<Connection>,
+    backend: RevocationBackend,
 }
+
+enum RevocationBackend {
+    Sqlite(Mutex<Connection>),
+    Postgres(Arc<SharedRevocations>),
+}
+
+/// A replica's copy of a shared revocation list.
+struct SharedRevocations {
+    pg: Arc<crate::store::postgres::Postgres>,
+    /// Revoked ids, and the highest `seq` read so far.
+    copy: std::sync::RwLock<(HashSet<String>, i64)>,
+    /// When the copy was last known complete.
+    refreshed: Mutex<Instant>,
+}
+
+/// How often a replica refreshes its copy of a shared revocation list.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 impl Revocations {
     /// Opens (creating) the list in `data_dir`.
@@ -159,27 +182,122 @@ impl Revocations {
             "CREATE TABLE IF NOT EXISTS revoked_tokens (id TEXT PRIMARY KEY, revoked_ms INTEGER NOT NULL) WITHOUT ROWID",
         )
         .with_context(|| format!("cannot prepare {}", path.display()))?;
-        Ok(Revocations { conn: Mutex::new(conn) })
+        Ok(Revocations { backend: RevocationBackend::Sqlite(Mutex::new(conn)) })
+    }
+
+    /// The list in a PostgreSQL store, read whole now and then refreshed every second.
+    pub async fn postgres(pg: Arc<crate::store::postgres::Postgres>) -> Result<Revocations> {
+        let shared = Arc::new(SharedRevocations {
+            pg,
+            copy: std::sync::RwLock::new((HashSet::new(), 0)),
+            refreshed: Mutex::new(Instant::now()),
+        });
+        shared.refresh().await.context("cannot read the token revocation list")?;
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                let Some(shared) = weak.upgrade() else { return };
+                match shared.refresh().await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("the token revocation list is read again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %format!("{e:#}"), "cannot refresh the token revocation list");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        Ok(Revocations { backend: RevocationBackend::Postgres(shared) })
     }
 
     /// Revokes a token id. Returns false if it was already revoked.
-    pub fn revoke(&self, id: &str) -> Result<bool> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn revoke(&self, id: &str) -> Result<bool> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        Ok(conn.execute("INSERT OR IGNORE INTO revoked_tokens (id, revoked_ms) VALUES (?1, ?2)", params![id, now])?
-            == 1)
+        match &self.backend {
+            RevocationBackend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(conn.execute(
+                    "INSERT OR IGNORE INTO revoked_tokens (id, revoked_ms) VALUES (?1, ?2)",
+                    params![id, now],
+                )? == 1)
+            }
+            RevocationBackend::Postgres(shared) => {
+                let inserted = shared
+                    .pg
+                    .within("revoking a token", async {
+                        let client = shared.pg.client().await?;
+                        Ok(client
+                            .execute(
+                                "INSERT INTO cordon_revoked_tokens (id, revoked_ms) VALUES ($1, $2)
+                                 ON CONFLICT (id) DO NOTHING",
+                                &[&id, &now],
+                            )
+                            .await?)
+                    })
+                    .await?;
+                shared.copy.write().unwrap_or_else(|p| p.into_inner()).0.insert(id.to_string());
+                Ok(inserted == 1)
+            }
+        }
     }
 
-    /// Whether `id` is revoked. A store error counts as revoked: fail closed.
+    /// Whether `id` is revoked. A store error, or a shared list not refreshed within the
+    /// store's lease, counts as revoked: fail closed.
     pub fn is_revoked(&self, id: &str) -> bool {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let found = conn
-            .prepare_cached("SELECT 1 FROM revoked_tokens WHERE id = ?1")
-            .and_then(|mut stmt| stmt.exists(params![id]));
-        found.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read the token revocation list; refusing the token");
-            true
-        })
+        match &self.backend {
+            RevocationBackend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let found = conn
+                    .prepare_cached("SELECT 1 FROM revoked_tokens WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.exists(params![id]));
+                found.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read the token revocation list; refusing the token");
+                    true
+                })
+            }
+            RevocationBackend::Postgres(shared) => {
+                let age = shared.refreshed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                if age > shared.pg.lease() {
+                    tracing::error!(
+                        stale_for = ?age,
+                        "the token revocation list has not been refreshed within the store's lease; refusing the token"
+                    );
+                    return true;
+                }
+                shared.copy.read().unwrap_or_else(|p| p.into_inner()).0.contains(id)
+            }
+        }
+    }
+}
+
+impl SharedRevocations {
+    /// Reads the ids revoked since the last look.
+    async fn refresh(&self) -> Result<()> {
+        let since = self.copy.read().unwrap_or_else(|p| p.into_inner()).1;
+        let rows = self
+            .pg
+            .within("reading the token revocation list", async {
+                let client = self.pg.client().await?;
+                Ok(client
+                    .query("SELECT id, seq FROM cordon_revoked_tokens WHERE seq > $1 ORDER BY seq", &[&since])
+                    .await?)
+            })
+            .await?;
+        {
+            let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
+            for row in rows {
+                copy.0.insert(row.get(0));
+                copy.1 = copy.1.max(row.get(1));
+            }
+        }
+        *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
     }
 }
 
@@ -273,14 +391,14 @@ mod tests {
         assert!(again.verify(&token, SystemTime::now()).is_ok());
     }
 
-    #[test]
-    fn revocation_is_seen_by_another_handle() {
+    #[tokio::test]
+    async fn revocation_is_seen_by_another_handle() {
         let dir = tempfile::tempdir().unwrap();
         let server = Revocations::open(dir.path()).unwrap();
         let cli = Revocations::open(dir.path()).unwrap();
         assert!(!server.is_revoked("t1"));
-        assert!(cli.revoke("t1").unwrap());
-        assert!(!cli.revoke("t1").unwrap());
+        assert!(cli.revoke("t1").await.unwrap());
+        assert!(!cli.revoke("t1").await.unwrap());
         assert!(server.is_revoked("t1"));
     }
 }

@@ -26,6 +26,8 @@
 //! with the same upstream keys, so an upstream that honours keys acts once. A duplicate waiting
 //! for the cancelled run wakes up and runs the call itself.
 
+pub mod postgres;
+pub mod sqlite;
 pub mod store;
 
 use crate::call::Principal;
@@ -34,10 +36,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use store::{Claim, Claimed, Store};
+use store::{Claim, Claimed, RecordStore};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -143,26 +144,23 @@ pub enum Begin {
 
 /// The idempotency layer: the store plus in-process single flight.
 pub struct Idempotency {
-    store: Store,
-    /// Random per process: a claim `in_progress` under another owner was cut off by a crash.
+    store: Arc<dyn RecordStore>,
+    /// Random per process (the store's owner id): a claim `in_progress` under another owner
+    /// belongs to another replica, or was cut off by a crash.
     boot_id: String,
     /// Keys being run in this process; followers wait for the leader's channel to close.
     inflight: Mutex<HashMap<(String, String), watch::Receiver<()>>>,
 }
 
 impl Idempotency {
-    /// Opens the store at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<Arc<Idempotency>> {
-        Ok(Arc::new(Idempotency {
-            store: Store::open(path)?,
-            boot_id: uuid::Uuid::new_v4().simple().to_string(),
-            inflight: Mutex::new(HashMap::new()),
-        }))
+    /// The layer over `store`.
+    pub fn new(store: Arc<dyn RecordStore>) -> Arc<Idempotency> {
+        Arc::new(Idempotency { boot_id: store.owner().to_string(), store, inflight: Mutex::new(HashMap::new()) })
     }
 
     /// The store, for maintenance.
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn RecordStore {
+        &*self.store
     }
 
     /// The key of a call, if it has one (see the module docs for the order of sources).
@@ -229,11 +227,13 @@ impl Idempotency {
         cancel: &CancellationToken,
     ) -> Result<(Begin, Claimed), ToolError> {
         // A finished key is answered from a read on this thread: no leader, no writer round trip.
-        if let Some(claimed) = self.store.finished(&call.claim.namespace, &call.claim.key, &call.claim.fingerprint) {
+        if let Some(claimed) =
+            self.store.finished(&call.claim.namespace, &call.claim.key, &call.claim.fingerprint).await
+        {
             match &claimed {
                 Claimed::Done(stored) => return Ok((Begin::Replay(decode(stored)?), claimed)),
                 Claimed::Mismatch => return Err(key_reused(&call.claim.key)),
-                Claimed::Run { .. } => {}
+                Claimed::Run { .. } | Claimed::Busy => {}
             }
         }
         let id = (call.claim.namespace.clone(), call.claim.key.clone());
@@ -260,21 +260,35 @@ impl Idempotency {
                     }
                 }
             };
-            let claimed = self.store.claim(call.claim.clone()).await.map_err(|e| {
-                tracing::error!(error = %format!("{e:#}"), "idempotency store unavailable");
-                ToolError::new(
-                    ErrorType::StoreUnavailable,
-                    "the idempotency store is unavailable; the call did not run",
-                )
-            })?;
-            let begin = match &claimed {
-                Claimed::Run { attempt, .. } => {
-                    Begin::Run(Box::new(Ticket { leader: Some(leader), call: call.clone(), attempt: *attempt }))
-                }
-                Claimed::Done(stored) => Begin::Replay(decode(stored)?),
-                Claimed::Mismatch => return Err(key_reused(&call.claim.key)),
-            };
-            return Ok((begin, claimed));
+            // Another replica running the key is waited for the way a local leader is: look
+            // again until it finishes or its lease lapses (then this claim recovers it).
+            let mut looks = 0;
+            loop {
+                let claimed = self.store.claim(call.claim.clone()).await.map_err(|e| {
+                    tracing::error!(error = %format!("{e:#}"), "idempotency store unavailable");
+                    ToolError::new(
+                        ErrorType::StoreUnavailable,
+                        "the idempotency store is unavailable; the call did not run",
+                    )
+                })?;
+                let begin = match &claimed {
+                    Claimed::Run { attempt, .. } => {
+                        let ticket = Ticket { leader: Some(leader), call: call.clone(), attempt: *attempt };
+                        Begin::Run(Box::new(ticket))
+                    }
+                    Claimed::Done(stored) => Begin::Replay(decode(stored)?),
+                    Claimed::Mismatch => return Err(key_reused(&call.claim.key)),
+                    Claimed::Busy => {
+                        tokio::select! {
+                            biased;
+                            () = cancel.cancelled() => return Err(ToolError::cancelled()),
+                            () = tokio::time::sleep(crate::store::busy_backoff(looks)) => looks += 1,
+                        }
+                        continue;
+                    }
+                };
+                return Ok((begin, claimed));
+            }
         }
     }
 }
@@ -315,8 +329,7 @@ impl Ticket {
         let encoded = encode(outcome);
         let Some(leader) = self.leader.take() else { return Ok(()) };
         let claim = &self.call.claim;
-        let stored =
-            leader.idempotency.store.finish(&claim.namespace, &claim.key, &claim.owner, retryable, encoded).await;
+        let stored = leader.idempotency.store.finish(claim, self.attempt, retryable, encoded).await;
         drop(leader);
         stored.map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), key = %claim.key, "cannot record a call's outcome");
@@ -336,10 +349,10 @@ impl Ticket {
         let release = !acted && self.attempt == 1;
         let store = &leader.idempotency.store;
         let settled = if release {
-            store.release(&claim.namespace, &claim.key, &claim.owner).await
+            store.release(claim, self.attempt).await
         } else {
             let outcome = encode(&Err(ToolError::cancelled()));
-            store.finish(&claim.namespace, &claim.key, &claim.owner, true, outcome).await
+            store.finish(claim, self.attempt, true, outcome).await
         };
         // Waiters wake only once the record says what the next attempt must do.
         drop(leader);
@@ -357,7 +370,7 @@ impl Drop for Ticket {
         if let Some(leader) = self.leader.take() {
             let claim = &self.call.claim;
             let outcome = encode(&Err(ToolError::new(ErrorType::Cancelled, "the call was interrupted")));
-            leader.idempotency.store.abandon(&claim.namespace, &claim.key, &claim.owner, outcome);
+            leader.idempotency.store.abandon(claim, self.attempt, outcome);
         }
     }
 }
@@ -496,17 +509,17 @@ mod tests {
     #[tokio::test]
     async fn only_finished_keys_are_read_without_the_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
         let call = keyed(&idempotency, "k9");
         let (namespace, key) = (&call.claim.namespace, &call.claim.key);
-        assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint), None, "absent");
+        assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint).await, None, "absent");
         let (ticket, _) = run(&idempotency, &call).await;
-        assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint), None, "in progress");
+        assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint).await, None, "in progress");
         let outcome = Ok(crate::call::ToolSuccess { text: Some("t".into()), structured: None, attached: vec![] });
         ticket.finish(&outcome).await.unwrap();
-        let stored = idempotency.store().finished(namespace, key, &call.claim.fingerprint);
+        let stored = idempotency.store().finished(namespace, key, &call.claim.fingerprint).await;
         assert!(matches!(stored, Some(Claimed::Done(_))), "{stored:?}");
-        assert_eq!(idempotency.store().finished(namespace, key, "another fingerprint"), Some(Claimed::Mismatch));
+        assert_eq!(idempotency.store().finished(namespace, key, "another fingerprint").await, Some(Claimed::Mismatch));
         // And begin() replays it.
         let (begin, claimed) = idempotency.begin(&call, &CancellationToken::new()).await.unwrap();
         assert!(matches!(begin, Begin::Replay(Ok(_))) && matches!(claimed, Claimed::Done(_)));
@@ -515,11 +528,11 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_first_attempt_that_did_not_act_forgets_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
         let call = keyed(&idempotency, "k1");
         let (ticket, _) = run(&idempotency, &call).await;
         assert!(ticket.cancelled(false).await.unwrap(), "released");
-        assert!(idempotency.store().list(Some("k1"), 10).unwrap().is_empty());
+        assert!(idempotency.store().list(Some("k1"), 10).await.unwrap().is_empty());
         let (_, claimed) = run(&idempotency, &call).await;
         assert_eq!(claimed, Claimed::Run { attempt: 1, recovery: false }, "the key is as new");
     }
@@ -527,24 +540,24 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_call_that_may_have_acted_stays_bound_and_retryable() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
         let call = keyed(&idempotency, "k2");
         let (ticket, _) = run(&idempotency, &call).await;
         assert!(!ticket.cancelled(true).await.unwrap(), "kept");
-        let records = idempotency.store().list(Some("k2"), 10).unwrap();
+        let records = idempotency.store().list(Some("k2"), 10).await.unwrap();
         assert_eq!(records[0].state, "retryable");
         assert_eq!(records[0].outcome.as_ref().unwrap()["type"], "cancelled");
         let (ticket, claimed) = run(&idempotency, &call).await;
         assert_eq!(claimed, Claimed::Run { attempt: 2, recovery: false }, "run again, not replayed");
         // A later attempt cancelled before acting keeps the record: the first one may have acted.
         assert!(!ticket.cancelled(false).await.unwrap());
-        assert_eq!(idempotency.store().list(Some("k2"), 10).unwrap()[0].state, "retryable");
+        assert_eq!(idempotency.store().list(Some("k2"), 10).await.unwrap()[0].state, "retryable");
     }
 
     #[tokio::test]
     async fn a_duplicate_waiting_for_a_run_in_flight_can_be_cancelled() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::open(&dir.path().join("store.db")).unwrap();
+        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
         let call = keyed(&idempotency, "k3");
         let (_leader, _) = run(&idempotency, &call).await;
         let cancel = CancellationToken::new();

@@ -1,40 +1,16 @@
-//! The durable idempotency store: SQLite in the data directory (WAL, `synchronous = FULL`).
+//! The durable idempotency records: what a store must do ([`RecordStore`]), whichever backend
+//! keeps them — SQLite for one host ([`super::sqlite`]), PostgreSQL for replicas
+//! ([`super::postgres`]). Both are held to one contract, tested against both in
+//! `tests/e2e/store_contract.rs`:
 //!
-//! All writes go through one writer thread that groups whatever requests are waiting into a
-//! single transaction, so N concurrent calls cost one fsync, not N (group commit). A request is
-//! answered only after its transaction committed: a claim is durable before the guest runs, an
-//! outcome before the reply is sent.
+//! - a claim that answers `Run` is durable before it returns, and so is every outcome;
+//! - at most one owner holds a key `in_progress`; a finish or release from an owner that no
+//!   longer holds it (another took the claim over) fails and changes nothing;
+//! - a completed record never changes until it expires and is purged;
+//! - `in_progress` records are never purged: their run may have acted upstream.
 
-use anyhow::{anyhow, Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use anyhow::Result;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE records (
-        namespace   TEXT NOT NULL,
-        key         TEXT NOT NULL,
-        principal   TEXT NOT NULL,
-        plugin      TEXT NOT NULL,
-        tool        TEXT NOT NULL,
-        source      TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        state       TEXT NOT NULL CHECK (state IN ('in_progress', 'completed', 'retryable')),
-        outcome     TEXT,
-        owner       TEXT NOT NULL,
-        attempts    INTEGER NOT NULL,
-        created_ms  INTEGER NOT NULL,
-        updated_ms  INTEGER NOT NULL,
-        expires_ms  INTEGER NOT NULL,
-        PRIMARY KEY (namespace, key)
-    ) WITHOUT ROWID;
-    CREATE INDEX records_expiry ON records (expires_ms);
-    CREATE INDEX records_key ON records (key);"];
-
-/// The most requests committed in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// What a call asks to claim.
 #[derive(Debug, Clone)]
@@ -74,6 +50,9 @@ pub enum Claimed {
     Done(String),
     /// The key was used with other arguments.
     Mismatch,
+    /// Another live replica is running the key now: look again shortly (never from SQLite,
+    /// which serves one host).
+    Busy,
 }
 
 /// One stored record, for `cordon idempotency`.
@@ -101,395 +80,41 @@ pub struct Record {
     pub outcome: Option<serde_json::Value>,
 }
 
-enum Op {
-    Claim(Claim, oneshot::Sender<Result<Claimed>>),
-    Finish {
-        namespace: String,
-        key: String,
-        owner: String,
-        state: &'static str,
-        outcome: String,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Release {
-        namespace: String,
-        key: String,
-        owner: String,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Purge {
-        created: bool,
-        before_ms: i64,
-        reply: oneshot::Sender<Result<usize>>,
-    },
-}
+/// What a store of idempotency records must do; see the module docs for the contract.
+#[async_trait::async_trait]
+pub trait RecordStore: Send + Sync {
+    /// The owner id stamped on this process's claims: random per process start.
+    fn owner(&self) -> &str;
 
-/// A handle to the store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    ops: mpsc::Sender<Op>,
-    path: PathBuf,
-    /// A read-only connection for [`Store::finished`], opened on first use: WAL lets it read
-    /// while the writer thread commits.
-    reader: Arc<Mutex<Option<Connection>>>,
-}
-
-impl Store {
-    /// Opens (creating and migrating) the store at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> Result<Store> {
-        let conn = open_connection(path)?;
-        let (ops, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("cordon-idempotency".into())
-            .spawn(move || writer(conn, rx))
-            .context("cannot start the idempotency writer thread")?;
-        Ok(Store { ops, path: path.to_path_buf(), reader: Arc::new(Mutex::new(None)) })
-    }
-
-    /// The answer a claim would give for a key whose record is final, read on the calling thread
-    /// without going through the writer: `Done` for a completed record with the same
-    /// fingerprint, `Mismatch` for a live record with another one. `None` when the record is
-    /// absent, expired, not finished, or cannot be read now: then the caller claims as usual.
-    /// A completed record never changes (only purging removes it, after it expired), so this
-    /// answer is the claim's answer; it makes replays cheap (BENCHMARKS.md).
-    pub fn finished(&self, namespace: &str, key: &str, fingerprint: &str) -> Option<Claimed> {
-        let mut reader = self.reader.lock().ok()?;
-        if reader.is_none() {
-            let conn = Connection::open_with_flags(
-                &self.path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .ok()?;
-            conn.busy_timeout(Duration::from_millis(50)).ok()?;
-            *reader = Some(conn);
-        }
-        let conn = reader.as_ref()?;
-        let row = conn
-            .prepare_cached(
-                "SELECT fingerprint, state, outcome, expires_ms FROM records WHERE namespace = ?1 AND key = ?2",
-            )
-            .ok()?
-            .query_row(params![namespace, key], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
-            })
-            .optional()
-            .ok()??;
-        let (stored_fingerprint, state, outcome, expires) = row;
-        if state != "completed" || expires < millis(SystemTime::now()) {
-            return None;
-        }
-        if stored_fingerprint != fingerprint {
-            return Some(Claimed::Mismatch);
-        }
-        outcome.map(Claimed::Done)
-    }
+    /// The answer a claim would give for a key whose record is final, read without taking a
+    /// claim: `Done` for a completed record with the same fingerprint, `Mismatch` for a live
+    /// record with another one. `None` when the record is absent, expired, not finished, or
+    /// cannot be read now: then the caller claims as usual. A completed record never changes,
+    /// so this answer is the claim's answer; it makes replays cheap (BENCHMARKS.md).
+    async fn finished(&self, namespace: &str, key: &str, fingerprint: &str) -> Option<Claimed>;
 
     /// Claims a key (see [`Claimed`]). Durable when it returns `Run`.
-    pub async fn claim(&self, claim: Claim) -> Result<Claimed> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Claim(claim, tx))?;
-        rx.await.map_err(|_| anyhow!("the idempotency store stopped"))?
-    }
+    async fn claim(&self, claim: Claim) -> Result<Claimed>;
 
-    /// Records the outcome of a claimed key; `retryable` outcomes are run again by the next
-    /// attempt. Durable when it returns.
-    pub async fn finish(
-        &self,
-        namespace: &str,
-        key: &str,
-        owner: &str,
-        retryable: bool,
-        outcome: String,
-    ) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
-        let state = if retryable { "retryable" } else { "completed" };
-        self.send(Op::Finish {
-            namespace: namespace.into(),
-            key: key.into(),
-            owner: owner.into(),
-            state,
-            outcome,
-            reply,
-        })?;
-        rx.await.map_err(|_| anyhow!("the idempotency store stopped"))?
-    }
+    /// Records the outcome of the `attempt` that `claim` holds; `retryable` outcomes are run
+    /// again by the next attempt. Durable when it returns.
+    async fn finish(&self, claim: &Claim, attempt: u32, retryable: bool, outcome: String) -> Result<()>;
 
-    /// Forgets a claimed key, as if it had never been claimed: for a call that ended before it
-    /// could act (see `Ticket::cancelled`). Durable when it returns.
-    pub async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Release { namespace: namespace.into(), key: key.into(), owner: owner.into(), reply })?;
-        rx.await.map_err(|_| anyhow!("the idempotency store stopped"))?
-    }
+    /// Forgets a held key, as if it had never been claimed: for a call that ended before it
+    /// could act. Durable when it returns.
+    async fn release(&self, claim: &Claim, attempt: u32) -> Result<()>;
 
-    /// Marks a claimed key retryable without waiting (for a call dropped mid-run).
-    pub fn abandon(&self, namespace: &str, key: &str, owner: &str, outcome: String) {
-        let (reply, _) = oneshot::channel();
-        let op = Op::Finish {
-            namespace: namespace.into(),
-            key: key.into(),
-            owner: owner.into(),
-            state: "retryable",
-            outcome,
-            reply,
-        };
-        let _ = self.send(op);
-    }
+    /// Marks a held key retryable without waiting (for a call dropped mid-run).
+    fn abandon(&self, claim: &Claim, attempt: u32, outcome: String);
 
     /// Deletes finished records that expired before `before`.
-    pub async fn purge(&self, before: SystemTime) -> Result<usize> {
-        self.purge_where(false, before).await
-    }
+    async fn purge(&self, before: SystemTime) -> Result<usize>;
 
     /// Deletes finished records created before `before`, expired or not.
-    pub async fn purge_created_before(&self, before: SystemTime) -> Result<usize> {
-        self.purge_where(true, before).await
-    }
-
-    async fn purge_where(&self, created: bool, before: SystemTime) -> Result<usize> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Purge { created, before_ms: millis(before), reply })?;
-        rx.await.map_err(|_| anyhow!("the idempotency store stopped"))?
-    }
+    async fn purge_created_before(&self, before: SystemTime) -> Result<usize>;
 
     /// Records matching `key` (all of them if `None`), newest first, for `cordon idempotency`.
-    pub fn list(&self, key: Option<&str>, limit: usize) -> Result<Vec<Record>> {
-        let conn = open_connection(&self.path)?;
-        let mut stmt = conn.prepare(
-            "SELECT key, principal, plugin, tool, source, state, attempts, created_ms, expires_ms, outcome
-             FROM records WHERE (?1 IS NULL OR key = ?1) ORDER BY created_ms DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![key, limit as i64], |row| {
-            let outcome: Option<String> = row.get(9)?;
-            Ok(Record {
-                key: row.get(0)?,
-                principal: row.get(1)?,
-                plugin: row.get(2)?,
-                tool: row.get(3)?,
-                source: row.get(4)?,
-                state: row.get(5)?,
-                attempts: row.get(6)?,
-                created: rfc3339(row.get(7)?),
-                expires: rfc3339(row.get(8)?),
-                outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().context("cannot list idempotency records")
-    }
-
-    fn send(&self, op: Op) -> Result<()> {
-        self.ops.send(op).map_err(|_| anyhow!("the idempotency store stopped"))
-    }
-}
-
-/// Opens (creating if missing) and migrates the store. A file that is not an SQLite database,
-/// or one written by a newer Cordon, is an error naming the file; nothing is written to it.
-fn open_connection(path: &Path) -> Result<Connection> {
-    let what = || format!("cannot open the idempotency store {}", path.display());
-    let conn = Connection::open(path).with_context(what)?;
-    conn.busy_timeout(Duration::from_secs(5)).with_context(what)?;
-    // The first statement that reads the file: a corrupted header fails here, before any write.
-    conn.pragma_update(None, "journal_mode", "WAL").with_context(what)?;
-    conn.pragma_update(None, "synchronous", "FULL").with_context(what)?;
-    migrate(&conn).with_context(|| format!("cannot migrate the idempotency store {}", path.display()))?;
-    Ok(conn)
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let done = usize::try_from(done).unwrap_or(usize::MAX);
-    if done > MIGRATIONS.len() {
-        anyhow::bail!("the store was written by a newer Cordon (schema version {done})");
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-/// The writer loop: take one request, then whatever else is waiting, commit them together.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let now = millis(SystemTime::now());
-        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                fail_all(batch, &format!("cannot start a transaction: {e}"));
-                continue;
-            }
-        };
-        let mut replies = Vec::with_capacity(batch.len());
-        for op in batch {
-            match op {
-                Op::Claim(claim, reply) => replies.push(Reply::Claim(reply, apply_claim(&tx, &claim, now))),
-                Op::Finish { namespace, key, owner, state, outcome, reply } => {
-                    let done = tx
-                        .execute(
-                            "UPDATE records SET state = ?1, outcome = ?2, updated_ms = ?3
-                             WHERE namespace = ?4 AND key = ?5 AND owner = ?6 AND state = 'in_progress'",
-                            params![state, outcome, now, namespace, key, owner],
-                        )
-                        .map_err(anyhow::Error::from)
-                        .and_then(|updated| match updated {
-                            1 => Ok(()),
-                            // Another process took the claim over (it thought this one dead): its
-                            // run is the one of record, and this outcome must not be reported
-                            // as durable.
-                            _ => Err(anyhow!("the claim on key {key:?} is no longer held by this process")),
-                        });
-                    replies.push(Reply::Unit(reply, done));
-                }
-                Op::Release { namespace, key, owner, reply } => {
-                    let done = tx
-                        .execute(
-                            "DELETE FROM records
-                             WHERE namespace = ?1 AND key = ?2 AND owner = ?3 AND state = 'in_progress'",
-                            params![namespace, key, owner],
-                        )
-                        .map_err(anyhow::Error::from)
-                        .and_then(|deleted| match deleted {
-                            1 => Ok(()),
-                            // As for `Finish`: another process took the claim over.
-                            _ => Err(anyhow!("the claim on key {key:?} is no longer held by this process")),
-                        });
-                    replies.push(Reply::Unit(reply, done));
-                }
-                Op::Purge { created, before_ms, reply } => {
-                    // In-progress records are never purged: their run may have acted upstream.
-                    let sql = if created {
-                        "DELETE FROM records WHERE created_ms < ?1 AND state != 'in_progress'"
-                    } else {
-                        "DELETE FROM records WHERE expires_ms < ?1 AND state != 'in_progress'"
-                    };
-                    let purged = tx.execute(sql, params![before_ms]).map_err(anyhow::Error::from);
-                    replies.push(Reply::Count(reply, purged));
-                }
-            }
-        }
-        match tx.commit() {
-            Ok(()) => replies.into_iter().for_each(Reply::send),
-            Err(e) => {
-                let message = format!("cannot commit to the idempotency store: {e}");
-                tracing::error!("{message}");
-                replies.into_iter().for_each(|r| r.fail(&message));
-            }
-        }
-    }
-}
-
-enum Reply {
-    Claim(oneshot::Sender<Result<Claimed>>, Result<Claimed>),
-    Unit(oneshot::Sender<Result<()>>, Result<()>),
-    Count(oneshot::Sender<Result<usize>>, Result<usize>),
-}
-
-impl Reply {
-    fn send(self) {
-        match self {
-            Reply::Claim(tx, r) => drop(tx.send(r)),
-            Reply::Unit(tx, r) => drop(tx.send(r)),
-            Reply::Count(tx, r) => drop(tx.send(r)),
-        }
-    }
-
-    fn fail(self, message: &str) {
-        match self {
-            Reply::Claim(tx, _) => drop(tx.send(Err(anyhow!("{message}")))),
-            Reply::Unit(tx, _) => drop(tx.send(Err(anyhow!("{message}")))),
-            Reply::Count(tx, _) => drop(tx.send(Err(anyhow!("{message}")))),
-        }
-    }
-}
-
-fn fail_all(batch: Vec<Op>, message: &str) {
-    tracing::error!("{message}");
-    for op in batch {
-        match op {
-            Op::Claim(_, tx) => drop(tx.send(Err(anyhow!("{message}")))),
-            Op::Finish { reply, .. } => drop(reply.send(Err(anyhow!("{message}")))),
-            Op::Release { reply, .. } => drop(reply.send(Err(anyhow!("{message}")))),
-            Op::Purge { reply, .. } => drop(reply.send(Err(anyhow!("{message}")))),
-        }
-    }
-}
-
-fn apply_claim(tx: &rusqlite::Transaction<'_>, c: &Claim, now: i64) -> Result<Claimed> {
-    let existing = tx
-        .query_row(
-            "SELECT fingerprint, state, outcome, owner, attempts, expires_ms FROM records WHERE namespace = ?1 AND key = ?2",
-            params![c.namespace, c.key],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, u32>(4)?,
-                    row.get::<_, i64>(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    match existing {
-        // An expired finished record is forgotten; an unfinished one never is (its run may
-        // have acted upstream, so a retry must reuse its upstream keys).
-        Some((fingerprint, state, outcome, owner, attempts, expires)) if !(expires < now && state != "in_progress") => {
-            if fingerprint != c.fingerprint {
-                return Ok(Claimed::Mismatch);
-            }
-            match (state.as_str(), outcome) {
-                ("completed", Some(outcome)) => Ok(Claimed::Done(outcome)),
-                (state, _) => {
-                    let recovery = state == "in_progress";
-                    if recovery {
-                        tracing::warn!(key = %c.key, previous_owner = %owner, "recovering a call whose run was cut off");
-                    }
-                    tx.execute(
-                        "UPDATE records SET state = 'in_progress', owner = ?1, attempts = attempts + 1, updated_ms = ?2
-                         WHERE namespace = ?3 AND key = ?4",
-                        params![c.owner, now, c.namespace, c.key],
-                    )?;
-                    Ok(Claimed::Run { attempt: attempts + 1, recovery })
-                }
-            }
-        }
-        _ => {
-            tx.execute(
-                "INSERT OR REPLACE INTO records
-                 (namespace, key, principal, plugin, tool, source, fingerprint, state, outcome, owner, attempts,
-                  created_ms, updated_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'in_progress', NULL, ?8, 1, ?9, ?9, ?10)",
-                params![
-                    c.namespace,
-                    c.key,
-                    c.principal,
-                    c.plugin,
-                    c.tool,
-                    c.source,
-                    c.fingerprint,
-                    c.owner,
-                    now,
-                    c.expires_ms
-                ],
-            )?;
-            Ok(Claimed::Run { attempt: 1, recovery: false })
-        }
-    }
+    async fn list(&self, key: Option<&str>, limit: usize) -> Result<Vec<Record>>;
 }
 
 /// Milliseconds since the Unix epoch.
@@ -497,6 +122,7 @@ pub fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn rfc3339(ms: i64) -> String {
+/// `ms` since the epoch, as RFC 3339 with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
 }
