@@ -43,7 +43,7 @@ C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugin
 ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
 WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
 
-.PHONY: run test bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz
+.PHONY: run test postgres bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -138,13 +138,24 @@ PROFILE ?= dev
 run: plugins
 	$(CARGO) run --profile $(PROFILE) -p cordon-host --bin cordon -- serve --plugins plugins/dist --allow-unauthenticated
 
-test: plugins conformance-plugins build $(PYVENV)/.installed
+test: plugins conformance-plugins build postgres $(PYVENV)/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON) plugins/python-sdk/test_cordon.py
 	$(CARGO) test --workspace
+	# The idempotency suite again, against PostgreSQL instead of SQLite (tests/e2e/common/postgres.rs).
+	CORDON_E2E_STORE=postgres $(CARGO) test -p cordon-e2e --test idempotency
 	$(PYVENV)/bin/python tests/python/official_client.py target/debug/cordon plugins/dist
 	@$(MAKE) --no-print-directory conformance
 	# The benchmark harness runs end to end with tiny counts (it measures nothing here).
 	target/debug/cordon-bench run --smoke --cordon target/debug/cordon --plugin plugins/dist/demo.wasm --out target/bench-smoke.json
+
+# A PostgreSQL server for the replica tests (tests/e2e/replicas.rs start their own, in a temporary
+# directory, on loopback): installed from Debian's packages when missing. Nothing is started here.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1; then :; else \
+		echo "installing PostgreSQL from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
 
 # Benchmarks (release build): one table, and bench/results.json. See BENCHMARKS.md.
 bench: plugins

@@ -7,173 +7,39 @@
 //! every request and every effect, so "acted once" is counted at the upstream, not inferred from
 //! what Cordon says. The `payments` example plugin charges through it; its `idempotency_key`
 //! argument is schema-marked, so the host keys the call by it.
+//!
+//! The suite runs against both stores: SQLite by default, and a PostgreSQL server of each test's
+//! own with `CORDON_E2E_STORE=postgres` (`make test` runs both).
 
 mod common;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use common::payments::*;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-// ---- the payments API --------------------------------------------------------------------------
-
-/// The charge endpoint; everything else answers `{"method", "path"}` and acts on nothing.
-const CHARGES: &str = "/v1/charges";
-/// An account the API declines with 402 (a final, non-retryable failure).
-const DECLINED: &str = "acct_declined";
-
-/// One request as the API received it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    /// The `Idempotency-Key` header, if any.
-    key: Option<String>,
-    body: String,
-}
-
-/// One charge the API made: the side effect that must happen once.
-#[derive(Debug, Clone)]
-struct Effect {
-    /// The `Idempotency-Key` of the request that made it.
-    key: Option<String>,
-    account: String,
-    id: String,
-}
-
-#[derive(Default)]
-struct Ledger {
-    requests: Vec<Seen>,
-    effects: Vec<Effect>,
-    /// The stored response of each key: status and body.
-    replies: HashMap<String, (StatusCode, Value)>,
-    /// Answer 503, acting on nothing and storing nothing, to this many more charge requests.
-    unavailable: usize,
-    /// How long each response is held back after the API decided it (acted or not). Only widens
-    /// race windows; nothing measures it.
-    delay: Duration,
-}
-
-type Shared = Arc<Mutex<Ledger>>;
-
-/// A payments API on `127.0.0.1:0`; see the module docs.
-struct PaymentsApi {
-    /// `http://127.0.0.1:PORT`.
-    base: String,
-    ledger: Shared,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for PaymentsApi {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-/// Decides a request atomically (record, replay or act, store), then holds the answer back for
-/// the configured delay: an effect is made even when the caller dies before it hears the answer.
-async fn payments(State(ledger): State<Shared>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let seen = Seen {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        key: parts.headers.get("idempotency-key").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
-    let (status, reply, delay) = {
-        let mut ledger = ledger.lock().unwrap();
-        ledger.requests.push(seen.clone());
-        let (status, reply) = decide(&mut ledger, &seen);
-        (status, reply, ledger.delay)
-    };
-    tokio::time::sleep(delay).await;
-    (status, Json(reply)).into_response()
-}
-
-fn decide(ledger: &mut Ledger, seen: &Seen) -> (StatusCode, Value) {
-    if (seen.method.as_str(), seen.path.as_str()) != ("POST", CHARGES) {
-        return (StatusCode::OK, json!({"method": seen.method, "path": seen.path}));
-    }
-    if ledger.unavailable > 0 {
-        ledger.unavailable -= 1;
-        return (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "try again"}));
-    }
-    if let Some(stored) = seen.key.as_ref().and_then(|k| ledger.replies.get(k)) {
-        return stored.clone();
-    }
-    let Some(account) =
-        serde_json::from_str::<Value>(&seen.body).ok().and_then(|b| b["account"].as_str().map(String::from))
-    else {
-        // Not stored: a truncated body from a dying caller must not poison its key.
-        return (StatusCode::BAD_REQUEST, json!({"error": "bad body"}));
-    };
-    let reply = if account == DECLINED {
-        (StatusCode::PAYMENT_REQUIRED, json!({"error": "card_declined"}))
-    } else {
-        let id = format!("ch_{:04}", ledger.effects.len() + 1);
-        ledger.effects.push(Effect { key: seen.key.clone(), account, id: id.clone() });
-        (StatusCode::OK, json!({"id": id, "status": "succeeded"}))
-    };
-    if let Some(key) = &seen.key {
-        ledger.replies.insert(key.clone(), reply.clone());
-    }
-    reply
-}
-
-impl PaymentsApi {
-    async fn start() -> PaymentsApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the payments API");
-        let base = format!("http://{}", listener.local_addr().expect("API address"));
-        let ledger = Shared::default();
-        let app = Router::new().fallback(payments).with_state(ledger.clone());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("the API serves") });
-        PaymentsApi { base, ledger, server }
-    }
-
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap()
-    }
-
-    fn requests(&self) -> Vec<Seen> {
-        self.ledger().requests.clone()
-    }
-
-    fn effects(&self) -> Vec<Effect> {
-        self.ledger().effects.clone()
-    }
-
-    /// The requests that charged (or tried to charge) `account`.
-    fn requests_for(&self, account: &str) -> Vec<Seen> {
-        let needle = format!("\"account\":\"{account}\"");
-        self.requests().into_iter().filter(|r| r.body.contains(&needle)).collect()
-    }
-
-    fn set_delay(&self, delay: Duration) {
-        self.ledger().delay = delay;
-    }
-
-    fn fail_next(&self, requests: usize) {
-        self.ledger().unavailable = requests;
-    }
-}
-
 // ---- environments and calls --------------------------------------------------------------------
 
 /// payments.wasm pointed at `api` (a POST grant for the charge endpoint, patient limits), plus
-/// `extra` config.
+/// `extra` config, on the store under test.
 fn payments_env(api: &PaymentsApi, extra: &str) -> Env {
-    let config = format!(
+    Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&payments_config(api, extra))
+}
+
+/// [`payments_env`] on SQLite whatever the store under test: for the tests of the data
+/// directory's own files (a full or read-only disk, a corrupted database file).
+fn sqlite_payments_env(api: &PaymentsApi, extra: &str) -> Env {
+    Env::new().plugin(&example_wasm("payments"), "payments.wasm").config(&payments_config(api, extra))
+}
+
+fn payments_config(api: &PaymentsApi, extra: &str) -> String {
+    format!(
         "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
          [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n{extra}\n",
         base = api.base
-    );
-    Env::new().plugin(&example_wasm("payments"), "payments.wasm").config(&config)
+    )
 }
 
 /// `payments_charge` arguments.
@@ -522,7 +388,7 @@ fn reach_and_demo_env(api: &PaymentsApi, extra: &str) -> Env {
         "{PATIENT}\n[[plugins.reach.http.grants]]\nurl = \"{}/v1/\"\nmethods = [\"GET\", \"POST\"]\n\n{extra}",
         api.base
     );
-    Env::demo().plugin(&fixture_wasm("reach"), "reach.wasm").config(&config)
+    Env::demo().plugin(&fixture_wasm("reach"), "reach.wasm").config_with_test_store(&config)
 }
 
 /// `reach_request` arguments for a charge POST of `account` at `api`.
@@ -653,7 +519,7 @@ async fn keyed_calls_send_upstream_keys_unless_the_grant_says_not() {
     drop(client);
 
     let api = PaymentsApi::start().await;
-    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config(&format!(
+    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
         "[plugins.payments.config]\nbase_url = \"{base}\"\n\n[[plugins.payments.http.grants]]\n\
          url = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\nidempotency_key = false\n",
         base = api.base
@@ -1008,7 +874,7 @@ async fn a_full_disk_refuses_keyed_calls_before_they_run() {
         return;
     }
     let api = PaymentsApi::start().await;
-    let env = payments_env(&api, "");
+    let env = sqlite_payments_env(&api, "");
     let server = spawn_http_command(env.command_on_small_disk(&SERVE_STATELESS, 16 * 1024)).await;
     let data = env.data_dir().display().to_string();
     let charge_request = |id, account, key| call_request(id, "payments_charge", charge(account, 100, key));
@@ -1051,7 +917,7 @@ async fn a_read_only_data_directory_is_a_clear_error() {
         return;
     }
     let api = PaymentsApi::start().await;
-    let env = payments_env(&api, "");
+    let env = sqlite_payments_env(&api, "");
     let data = env.data_dir().display().to_string();
     let stderr =
         refused_start(env.command_on_read_only_disk(&SERVE_STATELESS), "cordon to refuse a read-only data dir").await;
@@ -1064,7 +930,7 @@ async fn a_read_only_data_directory_is_a_clear_error() {
 #[tokio::test]
 async fn a_corrupted_store_stops_the_server_and_is_left_untouched() {
     let api = PaymentsApi::start().await;
-    let env = payments_env(&api, "");
+    let env = sqlite_payments_env(&api, "");
     std::fs::create_dir_all(env.data_dir()).unwrap();
     let db = env.data_dir().join("idempotency.sqlite3");
     let garbage: Vec<u8> = b"this is not an SQLite database\n".iter().copied().cycle().take(64 * 1024).collect();

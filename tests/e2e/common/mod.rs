@@ -6,6 +6,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod payments;
+pub mod postgres;
+
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RunningService, Service, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -84,6 +87,8 @@ pub struct Env {
     dir: TempDir,
     /// Extra environment variables for every command (see [`Env::var`]).
     vars: Vec<(String, String)>,
+    /// A PostgreSQL server the config points at, kept as long as the environment.
+    postgres: Option<postgres::Postgres>,
 }
 
 impl Default for Env {
@@ -99,7 +104,7 @@ impl Env {
         let dir = tempfile::Builder::new().prefix("cordon-e2e-").tempdir().expect("create temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("create plugins/");
         std::fs::create_dir(dir.path().join("data")).expect("create data/");
-        Self { dir, vars: Vec::new() }
+        Self { dir, vars: Vec::new(), postgres: None }
     }
 
     /// An environment serving demo.wasm.
@@ -135,6 +140,20 @@ impl Env {
             std::fs::write(self.config_path(), toml).expect("write cordon.toml");
         }
         self
+    }
+
+    /// [`Env::config`], plus the store under test: with `CORDON_E2E_STORE=postgres` a
+    /// PostgreSQL server of this environment's own (`[store] url`, a one-second lease), else the
+    /// default SQLite. `make test` runs the idempotency suite both ways.
+    pub fn config_with_test_store(mut self, toml: &str) -> Self {
+        let mut toml = toml.to_string();
+        if std::env::var("CORDON_E2E_STORE").is_ok_and(|store| store == "postgres") {
+            let pg = postgres::Postgres::start();
+            let url = pg.database("cordon");
+            toml.push_str(&format!("\n[store]\nurl = \"{url}\"\nlease_s = 1\n"));
+            self.postgres = Some(pg);
+        }
+        self.config(&toml)
     }
 
     /// Sets `name=value` in the environment of every `cordon` this environment starts (after the

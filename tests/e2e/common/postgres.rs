@@ -1,0 +1,178 @@
+//! A real PostgreSQL server for the tests: `initdb` into a temporary directory, `postgres`
+//! listening on a free loopback port, trust authentication for the user `cordon`. `make test`
+//! installs the server from Debian's packages when it is missing (`make postgres`).
+//!
+//! PostgreSQL refuses to run as root, so when the tests do (CI does), the server runs as the
+//! `postgres` system user the Debian package creates; the data directory is handed to it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// A running server; stopped (immediate shutdown) when dropped.
+pub struct Postgres {
+    dir: TempDir,
+    bin: PathBuf,
+    /// The user to run as (`uid`, `gid`), when the tests run as root.
+    user: Option<(u32, u32)>,
+    /// The loopback port it listens on.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+/// Where the server's programs are: `$CORDON_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/*/bin` (Debian's layout), else `pg_config --bindir`.
+fn bindir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CORDON_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return bin;
+    }
+    let out = Command::new("pg_config").arg("--bindir").output();
+    match out {
+        Ok(out) if out.status.success() => PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        _ => panic!(
+            "no PostgreSQL server found (looked in /usr/lib/postgresql/*/bin and pg_config): `make postgres` \
+             installs it from Debian's packages, or set CORDON_PG_BIN"
+        ),
+    }
+}
+
+/// `id -u NAME` / `id -g NAME`.
+fn id_of(flag: &str, user: &str) -> Option<u32> {
+    let out = Command::new("id").args([flag, user]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+impl Postgres {
+    /// Creates a cluster and starts the server.
+    pub fn start() -> Postgres {
+        let dir = tempfile::Builder::new().prefix("cordon-pg-").tempdir().expect("temp dir for PostgreSQL");
+        let user = if running_as_root() {
+            let uid = id_of("-u", "postgres").expect("running as root, PostgreSQL needs the `postgres` user");
+            let gid = id_of("-g", "postgres").expect("the postgres user's group");
+            let status =
+                Command::new("chown").args([&format!("{uid}:{gid}"), &dir.path().display().to_string()]).status();
+            assert!(status.is_ok_and(|s| s.success()), "chown the PostgreSQL directory");
+            Some((uid, gid))
+        } else {
+            None
+        };
+        let mut pg = Postgres { dir, bin: bindir(), user, port: free_port(), child: None };
+        let data = pg.data();
+        let out = pg
+            .command("initdb")
+            .args(["-D", &data.display().to_string(), "-U", "cordon", "-A", "trust", "-E", "UTF8", "-N"])
+            .arg("--no-instructions")
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        pg.resume();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.current_dir(self.dir.path()).env_remove("PGDATA");
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    /// Starts the server (again, after [`Postgres::crash`]) on the same port and data.
+    pub fn resume(&mut self) {
+        let socket_dir = self.dir.path().display().to_string();
+        let child = self
+            .command("postgres")
+            .args(["-D", &self.data().display().to_string(), "-p", &self.port.to_string(), "-k", &socket_dir])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        self.child = Some(child);
+        for _ in 0..600 {
+            let ready = self.command("pg_isready").args(["-h", "127.0.0.1", "-p", &self.port.to_string()]).output();
+            if ready.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("PostgreSQL did not accept connections on port {} within 60 s", self.port);
+    }
+
+    /// Stops the server at once, as a crash or a lost network would: every connection drops.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGQUIT is PostgreSQL's immediate shutdown: backends exit without a checkpoint.
+            let _ = Command::new("kill").args(["-s", "QUIT", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// A new, empty database, and its URL.
+    pub fn database(&self, name: &str) -> String {
+        let out = self
+            .command("createdb")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "cordon", name])
+            .output()
+            .expect("run createdb");
+        assert!(out.status.success(), "createdb {name}: {}", String::from_utf8_lossy(&out.stderr));
+        self.url(name)
+    }
+
+    /// The URL of database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://cordon@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// `psql -tA -c SQL` against database `name`: its output, trimmed.
+    pub fn query(&self, name: &str, sql: &str) -> String {
+        let out = self
+            .command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "cordon", "-d", name, "-tA", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The directory the cluster lives in.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}

@@ -1,0 +1,379 @@
+//! Several replicas behind a load balancer, sharing one PostgreSQL (`[store] url`): a keyed call
+//! acts exactly once whichever replicas its duplicates and retries reach, even when the replica
+//! running it is killed; a token revoked on one replica is refused by all; a replica that loses
+//! its database refuses keyed calls with a retryable error and runs nothing.
+//!
+//! Everything is real: a PostgreSQL server started by the test (`common::postgres`), three
+//! `cordon serve` processes on loopback, and the payments API of `common::payments`, whose count
+//! of charges is the proof of "exactly once".
+
+mod common;
+
+use common::payments::*;
+use common::postgres::Postgres;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Short, so a killed replica's calls are recovered within seconds.
+const LEASE_S: u64 = 2;
+
+/// payments.wasm against `api`, sharing the store at `url`, plus `extra` config.
+fn replica_env(api: &PaymentsApi, url: &str, extra: &str) -> Env {
+    let config = format!(
+        "{PATIENT}\n[store]\nurl = \"{url}\"\nlease_s = {LEASE_S}\n\n{extra}\n\
+         [plugins.payments.config]\nbase_url = \"{base}\"\n\n\
+         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n",
+        base = api.base
+    );
+    Env::new().plugin(&example_wasm("payments"), "payments.wasm").config(&config)
+}
+
+/// `payments_charge` arguments.
+fn charge(account: &str, amount_cents: u64, key: &str) -> Value {
+    json!({"account": account, "amount_cents": amount_cents, "idempotency_key": key})
+}
+
+/// POSTs a JSON-RPC request (stateless mode): the body, or why no answer came (a killed
+/// replica).
+async fn try_post(url: &str, request: &Value) -> Result<String, String> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(request.to_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != 200 {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    response.text().await.map_err(|e| e.to_string())
+}
+
+/// The tool result in a JSON-RPC response body.
+fn result_of(body: &str) -> Outcome {
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    Outcome::from_wire(&body["result"])
+}
+
+/// Asserts `account` was charged exactly once and `body` reports that charge.
+fn charged_once(api: &PaymentsApi, account: &str, body: &str) {
+    let ids: Vec<String> = api.effects().into_iter().filter(|e| e.account == account).map(|e| e.id).collect();
+    assert_eq!(ids.len(), 1, "{account} was charged {} times: {ids:?}", ids.len());
+    let out = result_of(body);
+    assert_eq!(out.ok()["charge_id"], ids[0].as_str(), "{}", out.raw);
+}
+
+/// Starts one replica per environment, all at once (so their migrations race).
+async fn start_all(envs: &[Env]) -> Vec<HttpServer> {
+    futures::future::join_all(envs.iter().map(|env| env.spawn_http(&["--stateless"]))).await
+}
+
+/// 30 duplicates of one keyed call spread over three replicas started together: one charge,
+/// one upstream request, 30 identical answers, one record. The concurrent starts migrated the
+/// database once.
+#[tokio::test]
+async fn duplicates_spread_across_replicas_run_once() {
+    let pg = Postgres::start();
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    api.set_delay(Duration::from_millis(500));
+    let envs: Vec<Env> = (0..3).map(|_| replica_env(&api, &url, "")).collect();
+    let servers = start_all(&envs).await;
+    // Two migrations (records, replicas and revocations; the audit index), applied once.
+    assert_eq!(pg.query("cordon", "SELECT version FROM cordon_schema"), "2");
+    assert_eq!(pg.query("cordon", "SELECT count(*) FROM cordon_replicas"), "3");
+
+    let request = call_request(1, "payments_charge", charge("acct_spread", 500, "order-spread"));
+    let bodies =
+        futures::future::join_all((0..30).map(|i| guard("a duplicate", try_post(&servers[i % 3].url, &request)))).await;
+    let bodies: Vec<String> = bodies.into_iter().map(|b| b.expect("every replica answers")).collect();
+    charged_once(&api, "acct_spread", &bodies[0]);
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "answers differ: {bodies:?}");
+    assert_eq!(api.requests_for("acct_spread").len(), 1, "{:?}", api.requests());
+    assert_eq!(
+        pg.query("cordon", "SELECT state || ' ' || attempts FROM cordon_idempotency WHERE key = 'order-spread'"),
+        "completed 1"
+    );
+    // Every replica's audit lines reach the one index: 30 calls, from all three replicas.
+    guard("the audit index to hold every call", async {
+        let indexed = || pg.query("cordon", "SELECT count(*) FROM cordon_audit WHERE idempotency_key = 'order-spread'");
+        while indexed() != "30" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(pg.query("cordon", "SELECT count(DISTINCT replica) FROM cordon_audit"), "3");
+    assert_eq!(
+        pg.query("cordon", "SELECT count(*) FROM cordon_audit WHERE tool = 'payments_charge' AND outcome = 'ok'"),
+        "30"
+    );
+    // And `cordon idempotency` reads the shared store from any replica's config.
+    let out = envs[2].run(&["idempotency", "show", "order-spread"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"completed\""), "{}", describe(&out));
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+/// What the storm's driver saw, per key.
+#[derive(Default)]
+struct Driven {
+    answers: BTreeMap<usize, String>,
+    transport_retries: usize,
+}
+
+/// The issue's proof: three replicas share one PostgreSQL; 60 keyed charges are driven across
+/// them, 12 at a time, and one replica is SIGKILLed in the middle, calls in flight. Every call
+/// whose replica died is retried on another, which waits out the dead replica's lease and
+/// recovers the run with the same upstream keys. Then a second replica is killed while one
+/// charge hangs at the API, and four duplicates retried on the last replica act once. The
+/// API's count: exactly one charge per key.
+#[tokio::test]
+async fn three_replicas_act_once_per_key_while_one_is_killed_mid_call() {
+    const KEYS: usize = 60;
+    const WORKERS: usize = 12;
+    let pg = Postgres::start();
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    api.set_delay(Duration::from_millis(100));
+    let envs: Vec<Env> = (0..3).map(|_| replica_env(&api, &url, "")).collect();
+    let mut servers: VecDeque<HttpServer> = start_all(&envs).await.into();
+    let live = Arc::new(Mutex::new(servers.iter().map(|s| s.url.clone()).collect::<Vec<_>>()));
+    let queue = Arc::new(Mutex::new((0..KEYS).collect::<VecDeque<_>>()));
+    let driven = Arc::new(Mutex::new(Driven::default()));
+
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (live, queue, driven) = (live.clone(), queue.clone(), driven.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(i) = queue.lock().unwrap().pop_front() else { return };
+                    let request =
+                        call_request(i as u64, "payments_charge", charge(&format!("acct_{i}"), 100, &format!("k-{i}")));
+                    for attempt in 0.. {
+                        let url = {
+                            let live = live.lock().unwrap();
+                            live[(i + attempt) % live.len()].clone()
+                        };
+                        match try_post(&url, &request).await {
+                            Ok(body) => {
+                                driven.lock().unwrap().answers.insert(i, body);
+                                break;
+                            }
+                            Err(_) => {
+                                driven.lock().unwrap().transport_retries += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    guard("a third of the keys to be charged", async {
+        while driven.lock().unwrap().answers.len() < KEYS / 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let victim = servers.pop_front().expect("three replicas");
+    let victim_url = victim.url.clone();
+    victim.stop().await;
+    live.lock().unwrap().retain(|u| *u != victim_url);
+    for worker in workers {
+        guard("the storm to finish", worker).await.expect("a worker");
+    }
+
+    {
+        let driven = driven.lock().unwrap();
+        assert_eq!(driven.answers.len(), KEYS);
+        let recovered = servers.iter().map(|s| s.log.text().matches("recovering a call whose run was cut off").count());
+        eprintln!(
+            "storm: {} calls retried after the kill, {} recovered from the dead replica",
+            driven.transport_retries,
+            recovered.sum::<usize>()
+        );
+        for (i, body) in &driven.answers {
+            charged_once(&api, &format!("acct_{i}"), body);
+        }
+        assert_eq!(api.effects().len(), KEYS, "one charge per key, no more");
+        // Every request of a key carried the same upstream key: retries were recognised upstream.
+        for i in 0..KEYS {
+            let keys: std::collections::BTreeSet<_> =
+                api.requests_for(&format!("acct_{i}")).into_iter().map(|r| r.key).collect();
+            assert_eq!(keys.len(), 1, "acct_{i}: {keys:?}");
+        }
+    }
+
+    // A charge hangs at the API while its replica is killed; duplicates go to the last one.
+    api.set_delay(HANG_GUARD);
+    let request = call_request(1, "payments_charge", charge("acct_hung", 900, "order-hung"));
+    let victim = servers.pop_front().expect("two replicas");
+    let cut_off = tokio::spawn({
+        let (url, request) = (victim.url.clone(), request.clone());
+        async move { try_post(&url, &request).await }
+    });
+    guard("the charge to reach the API", async {
+        while api.requests_for("acct_hung").is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    victim.stop().await;
+    assert!(guard("the cut-off call to fail", cut_off).await.expect("joined").is_err());
+    api.set_delay(Duration::ZERO);
+    let last = servers.pop_front().expect("one replica");
+    let bodies = futures::future::join_all((0..4).map(|_| guard("a retry", try_post(&last.url, &request)))).await;
+    let bodies: Vec<String> = bodies.into_iter().map(|b| b.expect("the last replica answers")).collect();
+    charged_once(&api, "acct_hung", &bodies[0]);
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "answers differ: {bodies:?}");
+    let requests = api.requests_for("acct_hung");
+    assert_eq!(requests.len(), 2, "the cut-off request and one recovery: {requests:?}");
+    assert_eq!(requests[0].key, requests[1].key, "the recovery reused the upstream key");
+    assert_eq!(
+        pg.query("cordon", "SELECT state || ' ' || attempts FROM cordon_idempotency WHERE key = 'order-hung'"),
+        "completed 2"
+    );
+    assert!(last.log.text().contains("recovering a call whose run was cut off"), "{}", last.log.text());
+    last.stop().await;
+}
+
+/// A tools/list with `token`: the HTTP status.
+async fn list_status(server: &HttpServer, token: &str) -> u16 {
+    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    post(&server.url, &request, &[("authorization", &format!("Bearer {token}"))]).await.status().as_u16()
+}
+
+/// A host-signed token works on every replica (they share the signing key, as deploy/ says);
+/// revoked with `cordon token revoke` against one replica's config, it is refused by all three.
+#[tokio::test]
+async fn a_token_revoked_on_one_replica_is_refused_by_all() {
+    let pg = Postgres::start();
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    let envs: Vec<Env> = (0..3).map(|_| replica_env(&api, &url, "[auth]\nsigned_tokens_only = true\n")).collect();
+    let issued = envs[0].issue_token("ci-bot", None, "1h").await;
+    let token = issued["token"].as_str().expect("a token").to_string();
+    let id = issued["id"].as_str().expect("an id").to_string();
+    let key = std::fs::read(envs[0].data_dir().join("token-signing.key")).expect("the signing key");
+    for env in &envs[1..] {
+        std::fs::write(env.data_dir().join("token-signing.key"), &key).expect("share the signing key");
+    }
+    let servers = futures::future::join_all(envs.iter().map(|env| env.spawn_http_with(&[], &["--stateless"]))).await;
+    for server in &servers {
+        assert_eq!(list_status(server, &token).await, 200);
+    }
+
+    let out = envs[1].run(&["token", "revoke", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    for server in &servers {
+        // Each replica refreshes its copy of the list every second.
+        guard("the revocation to reach every replica", async {
+            while list_status(server, &token).await != 401 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+    assert_eq!(pg.query("cordon", "SELECT count(*) FROM cordon_revoked_tokens"), "1");
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+/// The database goes away: a keyed call fails with the retryable `store_unavailable` before the
+/// guest runs (the API sees nothing), the server keeps serving, and once the database is back
+/// the same key charges exactly once.
+#[tokio::test]
+async fn a_replica_that_loses_its_database_runs_no_keyed_call() {
+    let mut pg = Postgres::start();
+    // The test server trusts loopback, so the password is never checked: it is there to prove
+    // that no log line carries it.
+    let url = pg.database("cordon").replace("cordon@", "cordon:s3cret@");
+    let api = PaymentsApi::start().await;
+    let env = replica_env(&api, &url, "");
+    let server = env.spawn_http(&["--stateless"]).await;
+    let request = call_request(1, "payments_charge", charge("acct_outage", 300, "order-outage"));
+
+    pg.crash();
+    let body = guard("an answer without the database", try_post(&server.url, &request)).await.expect("an answer");
+    result_of(&body).expect_error("store_unavailable", true);
+    assert!(api.requests().is_empty(), "nothing ran: {:?}", api.requests());
+
+    pg.resume();
+    let body = guard("a retry", async {
+        loop {
+            let body = try_post(&server.url, &request).await.expect("an answer");
+            if !result_of(&body).is_error {
+                return body;
+            }
+            // Pooled connections to the dead server fail once each before they are replaced.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    charged_once(&api, "acct_outage", &body);
+    assert_eq!(api.requests().len(), 1);
+    let log = server.log.text();
+    assert!(log.contains("cordon:***@127.0.0.1"), "the store is named, redacted: {log}");
+    assert!(!log.contains("s3cret"), "no password in the log: {log}");
+    server.stop().await;
+}
+
+/// A database migrated by a newer Cordon is refused at start, untouched.
+#[tokio::test]
+async fn a_store_from_a_newer_cordon_is_refused() {
+    let pg = Postgres::start();
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    let env = replica_env(&api, &url, "");
+    let server = env.spawn_http(&["--stateless"]).await;
+    server.stop().await;
+    pg.query("cordon", "UPDATE cordon_schema SET version = 99");
+    let out = env.run(&["tools"]).await;
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("migrated by a newer Cordon (schema version 99)"), "{}", describe(&out));
+    assert!(err.contains(&format!("127.0.0.1:{}", pg.port)), "names the store: {err}");
+    assert_eq!(pg.query("cordon", "SELECT version FROM cordon_schema"), "99");
+}
+
+/// A rate limit is divided among the live replicas: 30 per hour with three replicas is a bucket
+/// of 10 on each (`ratelimit` module docs), so a balancer spreading calls evenly gets about the
+/// configured rate from the cluster.
+#[tokio::test]
+async fn a_rate_limit_is_shared_among_live_replicas() {
+    let pg = Postgres::start();
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    let limit = "[rate_limits]\nper_principal = { requests = 30, per_seconds = 3600 }\n";
+    let envs: Vec<Env> = (0..3).map(|_| replica_env(&api, &url, limit)).collect();
+    let servers = start_all(&envs).await;
+    // Each replica counts the live ones at every heartbeat (a third of the lease): wait until
+    // all three are registered, then for one more heartbeat of each.
+    guard("three replicas registered", async {
+        while pg.query("cordon", "SELECT count(*) FROM cordon_replicas") != "3" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(LEASE_S * 1000 / 3 + 500)).await;
+
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    for i in 0..10 {
+        let response = post(&servers[0].url, &list, &[]).await;
+        assert_eq!(response.status(), 200, "request {i} is within this replica's share");
+        let limit = response.headers().get("ratelimit-limit").and_then(|v| v.to_str().ok()).map(String::from);
+        assert_eq!(limit.as_deref(), Some("10"), "request {i}");
+    }
+    assert_eq!(post(&servers[0].url, &list, &[]).await.status(), 429, "the 11th is over the share");
+    assert_eq!(post(&servers[1].url, &list, &[]).await.status(), 200, "another replica has its own share");
+    for server in servers {
+        server.stop().await;
+    }
+}
