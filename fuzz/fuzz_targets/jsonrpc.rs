@@ -84,9 +84,10 @@ fn fixture() -> &'static Fixture {
         let config = Config::parse(&config_text()).expect("config");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let (router, cordon) = runtime.block_on(async {
-            let auth = Arc::new(Authenticator::new(&config.auth, false, &data).expect("authenticator"));
-            let paths = Paths { plugins, data, config_file: None };
-            let cordon = Cordon::start(config, paths).await.expect("start");
+            let paths = Paths { plugins, data: data.clone(), config_file: None };
+            let cordon = Cordon::start(config.clone(), paths).await.expect("start");
+            let auth =
+                Arc::new(Authenticator::new(&config.auth, false, &data, cordon.revocations()).expect("authenticator"));
             assert_eq!(cordon.catalog().tools.len(), 5, "the plain component's functions are served");
             let gate = Arc::new(Gate::new(auth, cordon.clone()));
             let sessions = tokio_util::sync::CancellationToken::new();

@@ -54,7 +54,13 @@ fn fixture() -> &'static Fixture {
         let config = AuthConfig { tokens, ..Default::default() };
         Fixture {
             signer: Signer::load_or_create(dir.path()).expect("signer"),
-            auth: Authenticator::new(&config, false, dir.path()).expect("authenticator"),
+            auth: Authenticator::new(
+                &config,
+                false,
+                dir.path(),
+                std::sync::Arc::new(cordon_host::auth::signed::Revocations::open(dir.path()).expect("revocations")),
+            )
+            .expect("authenticator"),
             runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
             _dir: dir,
         }
