@@ -395,6 +395,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let outcome = cordon.call(request).await;
             // The audit line is written by a background thread: let it land before exiting.
             cordon.flush_audit(std::time::Duration::from_secs(5));
+            if let Shared::Postgres(pg) = cordon.store() {
+                pg.leave().await;
+            }
             match outcome {
                 Ok(Ok(success)) => {
                     print_json(&serde_json::to_value(mcp::success_result(success)).unwrap_or_default());

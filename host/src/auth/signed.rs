@@ -165,6 +165,8 @@ struct SharedRevocations {
     copy: std::sync::RwLock<(HashSet<String>, i64)>,
     /// When the copy was last known complete.
     refreshed: Mutex<Instant>,
+    /// Whether the current staleness was logged.
+    stale_logged: std::sync::atomic::AtomicBool,
 }
 
 /// How often a replica refreshes its copy of a shared revocation list.
@@ -191,6 +193,7 @@ impl Revocations {
             pg,
             copy: std::sync::RwLock::new((HashSet::new(), 0)),
             refreshed: Mutex::new(Instant::now()),
+            stale_logged: std::sync::atomic::AtomicBool::new(false),
         });
         shared.refresh().await.context("cannot read the token revocation list")?;
         let weak = Arc::downgrade(&shared);
@@ -264,10 +267,14 @@ impl Revocations {
             RevocationBackend::Postgres(shared) => {
                 let age = shared.refreshed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
                 if age > shared.pg.lease() {
-                    tracing::error!(
-                        stale_for = ?age,
-                        "the token revocation list has not been refreshed within the store's lease; refusing the token"
-                    );
+                    // Once per outage, not once per request (the refresh task logs the recovery).
+                    if !shared.stale_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::error!(
+                            stale_for = ?age,
+                            "the token revocation list has not been refreshed within the store's lease; \
+                             refusing host-signed tokens until it is"
+                        );
+                    }
                     return true;
                 }
                 shared.copy.read().unwrap_or_else(|p| p.into_inner()).0.contains(id)
@@ -297,6 +304,7 @@ impl SharedRevocations {
             }
         }
         *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.stale_logged.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

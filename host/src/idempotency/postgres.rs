@@ -235,9 +235,12 @@ impl RecordStore for PostgresStore {
     }
 
     fn abandon(&self, claim: &Claim, attempt: u32, outcome: String) {
+        // A ticket dropped with no runtime left (process exit) leaves its claim `in_progress`:
+        // the next attempt recovers it once this replica's lease lapses.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let store = self.clone();
         let claim = claim.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Err(e) = store.settle(&claim, attempt, Some("retryable"), Some(outcome)).await {
                 // The record stays in_progress; the next attempt recovers it once this
                 // replica's claim is seen as cut off.
