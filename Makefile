@@ -188,7 +188,9 @@ $(PYVENV)/.installed: tests/python/requirements.txt
 	$(PYVENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-# Fuzzing (fuzz/README.md): cargo-fuzz on the nightly toolchain, installed on first use. Builds
+# Fuzzing (fuzz/README.md): cargo-fuzz, installed on first use, on the nightly toolchain when one
+# is installed, else on the default (stable) one with RUSTC_BOOTSTRAP=1, which lets it take the
+# unstable flags cargo-fuzz passes (verified with rustc 1.95: same build, same runs). Builds
 # every target once, then runs each for FUZZ_SECONDS on its seed corpus (fuzz/corpus/<target>,
 # never written: new inputs go to fuzz/target/corpus/<target>); any finding fails, its input
 # saved under fuzz/artifacts/<target>/. `make fuzz FUZZ_SECONDS=600` for a longer session.
@@ -197,16 +199,16 @@ FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := config token arguments jsonrpc
 # --dev: fuzz/Cargo.toml's dev profile (opt-level 1, overflow checks); -s none: no ASan. Why: fuzz/README.md.
 FUZZ_BUILD   := --dev -s none
+FUZZ_CARGO   := $(if $(shell rustup toolchain list 2>/dev/null | grep '^nightly'),$(CARGO) +nightly,RUSTC_BOOTSTRAP=1 $(CARGO))
 fuzz:
 	@cargo-fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' \
 		|| $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
-	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-	$(CARGO) +nightly fuzz build $(FUZZ_BUILD)
+	$(FUZZ_CARGO) fuzz build $(FUZZ_BUILD)
 	@rm -rf fuzz/target/scratch
 	@for target in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/target/corpus/$$target; \
 		echo "make: fuzzing $$target for $(FUZZ_SECONDS) s"; \
-		$(CARGO) +nightly fuzz run $(FUZZ_BUILD) $$target fuzz/target/corpus/$$target fuzz/corpus/$$target -- \
+		$(FUZZ_CARGO) fuzz run $(FUZZ_BUILD) $$target fuzz/target/corpus/$$target fuzz/corpus/$$target -- \
 			-max_total_time=$(FUZZ_SECONDS) -timeout=60 -print_final_stats=1 || exit 1; \
 	done
 
