@@ -199,7 +199,7 @@ FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := config token arguments jsonrpc
 # --dev: fuzz/Cargo.toml's dev profile (opt-level 1, overflow checks); -s none: no ASan. Why: fuzz/README.md.
 FUZZ_BUILD   := --dev -s none
-FUZZ_CARGO   := $(if $(shell rustup toolchain list 2>/dev/null | grep '^nightly'),$(CARGO) +nightly,RUSTC_BOOTSTRAP=1 $(CARGO))
+FUZZ_CARGO    = $(if $(shell rustup toolchain list 2>/dev/null | grep '^nightly'),$(CARGO) +nightly,RUSTC_BOOTSTRAP=1 $(CARGO))
 fuzz:
 	@cargo-fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' \
 		|| $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
