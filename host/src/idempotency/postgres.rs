@@ -12,7 +12,7 @@
 //! and release match the owner *and* the attempt, so a replica that lost its claim to a
 //! takeover can never overwrite the run of record.
 
-use super::store::{millis, rfc3339, Claim, Claimed, Record, RecordStore};
+use super::store::{millis, rfc3339, Claim, Claimed, Record, RecordStore, StoredState};
 use crate::store::postgres::Postgres;
 use anyhow::{bail, Result};
 use std::sync::Arc;
@@ -202,15 +202,9 @@ impl RecordStore for PostgresStore {
             })
             .await
             .ok()??;
-        let (stored_fingerprint, state, outcome, expires): (String, String, Option<String>, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        if state != "completed" || expires < millis(SystemTime::now()) {
-            return None;
-        }
-        if stored_fingerprint != fingerprint {
-            return Some(Claimed::Mismatch);
-        }
-        outcome.map(Claimed::Done)
+        let stored =
+            StoredState { fingerprint: row.get(0), state: row.get(1), outcome: row.get(2), expires_ms: row.get(3) };
+        stored.finished_answer(fingerprint, millis(SystemTime::now()))
     }
 
     async fn claim(&self, claim: Claim) -> Result<Claimed> {

@@ -7,7 +7,7 @@
 //! outcome before the reply is sent. One host means one live owner: a record `in_progress`
 //! under another owner was left by a process that died, and is recovered at once.
 
-use super::store::{millis, rfc3339, Claim, Claimed, Record, RecordStore};
+use super::store::{millis, rfc3339, Claim, Claimed, Record, RecordStore, StoredState};
 use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -136,14 +136,9 @@ impl RecordStore for SqliteStore {
             })
             .optional()
             .ok()??;
-        let (stored_fingerprint, state, outcome, expires) = row;
-        if state != "completed" || expires < millis(SystemTime::now()) {
-            return None;
-        }
-        if stored_fingerprint != fingerprint {
-            return Some(Claimed::Mismatch);
-        }
-        outcome.map(Claimed::Done)
+        let (stored_fingerprint, state, outcome, expires_ms) = row;
+        let stored = StoredState { fingerprint: stored_fingerprint, state, outcome, expires_ms };
+        stored.finished_answer(fingerprint, millis(SystemTime::now()))
     }
 
     async fn claim(&self, claim: Claim) -> Result<Claimed> {

@@ -80,6 +80,32 @@ pub struct Record {
     pub outcome: Option<serde_json::Value>,
 }
 
+/// The fields of a stored record that [`RecordStore::finished`] reads.
+pub struct StoredState {
+    /// The arguments' fingerprint the key is bound to.
+    pub fingerprint: String,
+    /// `in_progress`, `completed` or `retryable`.
+    pub state: String,
+    /// The stored outcome, if any.
+    pub outcome: Option<String>,
+    /// When the record may be forgotten, ms since the epoch.
+    pub expires_ms: i64,
+}
+
+impl StoredState {
+    /// The answer [`RecordStore::finished`] gives for this record at `now_ms`, asked with
+    /// `fingerprint`: only a completed, unexpired record answers (every backend alike).
+    pub fn finished_answer(self, fingerprint: &str, now_ms: i64) -> Option<Claimed> {
+        if self.state != "completed" || self.expires_ms < now_ms {
+            return None;
+        }
+        if self.fingerprint != fingerprint {
+            return Some(Claimed::Mismatch);
+        }
+        self.outcome.map(Claimed::Done)
+    }
+}
+
 /// What a store of idempotency records must do; see the module docs for the contract.
 #[async_trait::async_trait]
 pub trait RecordStore: Send + Sync {
