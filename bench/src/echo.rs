@@ -80,6 +80,10 @@ pub fn serve(stdio: bool, listen: Option<String>) -> Result<()> {
         let router = axum::Router::new().nest_service("/mcp", service);
         let listener = tokio::net::TcpListener::bind(&listen).await?;
         eprintln!("url=http://{}/mcp", listener.local_addr()?);
+        // TCP_NODELAY, as Cordon sets it on its connections (`connections::no_delay`).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router).await?;
         Ok(())
     })

@@ -279,7 +279,11 @@ pub fn cut(text: &str, max: usize) -> &str {
 
 impl Http {
     pub fn new(url: &str) -> Result<Http> {
-        Ok(Http { client: Client::builder(TokioExecutor::new()).build_http(), uri: url.parse()? })
+        // No Nagle on the client either: a request is one write, but the load generator must not
+        // be what stalls (the servers set TCP_NODELAY too).
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Ok(Http { client: Client::builder(TokioExecutor::new()).build(connector), uri: url.parse()? })
     }
 
     /// `method` with `body` (JSON) and extra `headers`; the whole answer.

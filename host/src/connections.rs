@@ -33,6 +33,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+/// Turns Nagle's algorithm off on an accepted connection. A response goes out in several writes
+/// (headers, then SSE events and the closing chunk); with Nagle on, each write after the first
+/// waits for the client's ACK of the one before, which a client holds back for up to 40 ms
+/// (delayed ACK): a 40 ms stall per call on MCP sessions (measured: `make soak`, BENCHMARKS.md).
+pub fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+    }
+}
+
 /// How long clients may take, and how many may be connected at once.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionBounds {

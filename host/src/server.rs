@@ -24,6 +24,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -321,7 +322,7 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     let served = async move {
         match acceptor {
             Some(acceptor) => connections::serve(TlsListener::new(listener, acceptor), app, bounds, shutdown).await,
-            None => connections::serve(listener, app, bounds, shutdown).await,
+            None => connections::serve(listener.tap_io(connections::no_delay), app, bounds, shutdown).await,
         }
     };
     tokio::pin!(served);

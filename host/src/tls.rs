@@ -108,7 +108,8 @@ impl axum::serve::Listener for TlsListener {
             // future (at shutdown) without losing a connection it was told about.
             tokio::select! {
                 accepted = self.tcp.accept() => match accepted {
-                    Ok((stream, peer)) => {
+                    Ok((mut stream, peer)) => {
+                        crate::connections::no_delay(&mut stream);
                         if self.handshakes.len() >= MAX_PENDING_HANDSHAKES {
                             tracing::warn!(%peer, "too many TLS handshakes in progress; connection closed");
                             continue;
