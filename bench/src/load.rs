@@ -322,7 +322,7 @@ impl HttpResult {
 }
 
 /// `requests` tools/call POSTs, `concurrency` at a time, each on a kept-alive connection.
-async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Result<(f64, Series)> {
+pub async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Result<(f64, Series)> {
     let http = Http::new(url)?;
     let body = Bytes::from(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{CALL}}}"));
     let one = {

@@ -56,6 +56,16 @@ enum Cli {
     /// `make soak`: a bounded run of mixed calls, hot reloads and hostile calls against
     /// `cordon serve`, then checks that no call was lost and RSS and open files stayed flat.
     Soak(soak::SoakArgs),
+    /// The HTTP load generator alone, against a server already listening (for profiling it):
+    /// `requests` stateless `tools/call`s of `demo_echo`, `concurrency` at a time.
+    Load {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
+    },
 }
 
 #[derive(Parser)]
@@ -121,6 +131,16 @@ fn main() -> Result<()> {
         Cli::Soak(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(soak::soak(args))
+        }
+        Cli::Load { url, concurrency, requests } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let (per_s, latency) = runtime.block_on(load::drive_http(&url, concurrency, requests))?;
+            println!(
+                "{per_s:.0} calls/s, median {:.1} µs, p99 {:.1} µs",
+                latency.quantile(0.5),
+                latency.quantile(0.99)
+            );
+            Ok(())
         }
     }
 }
@@ -205,11 +225,8 @@ fn bare_engine(fuel: bool) -> Result<Engine> {
         .total_memories(512)
         .total_tables(256 * 8)
         .total_stacks(256)
-        .max_memory_size(512 << 20)
-        .decommit_batch_size(cordon_host::sandbox::DECOMMIT_BATCH)
-        .linear_memory_keep_resident(cordon_host::sandbox::KEEP_RESIDENT_BYTES)
-        .table_keep_resident(cordon_host::sandbox::KEEP_RESIDENT_BYTES)
-        .async_stack_keep_resident(cordon_host::sandbox::KEEP_RESIDENT_BYTES);
+        .max_memory_size(512 << 20);
+    cordon_host::sandbox::slot_reuse(&mut pooling);
     let mut config = Config::new();
     config
         .wasm_component_model(true)

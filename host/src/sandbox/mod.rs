@@ -45,6 +45,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub const DECOMMIT_BATCH: usize = 32;
 /// Bytes of each pooled memory, table and stack reset in place rather than decommitted.
 pub const KEEP_RESIDENT_BYTES: usize = 64 << 10;
+/// Bytes of a pooled linear memory's written pages reset in place when the kernel can say which
+/// pages were written (`PAGEMAP_SCAN`, Linux 6.7+). Without the scan, keeping memory resident
+/// means resetting its lowest bytes whether written or not, and a guest's stack and data sit
+/// above 1 MiB (Rust's default layout), so [`KEEP_RESIDENT_BYTES`] applies instead.
+pub const SCANNED_MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
 /// Extra time the tokio backstop allows beyond the epoch deadline before giving up on a call.
 const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
@@ -429,14 +434,8 @@ fn engine_config(pool: &PoolConfig) -> Config {
         .total_memories(instances.saturating_mul(2))
         .total_tables(instances.saturating_mul(8))
         .total_stacks(instances)
-        .max_memory_size((pool.max_memory_mb as usize).saturating_mul(1 << 20))
-        // Freed slots are returned to the kernel in batches: one madvise (and one TLB shootdown
-        // across cores) per 32 slots instead of per call (BENCHMARKS.md, "what each change
-        // bought"). The first 64 KiB of each memory, table and stack are reset in place instead.
-        .decommit_batch_size(DECOMMIT_BATCH)
-        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-        .table_keep_resident(KEEP_RESIDENT_BYTES)
-        .async_stack_keep_resident(KEEP_RESIDENT_BYTES);
+        .max_memory_size((pool.max_memory_mb as usize).saturating_mul(1 << 20));
+    slot_reuse(&mut pooling);
 
     let mut config = Config::new();
     config
@@ -446,6 +445,28 @@ fn engine_config(pool: &PoolConfig) -> Config {
         .parallel_compilation(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     config
+}
+
+/// How a freed pool slot is made ready for the next instance; public so that the bench's bare
+/// wasmtime baseline uses exactly the host's settings. What each part bought: BENCHMARKS.md,
+/// "What each change bought".
+///
+/// - Freed slots go back to the kernel in batches: one `madvise` (and one TLB shootdown across
+///   cores) per [`DECOMMIT_BATCH`] slots instead of per call.
+/// - The pages a call wrote are reset in place rather than unmapped, so the next call on the slot
+///   neither faults them in again nor breaks copy-on-write on the module's image (each such
+///   fault is another cross-core TLB flush). With `PAGEMAP_SCAN` only written pages are reset,
+///   up to [`SCANNED_MEMORY_KEEP_RESIDENT_BYTES`]; without it, the lowest
+///   [`KEEP_RESIDENT_BYTES`].
+pub fn slot_reuse(pooling: &mut PoolingAllocationConfig) -> &mut PoolingAllocationConfig {
+    let scan = PoolingAllocationConfig::is_pagemap_scan_available();
+    let memory_keep_resident = if scan { SCANNED_MEMORY_KEEP_RESIDENT_BYTES } else { KEEP_RESIDENT_BYTES };
+    pooling
+        .decommit_batch_size(DECOMMIT_BATCH)
+        .pagemap_scan(if scan { wasmtime::Enabled::Yes } else { wasmtime::Enabled::No })
+        .linear_memory_keep_resident(memory_keep_resident)
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        .async_stack_keep_resident(KEEP_RESIDENT_BYTES)
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine lives.
