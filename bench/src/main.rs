@@ -56,6 +56,13 @@ enum Cli {
     /// `make soak`: a bounded run of mixed calls, hot reloads and hostile calls against
     /// `cordon serve`, then checks that no call was lost and RSS and open files stayed flat.
     Soak(soak::SoakArgs),
+    /// `Cordon::call` in process alone, `calls` times one after another (for profiling it).
+    InProcess {
+        #[arg(long, default_value = "plugins/dist/demo.wasm")]
+        plugin: PathBuf,
+        #[arg(long, default_value_t = 200_000)]
+        calls: usize,
+    },
     /// The HTTP load generator alone, against a server already listening (for profiling it):
     /// `requests` stateless `tools/call`s of `demo_echo`, `concurrency` at a time.
     Load {
@@ -131,6 +138,12 @@ fn main() -> Result<()> {
         Cli::Soak(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(soak::soak(args))
+        }
+        Cli::InProcess { plugin, calls } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let series = runtime.block_on(cordon_series(&plugin, calls))?;
+            println!("median {:.1} µs, p99 {:.1} µs", series.quantile(0.5), series.quantile(0.99));
+            Ok(())
         }
         Cli::Load { url, concurrency, requests } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
