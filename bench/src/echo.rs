@@ -66,25 +66,22 @@ impl ServerHandler for Echo {
 }
 
 /// Serves until stdin closes (stdio) or forever (HTTP).
-pub fn serve(stdio: bool, listen: Option<String>) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        if stdio {
-            let service = Echo::new().serve(rmcp::transport::stdio()).await.context("stdio")?;
-            service.waiting().await?;
-            return Ok(());
-        }
-        let listen = listen.context("--stdio or --listen ADDR")?;
-        let config = StreamableHttpServerConfig::default().with_legacy_session_mode(false).with_json_response(true);
-        let service = StreamableHttpService::new(|| Ok(Echo::new()), Arc::new(LocalSessionManager::default()), config);
-        let router = axum::Router::new().nest_service("/mcp", service);
-        let listener = tokio::net::TcpListener::bind(&listen).await?;
-        eprintln!("url=http://{}/mcp", listener.local_addr()?);
-        // TCP_NODELAY, as Cordon sets it on its connections (`connections::no_delay`).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router).await?;
-        Ok(())
-    })
+pub async fn serve(stdio: bool, listen: Option<String>) -> Result<()> {
+    if stdio {
+        let service = Echo::new().serve(rmcp::transport::stdio()).await.context("stdio")?;
+        service.waiting().await?;
+        return Ok(());
+    }
+    let listen = listen.context("--stdio or --listen ADDR")?;
+    let config = StreamableHttpServerConfig::default().with_legacy_session_mode(false).with_json_response(true);
+    let service = StreamableHttpService::new(|| Ok(Echo::new()), Arc::new(LocalSessionManager::default()), config);
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    eprintln!("url=http://{}/mcp", listener.local_addr()?);
+    // TCP_NODELAY, as Cordon sets it on its connections (`connections::no_delay`).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router).await?;
+    Ok(())
 }

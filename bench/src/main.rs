@@ -129,33 +129,28 @@ impl Counts {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse() {
-        Cli::EchoServer { stdio, listen } => echo::serve(stdio, listen),
-        Cli::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(run(args))
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        match cli {
+            Cli::EchoServer { stdio, listen } => echo::serve(stdio, listen).await,
+            Cli::Run(args) => run(args).await,
+            Cli::Soak(args) => soak::soak(args).await,
+            Cli::InProcess { plugin, calls } => {
+                let series = cordon_series(&plugin, calls).await?;
+                println!("median {:.1} µs, p99 {:.1} µs", series.quantile(0.5), series.quantile(0.99));
+                Ok(())
+            }
+            Cli::Load { url, concurrency, requests } => {
+                let (per_s, latency) = load::drive_http(&url, concurrency, requests).await?;
+                println!(
+                    "{per_s:.0} calls/s, median {:.1} µs, p99 {:.1} µs",
+                    latency.quantile(0.5),
+                    latency.quantile(0.99)
+                );
+                Ok(())
+            }
         }
-        Cli::Soak(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(soak::soak(args))
-        }
-        Cli::InProcess { plugin, calls } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let series = runtime.block_on(cordon_series(&plugin, calls))?;
-            println!("median {:.1} µs, p99 {:.1} µs", series.quantile(0.5), series.quantile(0.99));
-            Ok(())
-        }
-        Cli::Load { url, concurrency, requests } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let (per_s, latency) = runtime.block_on(load::drive_http(&url, concurrency, requests))?;
-            println!(
-                "{per_s:.0} calls/s, median {:.1} µs, p99 {:.1} µs",
-                latency.quantile(0.5),
-                latency.quantile(0.99)
-            );
-            Ok(())
-        }
-    }
+    })
 }
 
 // ---- statistics -----------------------------------------------------------------------------
