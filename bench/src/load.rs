@@ -365,9 +365,10 @@ pub async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Resul
 }
 
 /// The native echo server behind the same transport.
-pub async fn http_native(me: &Path, concurrency: usize, requests: usize) -> Result<HttpResult> {
+/// `cordon-bench echo-server` over HTTP; `extra` adds `--wasm PLUGIN` for the floor.
+pub async fn http_native(me: &Path, extra: &[&str], concurrency: usize, requests: usize) -> Result<HttpResult> {
     let mut command = Command::new(me);
-    command.args(["echo-server", "--listen", "127.0.0.1:0"]);
+    command.args(["echo-server", "--listen", "127.0.0.1:0"]).args(extra);
     let mut server = spawn_listening(command, |_| {}).await?;
     let (per_s, latency) = drive_http(&server.url, concurrency, requests).await?;
     let peak_rss_kib = server.peak_rss_kib();

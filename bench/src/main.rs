@@ -18,6 +18,7 @@
 //!   listening line, without and with the compile cache.
 //! - **peak RSS** of the Cordon processes (VmHWM).
 
+mod bare;
 mod echo;
 mod load;
 mod soak;
@@ -29,17 +30,10 @@ use cordon_host::auth::Caller;
 use cordon_host::call::{CallRequest, Principal};
 use cordon_host::config::Config as CordonConfig;
 use cordon_host::idempotency::{KeySource, ProvidedKey};
-use cordon_host::sandbox::bindings::cordon::plugin::host::LogLevel;
-use cordon_host::sandbox::bindings::cordon::plugin::{host, types};
-use cordon_host::sandbox::bindings::exports::cordon::plugin::tools;
-use cordon_host::sandbox::bindings::{CallContext, CallError, Content, PluginCompletions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 #[derive(Parser)]
 #[command(about = "Cordon benchmarks (make bench)")]
@@ -47,21 +41,29 @@ enum Cli {
     /// Runs the suite and writes the table and results.json.
     Run(RunArgs),
     /// A native rmcp echo server (the baseline): `--stdio` or `--listen ADDR` (stateless JSON).
+    /// With `--wasm PLUGIN`, each call runs the plugin's `echo` in a fresh bare wasmtime instance
+    /// (the floor: rmcp plus one pooled instance per call).
     EchoServer {
         #[arg(long)]
         stdio: bool,
         #[arg(long)]
         listen: Option<String>,
+        #[arg(long)]
+        wasm: Option<PathBuf>,
     },
     /// `make soak`: a bounded run of mixed calls, hot reloads and hostile calls against
     /// `cordon serve`, then checks that no call was lost and RSS and open files stayed flat.
     Soak(soak::SoakArgs),
-    /// `Cordon::call` in process alone, `calls` times one after another (for profiling it).
+    /// `Cordon::call` in process, `calls` times one after another, then the bare wasmtime
+    /// baseline (fuel on) the same number of times, and their ratio (for profiling and quick
+    /// iteration; `--cordon-only` skips the baseline).
     InProcess {
         #[arg(long, default_value = "plugins/dist/demo.wasm")]
         plugin: PathBuf,
         #[arg(long, default_value_t = 200_000)]
         calls: usize,
+        #[arg(long)]
+        cordon_only: bool,
     },
     /// The HTTP load generator alone, against a server already listening (for profiling it):
     /// `requests` stateless `tools/call`s of `demo_echo`, `concurrency` at a time.
@@ -132,12 +134,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         match cli {
-            Cli::EchoServer { stdio, listen } => echo::serve(stdio, listen).await,
+            Cli::EchoServer { stdio, listen, wasm } => echo::serve(stdio, listen, wasm).await,
             Cli::Run(args) => run(args).await,
             Cli::Soak(args) => soak::soak(args).await,
-            Cli::InProcess { plugin, calls } => {
-                let series = cordon_series(&plugin, calls).await?;
-                println!("median {:.1} µs, p99 {:.1} µs", series.quantile(0.5), series.quantile(0.99));
+            Cli::InProcess { plugin, calls, cordon_only } => {
+                let cordon = cordon_series(&plugin, calls).await?;
+                println!("Cordon::call median {:.2} µs, p99 {:.2} µs", cordon.median(), cordon.p99());
+                if !cordon_only {
+                    let bare = bare_series(&plugin, true, calls).await?;
+                    println!("bare wasmtime median {:.2} µs, p99 {:.2} µs", bare.median(), bare.p99());
+                    println!("ratio {:.2}", cordon.median() / bare.median());
+                }
                 Ok(())
             }
             Cli::Load { url, concurrency, requests } => {
@@ -195,80 +202,13 @@ fn round(x: f64) -> f64 {
 
 // ---- bare wasmtime ----------------------------------------------------------------------------
 
-/// The least a host must hold to run the plugin: an empty WASI context and no-op host imports.
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl host::Host for Bare {
-    fn log(&mut self, _: LogLevel, _: String) {}
-    fn progress(&mut self, _: f64, _: Option<f64>, _: Option<String>) {}
-    fn config(&mut self, _: String) -> Option<String> {
-        None
-    }
-    fn attach(&mut self, _: Content) {}
-    async fn sample(&mut self, _: String) -> Result<String, CallError> {
-        Err(CallError { kind: "unsupported".into(), message: String::new(), retryable: false })
-    }
-    async fn elicit(&mut self, _: String) -> Result<String, CallError> {
-        Err(CallError { kind: "unsupported".into(), message: String::new(), retryable: false })
-    }
-}
-
-impl types::Host for Bare {}
-
-/// The host's engine settings (`sandbox::engine_config`), with fuel on or off.
-fn bare_engine(fuel: bool) -> Result<Engine> {
-    let mut pooling = PoolingAllocationConfig::new();
-    pooling
-        .total_component_instances(256)
-        .total_core_instances(256 * 16)
-        .total_memories(512)
-        .total_tables(256 * 8)
-        .total_stacks(256)
-        .max_memory_size(512 << 20);
-    cordon_host::sandbox::slot_reuse(&mut pooling);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .consume_fuel(fuel)
-        .epoch_interruption(true)
-        .parallel_compilation(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    Ok(Engine::new(&config)?)
-}
-
 async fn bare_series(plugin: &Path, fuel: bool, iterations: usize) -> Result<Series> {
-    let engine = bare_engine(fuel)?;
-    let component = Component::from_file(&engine, plugin)?;
-    let mut linker = Linker::<Bare>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    PluginCompletions::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |state| state)?;
-    let pre = linker.instantiate_pre(&component)?;
-    let indices = tools::GuestIndices::new(&pre)?;
-    let context = CallContext { principal: "bench".into(), call_id: "1".into(), idempotency_key: None };
+    let bare = bare::BareWasm::new(plugin, fuel)?;
     let arguments = r#"{"text":"hello"}"#;
     let mut samples = Vec::with_capacity(iterations);
     for i in 0..iterations + iterations / 10 {
         let started = Instant::now();
-        let mut store = Store::new(&engine, Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
-        if fuel {
-            store.set_fuel(2_000_000_000)?;
-        }
-        store.set_epoch_deadline(u64::MAX / 2);
-        let instance = pre.instantiate_async(&mut store).await?;
-        let guest = indices.load(&mut store, &instance)?;
-        let output = guest.call_call(&mut store, "echo", arguments, &context).await?;
-        if output.is_err() {
-            bail!("bare echo failed");
-        }
+        bare.call("echo", arguments).await?;
         // The first tenth warms caches and the pool.
         if i >= iterations / 10 {
             samples.push(started.elapsed());
@@ -455,50 +395,70 @@ async fn run(args: RunArgs) -> Result<()> {
     table.push(("replay p50 µs (goal < 50)".into(), goal(replay_p50, replay_p50 < 50.0)));
     results.insert("keyed".into(), keyed);
 
-    // stdio.
+    // stdio: the native server, the floor (the same server running the plugin bare per call),
+    // and Cordon.
     eprintln!("bench: stdio");
+    let plugin_arg = plugin.to_str().context("the plugin path is not UTF-8")?;
     let native = load::stdio(&me, &["echo-server", "--stdio"], &counts).await?;
+    let floor = load::stdio(&me, &["echo-server", "--stdio", "--wasm", plugin_arg], &counts).await?;
     let cordon_stdio = load::stdio_cordon(&cordon_bin, &plugin, &counts).await?;
     let median_ratio = cordon_stdio.sequential.median() / native.sequential.median();
     let throughput_ratio = cordon_stdio.pipelined_per_s / native.pipelined_per_s;
+    let floor_median_ratio = cordon_stdio.sequential.median() / floor.sequential.median();
+    let floor_throughput_ratio = cordon_stdio.pipelined_per_s / floor.pipelined_per_s;
     table.push(("stdio native rmcp echo, one at a time".into(), fmt_series(&native.sequential)));
+    table.push(("stdio floor: rmcp + bare wasmtime, one at a time".into(), fmt_series(&floor.sequential)));
     table.push(("stdio Cordon, one at a time".into(), fmt_series(&cordon_stdio.sequential)));
-    table.push(("  median ratio (goal ≤ 1.15)".into(), goal(median_ratio, median_ratio <= 1.15)));
-    table.push(("stdio native calls/s, 8 in flight".into(), format!("{:.0}", native.pipelined_per_s)));
-    table.push(("stdio Cordon calls/s, 8 in flight".into(), format!("{:.0}", cordon_stdio.pipelined_per_s)));
-    table.push(("  throughput ratio (goal ≥ 0.85)".into(), goal(throughput_ratio, throughput_ratio >= 0.85)));
+    table.push(("  median ratio Cordon / native (goal ≤ 1.15)".into(), goal(median_ratio, median_ratio <= 1.15)));
+    table.push(("  median ratio Cordon / floor".into(), format!("{floor_median_ratio:.2}")));
+    table.push((
+        "stdio native / floor / Cordon calls/s, 8 in flight".into(),
+        format!("{:.0} / {:.0} / {:.0}", native.pipelined_per_s, floor.pipelined_per_s, cordon_stdio.pipelined_per_s),
+    ));
+    table.push((
+        "  throughput ratio Cordon / native (goal ≥ 0.85)".into(),
+        goal(throughput_ratio, throughput_ratio >= 0.85),
+    ));
+    table.push(("  throughput ratio Cordon / floor".into(), format!("{floor_throughput_ratio:.2}")));
     results.insert(
         "stdio".into(),
         json!({
-            "native": native.json(), "cordon": cordon_stdio.json(),
+            "native": native.json(), "floor": floor.json(), "cordon": cordon_stdio.json(),
             "median_ratio": round(median_ratio), "median_goal": 1.15, "median_met": median_ratio <= 1.15,
             "throughput_ratio": round(throughput_ratio), "throughput_goal": 0.85,
             "throughput_met": throughput_ratio >= 0.85,
+            "median_ratio_to_floor": round(floor_median_ratio),
+            "throughput_ratio_to_floor": round(floor_throughput_ratio),
             "cordon_peak_rss_kib": cordon_stdio.peak_rss_kib,
         }),
     );
 
-    // Streamable HTTP, stateless JSON.
+    // Streamable HTTP, stateless JSON: the same three servers.
     eprintln!("bench: http");
     let mut http = Vec::new();
     for concurrency in [1, 8, 64] {
-        let native = load::http_native(&me, concurrency, counts.http_requests).await?;
+        let native = load::http_native(&me, &[], concurrency, counts.http_requests).await?;
+        let floor = load::http_native(&me, &["--wasm", plugin_arg], concurrency, counts.http_requests).await?;
         let cordon = load::http_cordon(&cordon_bin, &plugin, concurrency, counts.http_requests).await?;
         let ratio = cordon.per_s / native.per_s;
+        let floor_ratio = cordon.per_s / floor.per_s;
         table.push((
-            format!("http c={concurrency}: native / Cordon calls/s"),
+            format!("http c={concurrency}: native / floor / Cordon calls/s"),
             format!(
-                "{:.0} / {:.0} (p99 {:.0} / {:.0} µs)",
+                "{:.0} / {:.0} / {:.0} (p99 {:.0} / {:.0} / {:.0} µs)",
                 native.per_s,
+                floor.per_s,
                 cordon.per_s,
                 native.latency.p99(),
+                floor.latency.p99(),
                 cordon.latency.p99()
             ),
         ));
-        table.push(("  ratio (goal ≥ 0.80)".to_string(), goal(ratio, ratio >= 0.8)));
+        table.push(("  ratio Cordon / native (goal ≥ 0.80)".to_string(), goal(ratio, ratio >= 0.8)));
+        table.push(("  ratio Cordon / floor".to_string(), format!("{floor_ratio:.2}")));
         http.push(json!({
-            "concurrency": concurrency, "native": native.json(), "cordon": cordon.json(),
-            "ratio": round(ratio), "goal": 0.8, "met": ratio >= 0.8,
+            "concurrency": concurrency, "native": native.json(), "floor": floor.json(), "cordon": cordon.json(),
+            "ratio": round(ratio), "goal": 0.8, "met": ratio >= 0.8, "ratio_to_floor": round(floor_ratio),
         }));
     }
     results.insert("http".into(), Value::Array(http));
