@@ -7,7 +7,8 @@
 //! ([`is_sensitive_key`]). Credential values never reach a record: the call path has none to give.
 //!
 //! **Off the call path.** [`AuditLog::record`] serializes the line, emits it to tracing (target
-//! `cordon::audit`, level `info`) and hands it to a bounded channel; a writer thread appends
+//! `cordon::audit`; level `info` when there is no file, else `debug`, since the file already has
+//! it) and hands it to a bounded channel; a writer thread appends
 //! whatever is waiting in one `write(2)` and rotates by size (`audit.jsonl` → `.1` → … → `.N`).
 //! A call never waits for the disk and never fails because of it: when the queue is full or the
 //! file cannot be written the line is dropped, counted ([`AuditLog::dropped`]) and a warning is
@@ -481,7 +482,14 @@ impl AuditLog {
                 return;
             }
         };
-        tracing::info!(target: "cordon::audit", "{line}");
+        // The log carries the line at `info` only when it is the audit log's only home
+        // (`file = ""`); with a file it is a copy, at `debug`, so a busy server does not write
+        // every call twice (BENCHMARKS.md).
+        if self.queue.is_some() {
+            tracing::debug!(target: "cordon::audit", "{line}");
+        } else {
+            tracing::info!(target: "cordon::audit", "{line}");
+        }
         if let Some(index) = &self.index {
             index.add(&line);
         }

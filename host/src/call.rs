@@ -142,7 +142,9 @@ impl Cordon {
             idempotency: trace.idempotency,
             egress_denied: trace.egress.as_ref().and_then(|e| e.lock().ok().map(|e| e.refused.len())).unwrap_or(0),
         });
-        tracing::info!(
+        // `debug`, not `info`: the audit line already records every call, and a second line per
+        // call on stderr costs a write and a reader's wake-up per call (BENCHMARKS.md).
+        tracing::debug!(
             call = %call_id, tool = %tool.name, principal = %principal.0,
             outcome = match &outcome { Ok(_) => "ok", Err(e) => &e.kind },
             idempotency = trace.idempotency.as_str(),

@@ -516,9 +516,12 @@ fn print_json(value: &Value) {
 }
 
 /// Logs go to stderr only (stdout is the MCP channel under `--stdio`). `CORDON_LOG` or
-/// `RUST_LOG` set the filter; the default is `info` when serving and `warn` otherwise.
+/// `RUST_LOG` set the filter; the default is `info` when serving and `warn` otherwise, with rmcp
+/// at `warn` either way: it logs three `info` lines per stateless HTTP request (each one a
+/// session to it), one of them the client's whole `initialize` params, which cost a busy server
+/// more than the tool call did (BENCHMARKS.md).
 fn init_logging(quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+    let default = if quiet { "warn" } else { "info,rmcp=warn" };
     let filter =
         std::env::var("CORDON_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_string());
     let filter =

@@ -296,7 +296,9 @@ async fn slow_clients_are_cut_off_and_others_are_served() {
 /// tool, and the server keeps serving.
 #[tokio::test]
 async fn oversized_and_mistyped_requests_are_refused() {
-    let env = Env::demo().config("[server]\nmax_request_bytes = 2048\n");
+    // With the per-call `tool call` line (`debug`) on, so that its absence below means something.
+    let env =
+        Env::demo().var("CORDON_LOG", "info,cordon_host::call=debug").config("[server]\nmax_request_bytes = 2048\n");
     let mut server = env.spawn_http(&["--stateless"]).await;
     let big = call_request(1, "demo_echo", json!({"text": "x".repeat(4096)})).to_string();
     assert_eq!(post(&server.url, &big, &[]).await.status(), 413);
@@ -315,4 +317,10 @@ async fn oversized_and_mistyped_requests_are_refused() {
     assert!(!server.log.text().contains("tool call"), "a refused request reached a tool: {}", server.log.text());
     let response = post(&server.url, &small, &[]).await;
     assert_eq!(response.status(), 200);
+    guard("the tool call line", async {
+        while !server.log.text().contains("tool call") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
