@@ -35,6 +35,7 @@ use crate::sandbox::{CallGrants, GuestReply, Invocation};
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::TryAcquireError;
 
 /// The authenticated caller of a tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,29 +321,36 @@ impl Cordon {
         if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
             return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
         }
-        let queued = tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire());
-        // Held until this function returns: the slot is free again whatever the outcome.
-        let _slot = match tokio::select! {
-            biased;
-            () = link.cancel.cancelled() => None,
-            acquired = queued => Some(acquired),
-        } {
-            None => {
-                trace.cancelled = true;
-                return Err(ToolError::cancelled());
-            }
-            Some(Ok(Ok(permit))) => permit,
-            Some(Ok(Err(_closed))) => {
-                return Err(ToolError::new(ErrorType::Busy, format!("plugin {} is unloading", plugin.name)))
-            }
-            Some(Err(_elapsed)) => {
-                return Err(ToolError::new(
-                    ErrorType::Busy,
-                    format!(
-                        "plugin {} is running its maximum of {} calls; retry shortly",
-                        plugin.name, limits.max_concurrency
-                    ),
-                ))
+        let unloading = || ToolError::new(ErrorType::Busy, format!("plugin {} is unloading", plugin.name));
+        // Held until this function returns: the slot is free again whatever the outcome. A free
+        // slot is taken without arming the queue timer (the common case); a cancelled call still
+        // never starts its guest (`Sandbox::run` checks first).
+        let _slot = match plugin.slots.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(unloading()),
+            Err(TryAcquireError::NoPermits) => {
+                let queued = tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire());
+                match tokio::select! {
+                    biased;
+                    () = link.cancel.cancelled() => None,
+                    acquired = queued => Some(acquired),
+                } {
+                    None => {
+                        trace.cancelled = true;
+                        return Err(ToolError::cancelled());
+                    }
+                    Some(Ok(Ok(permit))) => permit,
+                    Some(Ok(Err(_closed))) => return Err(unloading()),
+                    Some(Err(_elapsed)) => {
+                        return Err(ToolError::new(
+                            ErrorType::Busy,
+                            format!(
+                                "plugin {} is running its maximum of {} calls; retry shortly",
+                                plugin.name, limits.max_concurrency
+                            ),
+                        ))
+                    }
+                }
             }
         };
 

@@ -296,9 +296,8 @@ async fn slow_clients_are_cut_off_and_others_are_served() {
 /// tool, and the server keeps serving.
 #[tokio::test]
 async fn oversized_and_mistyped_requests_are_refused() {
-    // With the per-call `tool call` line (`debug`) on, so that its absence below means something.
-    let env =
-        Env::demo().var("CORDON_LOG", "info,cordon_host::call=debug").config("[server]\nmax_request_bytes = 2048\n");
+    // The per-call `tool call` line is on (`SERVE_LOG`); the good call at the end shows it.
+    let env = Env::demo().config("[server]\nmax_request_bytes = 2048\n");
     let mut server = env.spawn_http(&["--stateless"]).await;
     let big = call_request(1, "demo_echo", json!({"text": "x".repeat(4096)})).to_string();
     assert_eq!(post(&server.url, &big, &[]).await.status(), 413);

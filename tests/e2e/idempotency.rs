@@ -22,26 +22,16 @@ use std::time::Duration;
 
 // ---- environments and calls --------------------------------------------------------------------
 
-/// The log filter of every server here: `info`, and the per-call `tool call` line (`debug`) that
-/// [`notes`] counts.
-const CALL_LINES: &str = "info,cordon_host::call=debug";
-
 /// payments.wasm pointed at `api` (a POST grant for the charge endpoint, patient limits), plus
 /// `extra` config, on the store under test.
 fn payments_env(api: &PaymentsApi, extra: &str) -> Env {
-    Env::new()
-        .var("CORDON_LOG", CALL_LINES)
-        .plugin(&example_wasm("payments"), "payments.wasm")
-        .config_with_test_store(&payments_config(api, extra))
+    Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&payments_config(api, extra))
 }
 
 /// [`payments_env`] on SQLite whatever the store under test: for the tests of the data
 /// directory's own files (a full or read-only disk, a corrupted database file).
 fn sqlite_payments_env(api: &PaymentsApi, extra: &str) -> Env {
-    Env::new()
-        .var("CORDON_LOG", CALL_LINES)
-        .plugin(&example_wasm("payments"), "payments.wasm")
-        .config(&payments_config(api, extra))
+    Env::new().plugin(&example_wasm("payments"), "payments.wasm").config(&payments_config(api, extra))
 }
 
 fn payments_config(api: &PaymentsApi, extra: &str) -> String {
@@ -127,7 +117,7 @@ async fn cordon_call(env: &Env, tool: &str, args: &Value, extra: &[&str]) -> (Op
 
 /// What idempotency did for the calls in `log` (the `idempotency=` of each `tool call` line,
 /// counted), once `calls` such lines are in. Every call logs its line before it answers; the line
-/// is at `debug`, which [`CALL_LINES`] turns on.
+/// is at `debug`, which the harness turns on (`SERVE_LOG`).
 async fn notes(log: &Log, calls: usize) -> BTreeMap<String, usize> {
     let lines = || log.text().lines().filter(|l| l.contains(" tool call ")).map(String::from).collect::<Vec<_>>();
     guard(&format!("{calls} tool call lines"), async {
@@ -399,10 +389,7 @@ fn reach_and_demo_env(api: &PaymentsApi, extra: &str) -> Env {
         "{PATIENT}\n[[plugins.reach.http.grants]]\nurl = \"{}/v1/\"\nmethods = [\"GET\", \"POST\"]\n\n{extra}",
         api.base
     );
-    Env::demo()
-        .var("CORDON_LOG", CALL_LINES)
-        .plugin(&fixture_wasm("reach"), "reach.wasm")
-        .config_with_test_store(&config)
+    Env::demo().plugin(&fixture_wasm("reach"), "reach.wasm").config_with_test_store(&config)
 }
 
 /// `reach_request` arguments for a charge POST of `account` at `api`.
@@ -533,14 +520,11 @@ async fn keyed_calls_send_upstream_keys_unless_the_grant_says_not() {
     drop(client);
 
     let api = PaymentsApi::start().await;
-    let env = Env::new()
-        .var("CORDON_LOG", CALL_LINES)
-        .plugin(&example_wasm("payments"), "payments.wasm")
-        .config_with_test_store(&format!(
-            "[plugins.payments.config]\nbase_url = \"{base}\"\n\n[[plugins.payments.http.grants]]\n\
+    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
+        "[plugins.payments.config]\nbase_url = \"{base}\"\n\n[[plugins.payments.http.grants]]\n\
          url = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\nidempotency_key = false\n",
-            base = api.base
-        ));
+        base = api.base
+    ));
     let (client, _log) = env.stdio_client().await;
     let first = call(&client, "payments_charge", charge("acct_no_header", 100, "order-no-header")).await;
     charged(&first, &api, "acct_no_header");

@@ -26,6 +26,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 /// An rmcp client connected to a cordon server (stdio or HTTP).
 pub type Client = RunningService<RoleClient, ()>;
 
+/// The log filter of every `cordon serve` the tests start, unless a test sets its own: the
+/// default `info`, rmcp's lifecycle lines off, and the per-call `tool call` line on.
+pub const SERVE_LOG: &str = "info,rmcp=warn,cordon_host::call=debug";
+
 /// Longest wait for anything; only a hung host reaches it.
 pub const HANG_GUARD: Duration = Duration::from_secs(120);
 
@@ -189,6 +193,12 @@ impl Env {
         }
         for var in CORDON_ENV {
             cmd.env_remove(var);
+        }
+        if args.first() == Some(&"serve") {
+            // Servers log each call's `tool call` line (`debug` since it is off by default): the
+            // tests wait for it and read the outcome and idempotency use from it. A test's own
+            // `CORDON_LOG` (below) replaces this.
+            cmd.env("CORDON_LOG", SERVE_LOG);
         }
         cmd.envs(self.vars.iter().map(|(name, value)| (name, value)));
         cmd.current_dir(self.path()).stdin(Stdio::null()).kill_on_drop(true);
