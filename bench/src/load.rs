@@ -364,8 +364,8 @@ pub async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Resul
     Ok((per_s, Series::new(samples)))
 }
 
-/// The native echo server behind the same transport.
-/// `cordon-bench echo-server` over HTTP; `extra` adds `--wasm PLUGIN` for the floor.
+/// The native echo server (`cordon-bench echo-server`) behind the same transport; `extra` adds
+/// `--wasm PLUGIN` for the floor.
 pub async fn http_native(me: &Path, extra: &[&str], concurrency: usize, requests: usize) -> Result<HttpResult> {
     let mut command = Command::new(me);
     command.args(["echo-server", "--listen", "127.0.0.1:0"]).args(extra);

@@ -29,13 +29,13 @@ use crate::idempotency::{Begin, KeyedCall, ProvidedKey, ToolKeying};
 use crate::metrics::CallSample;
 use crate::notify::CallLink;
 use crate::ratelimit;
-use crate::registry::ToolEntry;
+use crate::registry::{LoadedPlugin, ToolEntry};
 use crate::sandbox::bindings::CallContext;
 use crate::sandbox::{CallGrants, GuestReply, Invocation};
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::TryAcquireError;
+use tokio::sync::{SemaphorePermit, TryAcquireError};
 
 /// The authenticated caller of a tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,37 +321,19 @@ impl Cordon {
         if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
             return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
         }
-        let unloading = || ToolError::new(ErrorType::Busy, format!("plugin {} is unloading", plugin.name));
         // Held until this function returns: the slot is free again whatever the outcome. A free
         // slot is taken without arming the queue timer (the common case); a cancelled call still
         // never starts its guest (`Sandbox::run` checks first).
         let _slot = match plugin.slots.try_acquire() {
             Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Err(unloading()),
-            Err(TryAcquireError::NoPermits) => {
-                let queued = tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire());
-                match tokio::select! {
-                    biased;
-                    () = link.cancel.cancelled() => None,
-                    acquired = queued => Some(acquired),
-                } {
-                    None => {
-                        trace.cancelled = true;
-                        return Err(ToolError::cancelled());
-                    }
-                    Some(Ok(Ok(permit))) => permit,
-                    Some(Ok(Err(_closed))) => return Err(unloading()),
-                    Some(Err(_elapsed)) => {
-                        return Err(ToolError::new(
-                            ErrorType::Busy,
-                            format!(
-                                "plugin {} is running its maximum of {} calls; retry shortly",
-                                plugin.name, limits.max_concurrency
-                            ),
-                        ))
-                    }
+            Err(TryAcquireError::Closed) => return Err(unloading(plugin)),
+            Err(TryAcquireError::NoPermits) => match queue_for_slot(plugin, &link).await {
+                Ok(permit) => permit,
+                Err(error) => {
+                    trace.cancelled = error.is(ErrorType::Cancelled);
+                    return Err(error);
                 }
-            }
+            },
         };
 
         // 6. instance, with 7. grants applied for this principal.
@@ -430,6 +412,32 @@ impl Cordon {
         let attached = attached.iter().map(crate::content::block).collect();
         Ok(ToolSuccess { text: output.text, structured, attached })
     }
+}
+
+/// Waits for an instance slot of a plugin at its limit, at most its `queue_timeout`, unless the
+/// client cancels first.
+async fn queue_for_slot<'p>(plugin: &'p LoadedPlugin, link: &CallLink) -> Result<SemaphorePermit<'p>, ToolError> {
+    let limits = &plugin.limits;
+    let queued = tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire());
+    tokio::select! {
+        biased;
+        () = link.cancel.cancelled() => Err(ToolError::cancelled()),
+        acquired = queued => match acquired {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(unloading(plugin)),
+            Err(_elapsed) => Err(ToolError::new(
+                ErrorType::Busy,
+                format!(
+                    "plugin {} is running its maximum of {} calls; retry shortly",
+                    plugin.name, limits.max_concurrency
+                ),
+            )),
+        },
+    }
+}
+
+fn unloading(plugin: &LoadedPlugin) -> ToolError {
+    ToolError::new(ErrorType::Busy, format!("plugin {} is unloading", plugin.name))
 }
 
 /// When a call that failed had an outbound request refused, the refusal is the reason the caller

@@ -316,10 +316,5 @@ async fn oversized_and_mistyped_requests_are_refused() {
     assert!(!server.log.text().contains("tool call"), "a refused request reached a tool: {}", server.log.text());
     let response = post(&server.url, &small, &[]).await;
     assert_eq!(response.status(), 200);
-    guard("the tool call line", async {
-        while !server.log.text().contains("tool call") {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    server.log.wait_for("tool call").await;
 }
