@@ -33,15 +33,22 @@ impl host::Host for Bare {
         None
     }
     fn attach(&mut self, _: Content) {}
-    async fn sample(&mut self, _: String) -> Result<String, CallError> {
-        Err(CallError { kind: "unsupported".into(), message: String::new(), retryable: false })
+    async fn sample(&mut self, _: String) -> wasmtime::Result<Result<String, CallError>> {
+        Ok(Err(unsupported()))
     }
-    async fn elicit(&mut self, _: String) -> Result<String, CallError> {
-        Err(CallError { kind: "unsupported".into(), message: String::new(), retryable: false })
+    async fn elicit(&mut self, _: String) -> wasmtime::Result<Result<String, CallError>> {
+        Ok(Err(unsupported()))
+    }
+    async fn ask(&mut self, requests: Vec<host::InputRequest>) -> wasmtime::Result<Vec<Result<String, CallError>>> {
+        Ok(requests.iter().map(|_| Err(unsupported())).collect())
     }
 }
 
 impl types::Host for Bare {}
+
+fn unsupported() -> CallError {
+    CallError { kind: "unsupported".into(), message: String::new(), retryable: false }
+}
 
 /// The host's engine settings (pooling, slot reuse, epoch interruption), fuel on or off.
 fn engine(fuel: bool) -> Result<Engine> {

@@ -283,7 +283,10 @@ impl Cordon {
                 "recovering a keyed call cut off by a crash: re-running with the same upstream keys");
         }
         let outcome = self.execute(tool, serialized, &principal, call_id, Some(&keyed), link, trace).await;
-        if trace.cancelled {
+        // A try that stopped to ask a stateless client has no outcome yet: like a cancelled run,
+        // it releases or keeps its claim, and the client's next try (with its answers) runs again.
+        let needs_input = outcome.as_ref().is_err_and(|e| e.is(ErrorType::InputRequired));
+        if trace.cancelled || needs_input {
             // Could the run have acted outside the sandbox? An admitted request may have reached
             // its upstream; a writable directory may have been written.
             let requested = trace.egress.as_ref().is_some_and(|e| e.lock().map_or(true, |r| r.admitted > 0));
@@ -292,7 +295,9 @@ impl Cordon {
             // gets no answer either way), and the claim left `in_progress` is recovered later.
             if let Ok(released) = ticket.cancelled(acted).await {
                 let settled = if released { "key released" } else { "key kept, retryable" };
-                tracing::info!(call = %call_id, tool = %tool.name, key = %keyed.key(), acted, "cancelled keyed call: {settled}");
+                let why =
+                    if needs_input { "keyed call waiting for the client's input" } else { "cancelled keyed call" };
+                tracing::info!(call = %call_id, tool = %tool.name, key = %keyed.key(), acted, "{why}: {settled}");
             }
             return outcome;
         }
@@ -364,8 +369,9 @@ impl Cordon {
             _ => Err(ToolError::new(ErrorType::Internal, "unexpected guest reply")),
         });
         let output = reply.map_err(|error| {
-            // A cancelled call stays `cancelled`: the refusal did not end it, the client did.
-            if run.cancelled {
+            // A cancelled call stays `cancelled`: the refusal did not end it, the client did; one
+            // that waits for the client's input has not failed.
+            if run.cancelled || error.client_needs.is_some() {
                 return error;
             }
             explain_refusal(&egress, principal).unwrap_or(error)

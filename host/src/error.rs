@@ -5,6 +5,7 @@
 //! has a fixed `type` from [`ErrorType`]; errors a guest reports keep the guest's own kind.
 //! Messages are written for the caller: they never carry a host path, a stack trace or a secret.
 
+pub use crate::notify::ClientNeeds;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -47,6 +48,9 @@ pub enum ErrorType {
     StoreUnavailable,
     /// Something went wrong inside the host; details are in the host's log only.
     Internal,
+    /// The call asked its client questions a stateless client answers on its next try (MCP's
+    /// `InputRequiredResult`): not a failure the client sees, but what the audit line records.
+    InputRequired,
 }
 
 impl ErrorType {
@@ -69,12 +73,21 @@ impl ErrorType {
             Self::RateLimited => "rate_limited",
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
+            Self::InputRequired => "input_required",
         }
     }
 
     /// Whether the same call may succeed if simply retried later.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Timeout | Self::Busy | Self::StoreUnavailable | Self::Internal | Self::RateLimited)
+        matches!(
+            self,
+            Self::Timeout
+                | Self::Busy
+                | Self::StoreUnavailable
+                | Self::Internal
+                | Self::RateLimited
+                | Self::InputRequired
+        )
     }
 }
 
@@ -98,6 +111,10 @@ pub struct ToolError {
     pub retryable: bool,
     /// Schema violations, for `invalid_arguments`.
     pub violations: Vec<Violation>,
+    /// What the client must give before the call can finish, when that is why it has no result
+    /// (only on the 2026-07-28 wire; the transport turns it into `InputRequiredResult` or a
+    /// `-32021` error). Never stored: a call that needs input has no outcome yet.
+    pub client_needs: Option<Box<ClientNeeds>>,
 }
 
 impl ToolError {
@@ -108,7 +125,21 @@ impl ToolError {
             message: message.into(),
             retryable: kind.retryable(),
             violations: Vec::new(),
+            client_needs: None,
         }
+    }
+
+    /// The call needs something from its client first ([`ClientNeeds`]).
+    pub fn needs(needs: ClientNeeds) -> Self {
+        let message = match &needs {
+            ClientNeeds::Input { requests, .. } => {
+                format!("the call asks the client {} question(s) first", requests.len())
+            }
+            ClientNeeds::Capability(capability) => {
+                format!("the call needs the client capability {capability:?}, which the client did not declare")
+            }
+        };
+        Self { client_needs: Some(Box::new(needs)), ..Self::new(ErrorType::InputRequired, message) }
     }
 
     /// `cancelled`: the client cancelled the call. It gets no answer (MCP drops the reply to a
@@ -119,7 +150,7 @@ impl ToolError {
 
     /// An error the guest reported about its own work.
     pub fn from_guest(kind: String, message: String, retryable: bool) -> Self {
-        Self { kind: Cow::Owned(kind), message, retryable, violations: Vec::new() }
+        Self { kind: Cow::Owned(kind), message, retryable, violations: Vec::new(), client_needs: None }
     }
 
     /// `invalid_arguments` listing every violation.

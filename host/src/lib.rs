@@ -15,6 +15,7 @@ pub mod content;
 pub mod error;
 pub mod grants;
 pub mod idempotency;
+pub mod inputs;
 pub mod inspect;
 pub mod lifecycle;
 pub mod mcp;

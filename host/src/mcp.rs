@@ -32,9 +32,11 @@ use crate::auth::Caller;
 use crate::call::{CallRequest, ProtocolError, ToolSuccess};
 use crate::error::ToolError;
 use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
+use crate::inputs;
 use crate::notify::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
 use crate::offers::{CompletionRef, OfferError};
 use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientResult, ContentBlock, CustomRequest,
     GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
@@ -42,7 +44,7 @@ use rmcp::model::{
     ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     ResultType, ServerCapabilities, ServerConfig, ServerRequest, SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 use std::future::Future;
@@ -256,6 +258,23 @@ impl ServerHandler for McpService {
         info
     }
 
+    /// `subscriptions/listen` (2026-07-28): the tool list (it changes on reload) and resources
+    /// whose plugin is replaced, as for a session; rmcp narrows this to what the client asked
+    /// for and what `get_info` advertises, and tags each notification with the stream's id.
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.tools_list_changed = requested.tools_list_changed;
+        accepted.resource_subscriptions = requested.resource_subscriptions.clone();
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let caller = self.caller(context.request_context())?;
+        self.cordon.add_listener(context.sink().clone(), caller.scope);
+        context.cancelled().await;
+        Ok(())
+    }
+
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         // Stateless HTTP has no session to notify; every other client hears of tool changes.
         self.cordon.add_session(context.peer, self.subscriptions.clone());
@@ -313,8 +332,16 @@ impl ServerHandler for McpService {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let caller = self.caller(&context)?;
-        let link = CallLink { cancel: context.ct.clone(), events: None };
-        let contents = self.cordon.read_resource(&caller, &request.uri, link).await.map_err(offer_error)?;
+        let binding = inputs::binding(&caller.principal.0, "resources/read", &request.uri, &Value::Null);
+        let round = inputs::round(&context, &binding, request.input_responses, request.request_state.as_deref())?;
+        let link = CallLink { cancel: context.ct.clone(), events: None, inputs: round };
+        let contents = match self.cordon.read_resource(&caller, &request.uri, link).await {
+            Ok(contents) => contents,
+            Err(OfferError::Failed(ToolError { client_needs: Some(needs), .. })) => {
+                return Ok(inputs::input_required(*needs, &binding)?.into())
+            }
+            Err(error) => return Err(offer_error(error)),
+        };
         let mut result: ReadResourceResult = from_json(serde_json::json!({"contents": contents}))?;
         // As rmcp's constructors do; its handler drops the field for peers on older revisions.
         result.result_type = Some(ResultType::COMPLETE);
@@ -369,6 +396,13 @@ impl ServerHandler for McpService {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         let caller = self.caller(&context)?;
+        let binding = inputs::binding(
+            &caller.principal.0,
+            "prompts/get",
+            &request.name,
+            &Value::Object(request.arguments.clone().unwrap_or_default()),
+        );
+        let round = inputs::round(&context, &binding, request.input_responses, request.request_state.as_deref())?;
         let arguments = request
             .arguments
             .unwrap_or_default()
@@ -381,8 +415,14 @@ impl ServerHandler for McpService {
                 (name, value)
             })
             .collect();
-        let link = CallLink { cancel: context.ct.clone(), events: None };
-        let rendered = self.cordon.get_prompt(&caller, &request.name, arguments, link).await.map_err(offer_error)?;
+        let link = CallLink { cancel: context.ct.clone(), events: None, inputs: round };
+        let rendered = match self.cordon.get_prompt(&caller, &request.name, arguments, link).await {
+            Ok(rendered) => rendered,
+            Err(OfferError::Failed(ToolError { client_needs: Some(needs), .. })) => {
+                return Ok(inputs::input_required(*needs, &binding)?.into())
+            }
+            Err(error) => return Err(offer_error(error)),
+        };
         let mut result: GetPromptResult = from_json(rendered)?;
         result.result_type = Some(ResultType::COMPLETE);
         Ok(result.into())
@@ -405,7 +445,7 @@ impl ServerHandler for McpService {
             }
         };
         let resolved = request.context.and_then(|c| c.arguments).unwrap_or_default().into_iter().collect();
-        let link = CallLink { cancel: context.ct.clone(), events: None };
+        let link = CallLink { cancel: context.ct.clone(), events: None, inputs: None };
         let completion = self
             .cordon
             .complete(&caller, target, request.argument.name, request.argument.value, resolved, link)
@@ -437,11 +477,26 @@ impl ServerHandler for McpService {
         let progress =
             context.meta.get_progress_token().or_else(|| request.meta.as_ref().and_then(|m| m.get_progress_token()));
         let log = self.log_level() != LogRank::OFF;
-        // A client with a session can be asked what it declared (stateless HTTP has no peer info).
-        let asks = context.peer.peer_info().map_or_else(AskCapabilities::default, |info| AskCapabilities {
-            sample: info.capabilities.sampling.is_some(),
-            elicit: info.capabilities.elicitation.is_some(),
+        // On the 2026-07-28 wire questions are answered from the request (`crate::inputs`); a
+        // client with a session can be asked what it declared (stateless HTTP has no peer info).
+        let binding = inputs::is_inline(&context).then(|| {
+            let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+            inputs::binding(&caller.principal.0, "tools/call", &request.name, &arguments)
         });
+        let round = match &binding {
+            Some(binding) => {
+                inputs::round(&context, binding, request.input_responses, request.request_state.as_deref())?
+            }
+            None => None,
+        };
+        let asks = match (&round, context.peer.peer_info()) {
+            (None, Some(info)) => AskCapabilities {
+                sample: info.capabilities.sampling.is_some(),
+                elicit: info.capabilities.elicitation.is_some(),
+                roots: info.capabilities.roots.is_some(),
+            },
+            _ => AskCapabilities::default(),
+        };
         let (events, receiver) = if progress.is_some() || log || asks != AskCapabilities::default() {
             let (sink, receiver) = EventSink::with_asks(progress.is_some(), log, asks);
             (Some(sink), Some(receiver))
@@ -456,7 +511,7 @@ impl ServerHandler for McpService {
             arguments: request.arguments,
             caller,
             idempotency_key,
-            link: CallLink { cancel: context.ct.clone(), events },
+            link: CallLink { cancel: context.ct.clone(), events, inputs: round },
         });
         let outcome = match receiver {
             Some(receiver) => self.forwarding(call, receiver, &context, progress, &tool).await,
@@ -464,6 +519,9 @@ impl ServerHandler for McpService {
         };
         match outcome {
             Ok(Ok(success)) => Ok(success_result(success).into()),
+            Ok(Err(ToolError { client_needs: Some(needs), .. })) => {
+                Ok(inputs::input_required(*needs, binding.as_deref().unwrap_or_default())?.into())
+            }
             Ok(Err(error)) => Ok(error_result(&error).into()),
             Err(ProtocolError::UnknownTool(name)) => {
                 Err(McpError::invalid_params(format!("unknown tool: {name}"), None))
@@ -478,7 +536,7 @@ impl ServerHandler for McpService {
 async fn ask_client(context: &RequestContext<RoleServer>, ask: Ask) -> Result<Value, AskError> {
     let method = ask.method();
     let params = match ask {
-        Ask::Sample(params) | Ask::Elicit(params) => params,
+        Ask::Sample(params) | Ask::Elicit(params) | Ask::ListRoots(params) => params,
     };
     let request = ServerRequest::CustomRequest(CustomRequest::new(method, Some(params)));
     let answer = tokio::time::timeout(crate::notify::ASK_TIMEOUT, context.peer.send_request(request)).await;

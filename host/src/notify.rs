@@ -19,9 +19,21 @@
 //! past the call's own timeout. A transport that cannot reach the client with a request
 //! (stateless HTTP, `cordon call`), or a client that did not declare the capability, gets
 //! [`AskError::Unsupported`] at once.
+//!
+//! On the 2026-07-28 wire a client connects without a session and cannot be sent a request at
+//! all; it declares its capabilities with each request instead. There the transport gives the
+//! call an [`InputRound`]: the answers the client sent with this try. An ask answered there is
+//! answered at once; one that is not ends the run, and the call returns [`ClientNeeds::Input`]
+//! (every question the run asked and could not answer), which the transport sends as MCP's
+//! `InputRequiredResult`. The client calls again with its answers and the call runs again from
+//! the start in a fresh instance. An ask for a capability the client did not declare is refused
+//! as `unsupported`; a guest that then fails with that error makes the call fail with
+//! [`ClientNeeds::Capability`] (`-32021` on the wire).
 
 use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +57,34 @@ pub struct CallLink {
     pub cancel: CancellationToken,
     /// Where the guest's reports go; `None` when the client listens for none.
     pub events: Option<EventSink>,
+    /// On the 2026-07-28 wire: the client's answers to this call's questions, and what it may be
+    /// asked. Asks then never go to `events`.
+    pub inputs: Option<Arc<InputRound>>,
+}
+
+/// One try of a call by a client that cannot be sent requests (the 2026-07-28 wire).
+#[derive(Debug, Default)]
+pub struct InputRound {
+    /// Answers by question key: those carried over from earlier tries, then what the client sent
+    /// with this one (`inputResponses`).
+    pub answers: BTreeMap<String, Value>,
+    /// What the client declared with this request.
+    pub capabilities: AskCapabilities,
+}
+
+/// What a call needs from its client before it can finish (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientNeeds {
+    /// Answers to `requests` (key → `{"method", "params"}`); `answered` are the answers this try
+    /// used, which the next try needs again.
+    Input {
+        /// The unanswered questions.
+        requests: BTreeMap<String, Value>,
+        /// The answers used so far.
+        answered: BTreeMap<String, Value>,
+    },
+    /// A capability the client did not declare: `sampling`, `elicitation` or `roots`.
+    Capability(&'static str),
 }
 
 /// Something a running guest reported.
@@ -82,14 +122,69 @@ pub enum Ask {
     Sample(Value),
     /// `elicitation/create` with these params.
     Elicit(Value),
+    /// `roots/list` with these params.
+    ListRoots(Value),
 }
 
 impl Ask {
+    /// An ask for an MCP method by name, with its params as JSON text (empty is `{}`).
+    pub fn parse(method: &str, params: &str) -> Result<Ask, String> {
+        let params: Value = if params.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(params).map_err(|e| format!("the params of {method} are not JSON: {e}"))?
+        };
+        if !params.is_object() {
+            return Err(format!("the params of {method} must be a JSON object"));
+        }
+        Ok(match method {
+            "sampling/createMessage" => Ask::Sample(params),
+            "elicitation/create" => Ask::Elicit(params),
+            "roots/list" => Ask::ListRoots(params),
+            other => {
+                return Err(format!(
+                    "cannot ask the client {other:?}: the methods are sampling/createMessage, \
+                     elicitation/create and roots/list"
+                ))
+            }
+        })
+    }
+
     /// The MCP method.
     pub fn method(&self) -> &'static str {
         match self {
             Ask::Sample(_) => "sampling/createMessage",
             Ask::Elicit(_) => "elicitation/create",
+            Ask::ListRoots(_) => "roots/list",
+        }
+    }
+
+    /// The params.
+    pub fn params(&self) -> &Value {
+        match self {
+            Ask::Sample(params) | Ask::Elicit(params) | Ask::ListRoots(params) => params,
+        }
+    }
+
+    /// The client capability the method needs.
+    pub fn capability(&self) -> &'static str {
+        match self {
+            Ask::Sample(_) => "sampling",
+            Ask::Elicit(_) => "elicitation",
+            Ask::ListRoots(_) => "roots",
+        }
+    }
+
+    /// Whether `answer` has the shape of this method's result, so that a guest is never handed
+    /// something else as the client's answer.
+    pub fn accepts(&self, answer: &Value) -> bool {
+        match self {
+            Ask::Sample(_) => answer.get("role").is_some_and(Value::is_string) && answer.get("content").is_some(),
+            Ask::Elicit(_) => answer
+                .get("action")
+                .and_then(Value::as_str)
+                .is_some_and(|action| matches!(action, "accept" | "decline" | "cancel")),
+            Ask::ListRoots(_) => answer.get("roots").is_some_and(Value::is_array),
         }
     }
 }
@@ -130,6 +225,19 @@ pub struct AskCapabilities {
     pub sample: bool,
     /// It declared `elicitation` and the transport can send it requests.
     pub elicit: bool,
+    /// It declared `roots` and the transport can send it requests.
+    pub roots: bool,
+}
+
+impl AskCapabilities {
+    /// Whether the client may be asked `ask`.
+    pub fn allows(&self, ask: &Ask) -> bool {
+        match ask {
+            Ask::Sample(_) => self.sample,
+            Ask::Elicit(_) => self.elicit,
+            Ask::ListRoots(_) => self.roots,
+        }
+    }
 }
 
 impl EventSink {
@@ -148,11 +256,7 @@ impl EventSink {
     /// Asks the client and waits for its answer (see the module docs).
     pub async fn ask(&self, ask: Ask) -> Result<Value, AskError> {
         let method = ask.method();
-        let allowed = match ask {
-            Ask::Sample(_) => self.asks.sample,
-            Ask::Elicit(_) => self.asks.elicit,
-        };
-        if !allowed {
+        if !self.asks.allows(&ask) {
             return Err(unsupported(method));
         }
         let (reply, answer) = oneshot::channel();
@@ -286,6 +390,26 @@ mod tests {
             .filter(|i| gate.admit(f64::from(*i), None, t0 + Duration::from_secs(u64::from(*i))))
             .count();
         assert_eq!(passed, MAX_PROGRESS_PER_CALL as usize);
+    }
+
+    #[test]
+    fn asks_parse_known_methods_only_and_check_the_answer_shape() {
+        let roots = Ask::parse("roots/list", "").unwrap();
+        assert_eq!((roots.method(), roots.capability()), ("roots/list", "roots"));
+        assert!(roots.accepts(&json!({"roots": []})));
+        assert!(!roots.accepts(&json!(12345)));
+        let elicit = Ask::parse("elicitation/create", r#"{"message": "Name?"}"#).unwrap();
+        assert!(elicit.accepts(&json!({"action": "decline"})));
+        assert!(!elicit.accepts(&json!({"action": "maybe"})));
+        assert!(!elicit.accepts(&json!({"name": "Alice"})));
+        let sample = Ask::parse("sampling/createMessage", "{}").unwrap();
+        assert!(sample.accepts(&json!({"role": "assistant", "content": {"type": "text", "text": "hi"}})));
+        assert!(!sample.accepts(&json!({"content": "hi"})));
+        assert!(Ask::parse("ping", "{}").unwrap_err().contains("ping"));
+        assert!(Ask::parse("roots/list", "[1]").is_err());
+        assert!(Ask::parse("roots/list", "{").is_err());
+        let only_sampling = AskCapabilities { sample: true, ..AskCapabilities::default() };
+        assert!(only_sampling.allows(&sample) && !only_sampling.allows(&elicit) && !only_sampling.allows(&roots));
     }
 
     #[test]

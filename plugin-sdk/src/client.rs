@@ -1,6 +1,7 @@
 //! What a tool can do with the MCP client during a call: add images, sounds and embedded
 //! resources to its result ([`attach`]), ask the client's model for a completion ([`sample`]),
-//! and ask the user for input ([`elicit`]).
+//! ask the user for input ([`elicit`]), list the client's roots ([`list_roots`]), and ask several
+//! of these at once ([`ask_all`]).
 //!
 //! ```no_run
 //! use cordon_sdk::client::{self, Content};
@@ -143,6 +144,53 @@ pub fn elicit(params: &Value) -> Result<Value, ToolError> {
     })
 }
 
+/// One question for [`ask_all`]: a key naming it, an MCP method (`sampling/createMessage`,
+/// `elicitation/create` or `roots/list`) and its params.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    /// Names the question; the same every time the call runs.
+    pub key: String,
+    /// The MCP method.
+    pub method: String,
+    /// Its params.
+    pub params: Value,
+}
+
+impl Question {
+    /// A question asking `method` with `params`, under `key`.
+    pub fn new(key: impl Into<String>, method: impl Into<String>, params: Value) -> Self {
+        Self { key: key.into(), method: method.into(), params }
+    }
+}
+
+/// Asks several questions at once; the answers in the same order. A client with a session is
+/// asked each in turn. A stateless client (MCP's 2026-07-28 revision) gets all of them in one
+/// `InputRequiredResult` and calls again with its answers: the host then runs the call again
+/// from the start and answers from what the client sent. So ask the same questions under the
+/// same keys every time, and do nothing before asking that must not happen twice.
+pub fn ask_all(questions: &[Question]) -> Vec<Result<Value, ToolError>> {
+    #[cfg(target_arch = "wasm32")]
+    let answers = {
+        use crate::bindings::cordon::plugin::host;
+        let requests: Vec<host::InputRequest> = questions
+            .iter()
+            .map(|q| host::InputRequest { key: q.key.clone(), method: q.method.clone(), params: q.params.to_string() })
+            .collect();
+        host::ask(&requests)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let answers: Vec<Result<String, crate::wit::CallError>> =
+        questions.iter().map(|q| Err(no_client(&q.method))).collect();
+    answers.into_iter().map(|answer| ask(&Value::Null, |_| answer)).collect()
+}
+
+/// `roots/list`: the client's roots (`{"roots": [{"uri", "name"?}]}`).
+pub fn list_roots() -> Result<Value, ToolError> {
+    ask_all(&[Question::new("roots", "roots/list", serde_json::json!({}))])
+        .pop()
+        .unwrap_or_else(|| Err(ToolError::new("client_error", "no answer")))
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn no_client(method: &str) -> crate::wit::CallError {
     crate::wit::CallError {
@@ -174,6 +222,13 @@ mod tests {
         let error = sample(&serde_json::json!({"messages": [], "maxTokens": 1})).unwrap_err();
         assert_eq!(error.kind, "unsupported");
         assert_eq!(elicit(&serde_json::json!({})).unwrap_err().kind, "unsupported");
+        assert_eq!(list_roots().unwrap_err().kind, "unsupported");
+        let answers = ask_all(&[
+            Question::new("a", "elicitation/create", serde_json::json!({})),
+            Question::new("b", "roots/list", serde_json::json!({})),
+        ]);
+        assert_eq!(answers.len(), 2);
+        assert!(answers.iter().all(|a| a.as_ref().is_err_and(|e| e.kind == "unsupported")));
         attach(Content::image(vec![1, 2], "image/png"));
     }
 }

@@ -459,7 +459,7 @@ fn decode(stored: &str) -> Result<Result<crate::call::ToolSuccess, ToolError>, T
             Ok(Ok(crate::call::ToolSuccess { text, structured, attached }))
         }
         Ok(Stored::Error { r#type, message, retryable, violations }) => {
-            Ok(Err(ToolError { kind: r#type.into(), message, retryable, violations }))
+            Ok(Err(ToolError { kind: r#type.into(), message, retryable, violations, client_needs: None }))
         }
         Err(e) => {
             tracing::error!(error = %e, "unreadable stored outcome");

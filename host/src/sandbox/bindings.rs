@@ -3,8 +3,10 @@
 //! One set of bindings for `plugin-completions` (the largest world) serves every plugin: a plugin
 //! must export `tools`, and may export `resources`, `prompts` and `completions` (the sandbox looks
 //! each export up on its own, so a
-//! component built for the plain `plugin` world loads as before). `sample` and `elicit` wait
-//! for the MCP client, so they are async imports; the rest of the host interface answers at once.
+//! component built for the plain `plugin` world loads as before). `sample`, `elicit` and `ask`
+//! wait for the MCP client, so they are async imports, and trappable: on the 2026-07-28 wire an
+//! unanswered question ends the run ([`crate::notify`]). The rest of the host interface answers
+//! at once.
 
 // Generated code: its items are documented by the WIT it comes from.
 #![allow(missing_docs)]
@@ -13,8 +15,9 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "cordon:plugin/plugin-completions",
     imports: {
-        "cordon:plugin/host.sample": async,
-        "cordon:plugin/host.elicit": async,
+        "cordon:plugin/host.sample": async | trappable,
+        "cordon:plugin/host.elicit": async | trappable,
+        "cordon:plugin/host.ask": async | trappable,
     },
     exports: { default: async },
 });

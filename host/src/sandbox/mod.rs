@@ -171,6 +171,20 @@ pub enum GuestReply {
     Completion(Result<Completion, bindings::CallError>),
 }
 
+impl GuestReply {
+    /// Whether the guest answered with its own error of `kind`.
+    fn failed_with(&self, kind: &str) -> bool {
+        let error = match self {
+            GuestReply::Described(_) => None,
+            GuestReply::Output(reply) => reply.as_ref().err(),
+            GuestReply::Resource(reply) => reply.as_ref().err(),
+            GuestReply::Prompt(reply) => reply.as_ref().err(),
+            GuestReply::Completion(reply) => reply.as_ref().err(),
+        };
+        error.is_some_and(|e| e.kind == kind)
+    }
+}
+
 /// The outcome of one instance run, with what it cost.
 pub struct Run {
     /// The guest's reply, or the host-side reason it has none.
@@ -253,7 +267,7 @@ impl Sandbox {
         link: CallLink,
         invocation: Invocation,
     ) -> Run {
-        let CallLink { cancel, events } = link;
+        let CallLink { cancel, events, inputs } = link;
         let failed = |reply| Run { reply: Err(reply), fuel_used: 0, cancelled: false, attached: Some(Vec::new()) };
         let state = match CallState::new(
             limits.memory_bytes,
@@ -262,6 +276,7 @@ impl Sandbox {
             label,
             grants,
             events,
+            inputs,
         ) {
             Ok(state) => state,
             Err(e) => return failed(internal("cannot prepare the call's sandbox", e)),
@@ -304,12 +319,20 @@ impl Sandbox {
         state.flush_output();
         let attached = state.take_attached();
         let cancelled = outcome.is_none();
-        let reply = match outcome {
+        let mut reply = match outcome {
             None => Err(ToolError::cancelled()),
             Some(Ok(Ok(reply))) => Ok(reply),
             Some(Ok(Err(error))) => Err(classify(error, state.limiter.exceeded, limits)),
             Some(Err(_elapsed)) => Err(timeout_error(limits)),
         };
+        // A question only the client's next try can answer ends the run (a trap); a guest that
+        // failed because the client lacks a capability fails for that reason (`crate::notify`).
+        if !cancelled {
+            let failed_unsupported = reply.as_ref().is_ok_and(|reply| reply.failed_with("unsupported"));
+            if let Some(needs) = state.client_needs(failed_unsupported) {
+                reply = Err(ToolError::needs(needs));
+            }
+        }
         Run { reply, fuel_used, cancelled, attached }
     }
 }

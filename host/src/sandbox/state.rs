@@ -7,13 +7,14 @@
 //! guest's write (a Rust guest panics when `println!` fails). `log` lines and `progress` reports
 //! also go to the call's [`EventSink`] when its client listens ([`crate::notify`]).
 
-use super::bindings::cordon::plugin::host::{self, LogLevel};
+use super::bindings::cordon::plugin::host::{self, InputRequest, LogLevel};
 use super::bindings::{CallError, Content, ResourceBody};
 use crate::call::Principal;
 use crate::grants::credentials::Credentials;
 use crate::grants::http::{EgressHooks, EgressRecord};
 use crate::grants::PluginGrants;
-use crate::notify::{self, Ask, AskError, CallEvent, EventSink, ProgressGate};
+use crate::notify::{self, Ask, AskError, CallEvent, ClientNeeds, EventSink, InputRound, ProgressGate};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
@@ -56,7 +57,35 @@ pub struct CallState {
     events: Option<EventSink>,
     progress: ProgressGate,
     attached: Attached,
+    asks: Asks,
 }
+
+/// The questions a guest asked its client during this run (see [`crate::notify`]).
+#[derive(Default)]
+struct Asks {
+    /// On the 2026-07-28 wire, the client's answers for this try; `None` with a session.
+    inputs: Option<Arc<InputRound>>,
+    /// Questions asked and not answered (key → `{"method", "params"}`).
+    pending: BTreeMap<String, Value>,
+    /// Answers used.
+    answered: BTreeMap<String, Value>,
+    /// The capability of the first question refused because the client did not declare it.
+    missing_capability: Option<&'static str>,
+    /// Questions asked through `sample` and `elicit`, which number their keys.
+    numbered: usize,
+}
+
+/// Ends a guest's run when it asked what only the client's next try can answer.
+#[derive(Debug)]
+struct InputRequired;
+
+impl std::fmt::Display for InputRequired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call needs input from the client")
+    }
+}
+
+impl std::error::Error for InputRequired {}
 
 /// Content a guest attached to its result (`host.attach`), within the output cap.
 struct Attached {
@@ -77,6 +106,7 @@ impl CallState {
         label: Arc<str>,
         grants: CallGrants,
         events: Option<EventSink>,
+        inputs: Option<Arc<InputRound>>,
     ) -> anyhow::Result<Self> {
         let output = Arc::new(Mutex::new(GuestOutput::new(max_log_bytes)));
         let mut builder = WasiCtxBuilder::new();
@@ -103,7 +133,20 @@ impl CallState {
             events,
             progress: ProgressGate::new(Instant::now()),
             attached: Attached { items: Vec::new(), budget: max_output_bytes, overflowed: false },
+            asks: Asks { inputs, ..Asks::default() },
         })
+    }
+
+    /// What the client must give before this call can finish, if that is why the run ended
+    /// (`failed_unsupported`: the guest failed with kind `unsupported`).
+    pub fn client_needs(&mut self, failed_unsupported: bool) -> Option<ClientNeeds> {
+        if !self.asks.pending.is_empty() {
+            return Some(ClientNeeds::Input {
+                requests: std::mem::take(&mut self.asks.pending),
+                answered: std::mem::take(&mut self.asks.answered),
+            });
+        }
+        self.asks.missing_capability.filter(|_| failed_unsupported).map(ClientNeeds::Capability)
     }
 
     /// The content the guest attached, or `None` when it attached more than the output cap.
@@ -114,13 +157,48 @@ impl CallState {
         Some(std::mem::take(&mut self.attached.items))
     }
 
-    async fn ask(&mut self, ask: Ask) -> Result<String, CallError> {
+    /// One question: answered from this try's inputs on the 2026-07-28 wire (or left pending),
+    /// else sent to the client on the call's stream.
+    async fn ask_one(&mut self, key: String, ask: Ask) -> Result<String, CallError> {
         let method = ask.method();
+        if let Some(inputs) = &self.asks.inputs {
+            if !inputs.capabilities.allows(&ask) {
+                self.asks.missing_capability.get_or_insert(ask.capability());
+                return Err(ask_error(notify::unsupported(method)));
+            }
+            // An answer of the wrong shape is asked again rather than handed to the guest.
+            if let Some(answer) = inputs.answers.get(&key).filter(|answer| ask.accepts(answer)) {
+                let text = answer.to_string();
+                self.asks.answered.insert(key, answer.clone());
+                return Ok(text);
+            }
+            tracing::debug!(call = %self.label, method, key, "the guest asks a stateless client: input required");
+            self.asks.pending.insert(key, json!({"method": method, "params": ask.params()}));
+            return Ok(String::new());
+        }
         let Some(events) = self.events.clone() else {
             return Err(ask_error(notify::unsupported(method)));
         };
         tracing::debug!(call = %self.label, method, "the guest asks the client");
         events.ask(ask).await.map(|answer| answer.to_string()).map_err(ask_error)
+    }
+
+    /// `sample` and `elicit`: one question with a numbered key.
+    async fn ask_numbered(&mut self, ask: Ask) -> wasmtime::Result<Result<String, CallError>> {
+        self.asks.numbered += 1;
+        let key = format!("{}-{}", ask.capability(), self.asks.numbered);
+        let answer = self.ask_one(key, ask).await;
+        self.end_if_pending()?;
+        Ok(answer)
+    }
+
+    /// Ends the run once a question is pending: the rest of it needs the client's answer.
+    fn end_if_pending(&self) -> wasmtime::Result<()> {
+        if self.asks.pending.is_empty() {
+            Ok(())
+        } else {
+            Err(wasmtime::Error::new(InputRequired))
+        }
     }
 
     /// Writes what the guest printed to the host's log, once the call is over.
@@ -193,14 +271,31 @@ impl host::Host for CallState {
         self.attached.items.push(item);
     }
 
-    async fn sample(&mut self, request: String) -> Result<String, CallError> {
-        let params = ask_params(&request, "sampling/createMessage")?;
-        self.ask(Ask::Sample(params)).await
+    async fn sample(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
+        match ask_params(&request, "sampling/createMessage") {
+            Ok(params) => self.ask_numbered(Ask::Sample(params)).await,
+            Err(e) => Ok(Err(e)),
+        }
     }
 
-    async fn elicit(&mut self, request: String) -> Result<String, CallError> {
-        let params = ask_params(&request, "elicitation/create")?;
-        self.ask(Ask::Elicit(params)).await
+    async fn elicit(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
+        match ask_params(&request, "elicitation/create") {
+            Ok(params) => self.ask_numbered(Ask::Elicit(params)).await,
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn ask(&mut self, requests: Vec<InputRequest>) -> wasmtime::Result<Vec<Result<String, CallError>>> {
+        let mut answers = Vec::with_capacity(requests.len());
+        for InputRequest { key, method, params } in requests {
+            let answer = match Ask::parse(&method, &params) {
+                Ok(ask) => self.ask_one(key, ask).await,
+                Err(message) => Err(CallError { kind: "invalid_request".into(), message, retryable: false }),
+            };
+            answers.push(answer);
+        }
+        self.end_if_pending()?;
+        Ok(answers)
     }
 
     fn progress(&mut self, done: f64, total: Option<f64>, message: Option<String>) {

@@ -1,0 +1,193 @@
+//! Multi round-trip requests on the 2026-07-28 wire (MCP SEP-2322, "input required").
+//!
+//! A client on that revision has no session and cannot be sent a request, so a guest's question
+//! (`ask`, `sample`, `elicit`) cannot wait for its answer. Instead the call ends with an
+//! `InputRequiredResult` listing the unanswered questions, and the client calls again with
+//! `inputResponses` and the `requestState` it was given. Every call runs in a fresh instance
+//! anyway, so the next try simply runs the guest again from the start and answers each question
+//! from what the client sent ([`crate::notify`] and the sandbox do that part). This module is the
+//! wire side:
+//!
+//! - [`round`] builds a try's [`InputRound`] from the request: the answers sealed into its
+//!   `requestState` by an earlier try, then its `inputResponses`, and the capabilities the client
+//!   declared in `_meta`;
+//! - [`input_required`] turns [`ClientNeeds`] into the result or error the client gets: an
+//!   `InputRequiredResult` whose `requestState` carries the answers used so far (a question asked
+//!   in an early round is asked again in the later ones, and the client sends only the latest
+//!   answers), or `-32021` for a capability the client did not declare.
+//!
+//! `requestState` comes back from the client, so it is untrusted: it is sealed with HMAC-SHA256
+//! (rmcp's `RequestStateCodec`) under a key drawn when the process starts, bound to the caller,
+//! the method, its target and its arguments, and expires after [`STATE_TTL`]. A state that fails
+//! any of that is refused with `-32602`, never used. The key is not persisted: after a restart
+//! (or on another replica) the client's state no longer opens and it starts the call over. The
+//! state is signed, not encrypted: it holds only answers the client itself gave.
+
+use crate::notify::{AskCapabilities, ClientNeeds, InputRound};
+use rmcp::model::{
+    ClientCapabilities, InputRequest, InputRequests, InputRequiredResult, InputResponses, ProtocolVersion,
+    RequestStateCodec, SealOptions,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// How long a `requestState` stays valid: the user may take a while to answer an elicitation.
+pub const STATE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// What a `requestState` carries from one try to the next.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CarriedState {
+    /// Answers by question key.
+    answers: BTreeMap<String, Value>,
+}
+
+/// The process's sealing key, drawn once; `None` when the OS gives no randomness (then no
+/// state is issued or opened: a guessable key would let a client forge answers).
+fn codec() -> Result<&'static RequestStateCodec, McpError> {
+    static CODEC: OnceLock<Option<RequestStateCodec>> = OnceLock::new();
+    let codec = CODEC.get_or_init(|| {
+        let mut key = [0u8; 32];
+        let drawn = getrandom::fill(&mut key).map_err(|e| e.to_string());
+        match drawn.and_then(|()| RequestStateCodec::try_new(key.to_vec()).map_err(|e| e.to_string())) {
+            Ok(codec) => Some(codec),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a key for requestState: stateless clients cannot be asked");
+                None
+            }
+        }
+    });
+    codec.as_ref().ok_or_else(|| McpError::internal_error("requestState cannot be sealed on this host", None))
+}
+
+/// Whether this request came on the 2026-07-28 wire (or later): per-request metadata, no
+/// session to send a request on.
+pub fn is_inline(context: &RequestContext<RoleServer>) -> bool {
+    context.meta.protocol_version().is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+/// What ties a `requestState` to one request: who asks, which method and target, with what
+/// arguments.
+pub fn binding(principal: &str, method: &str, target: &str, arguments: &Value) -> Vec<u8> {
+    let arguments = Sha256::digest(arguments.to_string().as_bytes());
+    format!("{principal}\n{method}\n{target}\n{}", hex::encode(arguments)).into_bytes()
+}
+
+/// The try's inputs on the 2026-07-28 wire; `None` on a session wire, where questions go to the
+/// client as requests. A `requestState` that does not open is `-32602`.
+pub fn round(
+    context: &RequestContext<RoleServer>,
+    binding: &[u8],
+    responses: Option<InputResponses>,
+    state: Option<&str>,
+) -> Result<Option<Arc<InputRound>>, McpError> {
+    if !is_inline(context) {
+        return Ok(None);
+    }
+    let mut answers = match state {
+        Some(sealed) => {
+            let carried: CarriedState = codec()?.open_json_with(sealed, binding).map_err(|e| {
+                McpError::invalid_params(
+                    format!("requestState is not one this server issued for this request: {e}"),
+                    Some(json!({"reason": e.to_string()})),
+                )
+            })?;
+            carried.answers
+        }
+        None => BTreeMap::new(),
+    };
+    answers.extend(responses.unwrap_or_default());
+    let declared = context.client_capabilities().unwrap_or_default();
+    let capabilities = AskCapabilities {
+        sample: declared.sampling.is_some(),
+        elicit: declared.elicitation.is_some(),
+        roots: declared.roots.is_some(),
+    };
+    Ok(Some(Arc::new(InputRound { answers, capabilities })))
+}
+
+/// The client's side of [`ClientNeeds`]: an `InputRequiredResult`, or `-32021`.
+pub fn input_required(needs: ClientNeeds, binding: &[u8]) -> Result<InputRequiredResult, McpError> {
+    let (requests, answered) = match needs {
+        ClientNeeds::Input { requests, answered } => (requests, answered),
+        ClientNeeds::Capability(capability) => {
+            let required: ClientCapabilities = serde_json::from_value(json!({ capability: {} }))
+                .map_err(|e| McpError::internal_error(format!("cannot name the capability: {e}"), None))?;
+            return Err(McpError::missing_required_client_capability(required));
+        }
+    };
+    let mut input_requests = InputRequests::new();
+    for (key, request) in requests {
+        let request: InputRequest = serde_json::from_value(request).map_err(|e| {
+            McpError::internal_error(
+                format!("the plugin asked question {key:?} with params MCP does not allow: {e}"),
+                None,
+            )
+        })?;
+        input_requests.insert(key, request);
+    }
+    let sealed = codec()?
+        .seal_json_with(
+            &CarriedState { answers: answered },
+            &SealOptions::new().associated_data(binding).ttl(STATE_TTL),
+        )
+        .map_err(|e| McpError::internal_error(format!("cannot seal requestState: {e}"), None))?;
+    Ok(InputRequiredResult::new(Some(input_requests), Some(sealed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs(key: &str, answered: &[(&str, Value)]) -> ClientNeeds {
+        let mut requests = BTreeMap::new();
+        requests.insert(
+            key.to_string(),
+            json!({"method": "elicitation/create", "params": {"message": "Name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}}),
+        );
+        ClientNeeds::Input { requests, answered: answered.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+    }
+
+    #[test]
+    fn the_state_carries_answers_to_the_same_request_only() {
+        let binding = binding("alice", "tools/call", "greet", &json!({"a": 1}));
+        let answer = json!({"action": "accept", "content": {"name": "Alice"}});
+        let result = input_required(needs("step2", &[("step1", answer.clone())]), &binding).unwrap();
+        let wire = serde_json::to_value(&result).unwrap();
+        assert_eq!(wire["resultType"], "input_required");
+        assert_eq!(wire["inputRequests"]["step2"]["method"], "elicitation/create");
+        let state = result.request_state.unwrap();
+
+        let codec = codec().unwrap();
+        let carried: CarriedState = codec.open_json_with(&state, &binding).unwrap();
+        assert_eq!(carried.answers["step1"], answer);
+        // Another caller, tool or argument list cannot use it; nor can a changed state.
+        for other in [
+            super::binding("bob", "tools/call", "greet", &json!({"a": 1})),
+            super::binding("alice", "tools/call", "other", &json!({"a": 1})),
+            super::binding("alice", "tools/call", "greet", &json!({"a": 2})),
+        ] {
+            assert!(codec.open_json_with::<CarriedState>(&state, &other).is_err());
+        }
+        assert!(codec.open_json_with::<CarriedState>(&format!("{state}-TAMPERED"), &binding).is_err());
+    }
+
+    #[test]
+    fn a_missing_capability_is_32021_naming_it() {
+        let error = input_required(ClientNeeds::Capability("sampling"), b"x").unwrap_err();
+        assert_eq!(error.code.0, -32021);
+        assert_eq!(error.data.unwrap()["requiredCapabilities"], json!({"sampling": {}}));
+    }
+
+    #[test]
+    fn params_mcp_does_not_allow_are_an_error_not_a_panic() {
+        let mut requests = BTreeMap::new();
+        requests.insert("k".to_string(), json!({"method": "elicitation/create", "params": {"message": 3}}));
+        let error = input_required(ClientNeeds::Input { requests, answered: BTreeMap::new() }, b"x").unwrap_err();
+        assert!(error.message.contains("\"k\""), "{}", error.message);
+    }
+}
