@@ -14,7 +14,8 @@ use crate::registry::{self, Catalog, LoadContext};
 use crate::sandbox::Sandbox;
 use crate::store::Shared;
 use anyhow::{Context, Result};
-use rmcp::service::Peer;
+use rmcp::model::ServerNotification;
+use rmcp::service::{Peer, SubscriptionSendError, SubscriptionSink};
 use rmcp::RoleServer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,6 +53,9 @@ pub struct Cordon {
     revocations: Arc<Revocations>,
     /// Connected MCP sessions, told when the tool list changes.
     sessions: Mutex<Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)>>,
+    /// Open `subscriptions/listen` streams (the 2026-07-28 wire's sessionless notifications),
+    /// with the scope of the caller that opened each.
+    listeners: Mutex<Vec<(SubscriptionSink, crate::auth::ToolScope)>>,
 }
 
 /// What SIGHUP replaces as one unit.
@@ -119,6 +123,7 @@ impl Cordon {
             catalog: RwLock::new(Arc::new(catalog)),
             reloading: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(Vec::new()),
+            listeners: Mutex::new(Vec::new()),
         }))
     }
 
@@ -208,6 +213,33 @@ impl Cordon {
         sessions.push((peer, subscriptions));
     }
 
+    /// Remembers an open `subscriptions/listen` stream until it closes.
+    pub fn add_listener(&self, sink: SubscriptionSink, scope: crate::auth::ToolScope) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.push((sink, scope));
+    }
+
+    /// Sends `notification` to every open listen stream that accepted it (`wanted`); forgets
+    /// the streams that closed.
+    async fn notify_listeners(
+        &self,
+        notification: ServerNotification,
+        wanted: impl Fn(&SubscriptionSink, &crate::auth::ToolScope) -> bool,
+    ) {
+        let listeners: Vec<_> = self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut closed = Vec::new();
+        for (sink, _) in listeners.iter().filter(|(sink, scope)| wanted(sink, scope)) {
+            match sink.send(notification.clone()).await {
+                Ok(()) => {}
+                Err(SubscriptionSendError::SubscriptionClosed) => closed.push(sink.id().clone()),
+                Err(e) => tracing::debug!(error = %e, "cannot notify a listen stream"),
+            }
+        }
+        if !closed.is_empty() {
+            self.listeners.lock().unwrap_or_else(|p| p.into_inner()).retain(|(sink, _)| !closed.contains(sink.id()));
+        }
+    }
+
     fn live_sessions(&self) -> Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|(p, _)| !p.is_transport_closed());
@@ -234,6 +266,35 @@ impl Cordon {
                 }
             }
         }
+        // Listen streams name their URIs in the filter they were accepted with.
+        let watched: std::collections::BTreeSet<String> = {
+            let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            listeners
+                .iter()
+                .flat_map(|(sink, _)| sink.accepted().resource_subscriptions.clone().unwrap_or_default())
+                .collect()
+        };
+        for uri in watched {
+            let before = registry::offers::resolve(old, &uri);
+            let after = registry::offers::resolve(new, &uri);
+            let same = match (before.map(|(p, _)| p), after.map(|(p, _)| p)) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            if same {
+                continue;
+            }
+            let scope_name = after.or(before).map(|(_, name)| name.to_string()).unwrap_or_default();
+            let notification =
+                ServerNotification::ResourceUpdatedNotification(rmcp::model::ResourceUpdatedNotification::new(
+                    rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone()),
+                ));
+            self.notify_listeners(notification, |sink, scope| {
+                scope.allows(&scope_name)
+                    && sink.accepted().resource_subscriptions.as_ref().is_some_and(|uris| uris.contains(&uri))
+            })
+            .await;
+        }
     }
 
     async fn notify_tools_changed(&self) {
@@ -245,6 +306,9 @@ impl Cordon {
                 tracing::debug!(error = %e, "cannot send tools/list_changed");
             }
         }
+        let notification =
+            ServerNotification::ToolListChangedNotification(rmcp::model::ToolListChangedNotification::default());
+        self.notify_listeners(notification, |sink, _| sink.accepted().tools_list_changed == Some(true)).await;
     }
 
     /// The catalog now being served.
