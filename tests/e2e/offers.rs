@@ -240,7 +240,10 @@ async fn arguments_are_completed_by_the_plugin_within_the_callers_scope() {
 /// stored and replayed with the rest of its result.
 #[tokio::test]
 async fn attached_content_is_capped_and_replayed() {
-    let env = everything("[plugins.everything.limits]\nmax_output_bytes = 120\n");
+    // The fixture's tools are read-only; storing their outcomes makes a keyed call replay.
+    let env = everything(
+        "[plugins.everything.limits]\nmax_output_bytes = 120\n\n[plugins.everything.idempotency]\nstore_read_only = true\n",
+    );
     let (client, log) = env.stdio_client().await;
     // An image (70 bytes of PNG + its type) fits; text + image + resource do not.
     let image = call_raw(&client, "test_image_content", json!({})).await;
@@ -261,4 +264,257 @@ async fn call_with_meta_raw(client: &Client, tool: &str, meta: Value) -> Value {
     let params = serde_json::from_value(json!({"name": tool, "arguments": {}, "_meta": meta})).unwrap();
     let result = guard(tool, client.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool}: {e}"));
     serde_json::to_value(result).unwrap()
+}
+
+/// A session client that declares roots: the guest's `roots/list` question goes to it as a
+/// request, as `sample` and `elicit` do.
+struct HasRoots;
+
+// Roots are deprecated by SEP-2577 but still part of the revisions Cordon serves.
+#[allow(deprecated)]
+impl rmcp::ClientHandler for HasRoots {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut info = rmcp::model::ClientConfig::default();
+        info.capabilities.roots = Some(Default::default());
+        info
+    }
+
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Ok(serde_json::from_value(json!({"roots": [{"uri": "file:///e2e/project", "name": "project"}]})).unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_session_client_is_asked_for_its_roots() {
+    let (client, _log) = everything("").stdio_client_with(HasRoots).await;
+    let out = call(&client, "test_input_required_result_list_roots", json!({})).await;
+    assert_eq!(out.raw["content"][0]["text"], "Client roots: file:///e2e/project", "{}", out.raw);
+    // It declared roots only: a batch that also asks for sampling has that question refused.
+    call(&client, "test_input_required_result_multiple_inputs", json!({})).await.expect_error("unsupported", false);
+    client.cancel().await.unwrap();
+}
+
+/// One request on the 2026-07-28 wire: no session, the client's metadata in `_meta` and the
+/// headers. Returns the HTTP status and the JSON-RPC response (from JSON or from an SSE stream).
+async fn post_2026(server: &HttpServer, method: &str, mut params: Value, capabilities: Value) -> (u16, Value) {
+    let mut meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1.0.0"}
+    });
+    if let (Some(meta), Some(extra)) = (meta.as_object_mut(), params["_meta"].as_object()) {
+        meta.extend(extra.clone());
+    }
+    params["_meta"] = meta;
+    let mut request = reqwest::Client::new()
+        .post(&server.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = params.get("name").and_then(Value::as_str) {
+        request = request.header("mcp-name", name);
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
+    let response = guard(method, request.json(&body).send()).await.expect("the request is sent");
+    let status = response.status().as_u16();
+    let text = guard(method, response.text()).await.expect("a body");
+    // An SSE stream carries the response as one `data:` line among notifications.
+    let reply = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .find(|message| message.get("id") == Some(&json!(7)))
+        .or_else(|| serde_json::from_str(&text).ok())
+        .unwrap_or_else(|| panic!("no JSON-RPC response to {method} in {text:?}"));
+    (status, reply)
+}
+
+const ALL_ASKS: fn() -> Value = || json!({"sampling": {}, "elicitation": {}, "roots": {}});
+
+#[tokio::test]
+async fn a_stateless_client_answers_questions_on_its_next_try() {
+    let env = everything("");
+    let server = env.spawn_http(&[]).await;
+    let call = |name: &str, extra: Value| {
+        let mut params = json!({"name": name, "arguments": {}});
+        if let (Some(params), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+            params.extend(extra.clone());
+        }
+        params
+    };
+
+    // 1. The guest asks; the client cannot be sent a request, so the call ends asking it.
+    let (status, first) =
+        post_2026(&server, "tools/call", call("test_input_required_result_elicitation", json!({})), ALL_ASKS()).await;
+    assert_eq!(status, 200, "{first}");
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    assert_eq!(result["inputRequests"]["user_name"]["method"], "elicitation/create", "{first}");
+    assert_eq!(result["inputRequests"]["user_name"]["params"]["message"], "What is your name?");
+    let state = result["requestState"].as_str().expect("a requestState").to_string();
+
+    // 2. The next try carries the answer: the guest runs again and finishes with it.
+    let answer = json!({"user_name": {"action": "accept", "content": {"name": "Alice"}}});
+    let (_, done) = post_2026(
+        &server,
+        "tools/call",
+        call("test_input_required_result_elicitation", json!({"inputResponses": answer, "requestState": state})),
+        ALL_ASKS(),
+    )
+    .await;
+    assert_eq!(done["result"]["content"][0]["text"], "Hello, Alice!", "{done}");
+    assert_ne!(done["result"]["resultType"], "input_required");
+
+    // A state that was changed, or given to another tool, is refused, never used.
+    for (tool, sealed) in [
+        ("test_input_required_result_elicitation", format!("{state}-TAMPERED")),
+        ("test_input_required_result_request_state", state.clone()),
+    ] {
+        let (_, refused) = post_2026(
+            &server,
+            "tools/call",
+            call(tool, json!({"inputResponses": answer, "requestState": sealed})),
+            ALL_ASKS(),
+        )
+        .await;
+        assert_eq!(refused["error"]["code"], -32602, "{tool}: {refused}");
+    }
+
+    // An answer of the wrong shape is asked again rather than handed to the guest.
+    let (_, again) = post_2026(
+        &server,
+        "tools/call",
+        call("test_input_required_result_elicitation", json!({"inputResponses": {"user_name": 12345}})),
+        ALL_ASKS(),
+    )
+    .await;
+    assert_eq!(again["result"]["resultType"], "input_required", "{again}");
+
+    // Several rounds: the state carries the first answer into the third try.
+    let (_, round1) =
+        post_2026(&server, "tools/call", call("test_input_required_result_multi_round", json!({})), ALL_ASKS()).await;
+    let state1 = round1["result"]["requestState"].clone();
+    let (_, round2) = post_2026(
+        &server,
+        "tools/call",
+        call(
+            "test_input_required_result_multi_round",
+            json!({"inputResponses": {"step1": {"action": "accept", "content": {"name": "Alice"}}}, "requestState": state1}),
+        ),
+        ALL_ASKS(),
+    )
+    .await;
+    assert!(round2["result"]["inputRequests"]["step2"].is_object(), "{round2}");
+    let state2 = round2["result"]["requestState"].clone();
+    assert_ne!(state1, state2);
+    let (_, round3) = post_2026(
+        &server,
+        "tools/call",
+        call(
+            "test_input_required_result_multi_round",
+            json!({"inputResponses": {"step2": {"action": "accept", "content": {"color": "blue"}}}, "requestState": state2}),
+        ),
+        ALL_ASKS(),
+    )
+    .await;
+    assert_eq!(round3["result"]["content"][0]["text"], "name=Alice, color=blue", "{round3}");
+
+    // Three questions at once, of three kinds.
+    let (_, many) =
+        post_2026(&server, "tools/call", call("test_input_required_result_multiple_inputs", json!({})), ALL_ASKS())
+            .await;
+    let methods: Vec<&str> = many["result"]["inputRequests"]
+        .as_object()
+        .expect("inputRequests")
+        .values()
+        .filter_map(|r| r["method"].as_str())
+        .collect();
+    assert_eq!(methods.len(), 3, "{many}");
+    for method in ["elicitation/create", "sampling/createMessage", "roots/list"] {
+        assert!(methods.contains(&method), "{method} in {many}");
+    }
+
+    // Only what the client declared is asked; the rest is refused to the guest as unsupported.
+    let (_, sampling_only) = post_2026(
+        &server,
+        "tools/call",
+        call("test_input_required_result_capabilities", json!({})),
+        json!({"sampling": {}}),
+    )
+    .await;
+    let asked: Vec<&String> =
+        sampling_only["result"]["inputRequests"].as_object().expect("inputRequests").keys().collect();
+    assert_eq!(asked, ["capital_question"], "{sampling_only}");
+
+    // A guest that needs an undeclared capability fails the request with -32021 and HTTP 400.
+    let (status, missing) =
+        post_2026(&server, "tools/call", call("test_missing_capability", json!({})), json!({})).await;
+    assert_eq!(status, 400, "{missing}");
+    assert_eq!(missing["error"]["code"], -32021, "{missing}");
+    assert_eq!(missing["error"]["data"]["requiredCapabilities"], json!({"sampling": {}}), "{missing}");
+
+    // Prompts ask the same way.
+    let (_, prompt) =
+        post_2026(&server, "prompts/get", json!({"name": "test_input_required_result_prompt"}), ALL_ASKS()).await;
+    assert_eq!(prompt["result"]["resultType"], "input_required", "{prompt}");
+    let (_, rendered) = post_2026(
+        &server,
+        "prompts/get",
+        json!({
+            "name": "test_input_required_result_prompt",
+            "inputResponses": {"user_context": {"action": "accept", "content": {"context": "tests"}}},
+            "requestState": prompt["result"]["requestState"]
+        }),
+        ALL_ASKS(),
+    )
+    .await;
+    let text = rendered["result"]["messages"][0]["content"]["text"].as_str().unwrap_or_default();
+    assert!(text.ends_with("tests"), "{rendered}");
+
+    // The audit line records the tries that stopped to ask as `input_required` (the writer
+    // thread may still be on its way).
+    let mut audit = String::new();
+    for _ in 0..100 {
+        audit = std::fs::read_to_string(env.audit_path()).unwrap_or_default();
+        if audit.contains("\"input_required\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(audit.contains("\"error_type\":\"input_required\""), "{audit}");
+}
+
+/// A keyed call that stops to ask has no outcome yet: its key is not bound to the question, the
+/// try with the answer runs and is stored, and a retry of that key replays it.
+#[tokio::test]
+async fn a_keyed_call_that_asks_stores_only_its_final_outcome() {
+    let env = everything("[plugins.everything.idempotency]\nstore_read_only = true\n");
+    let server = env.spawn_http(&[]).await;
+    let tool = "test_input_required_result_elicitation";
+    let keyed = |extra: Value| {
+        let mut params = json!({"name": tool, "arguments": {}, "_meta": {"cordon/idempotency-key": "order-7"}});
+        if let (Some(params), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+            params.extend(extra.clone());
+        }
+        params
+    };
+    let (_, first) = post_2026(&server, "tools/call", keyed(json!({})), ALL_ASKS()).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let answer = json!({"user_name": {"action": "accept", "content": {"name": "Bob"}}});
+    let (_, second) = post_2026(
+        &server,
+        "tools/call",
+        keyed(json!({"inputResponses": answer, "requestState": first["result"]["requestState"]})),
+        ALL_ASKS(),
+    )
+    .await;
+    assert_eq!(second["result"]["content"][0]["text"], "Hello, Bob!", "{second}");
+    // The same key again, without answers: the stored outcome, not a new question.
+    let (_, replay) = post_2026(&server, "tools/call", keyed(json!({})), ALL_ASKS()).await;
+    assert_eq!(replay["result"]["content"][0]["text"], "Hello, Bob!", "{replay}");
+    server.log.wait_for("idempotency=\"hit\"").await;
 }

@@ -344,3 +344,61 @@ async fn operators_can_rename_describe_and_disable_tools_and_inspect_plugins() {
     assert_eq!(inspected["granted"]["config_section"]["prefix"], "");
     assert!(inspected["tools"].as_array().expect("tools").iter().any(|t| t["name"] == "echo"));
 }
+
+/// A 2026-07-28 client has no session: it opens a `subscriptions/listen` stream, and a reload that
+/// changes the tool list reaches it there, tagged with the stream's subscription id.
+#[tokio::test]
+async fn a_listen_stream_hears_of_a_reload() {
+    let env = Env::demo();
+    let server = env.spawn_http(&[]).await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1.0.0"}
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 41, "method": "subscriptions/listen",
+        "params": {"_meta": meta, "notifications": {"toolsListChanged": true}}});
+    let mut stream = guard(
+        "subscriptions/listen",
+        reqwest::Client::new()
+            .post(&server.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "subscriptions/listen")
+            .json(&body)
+            .send(),
+    )
+    .await
+    .expect("the listen request is sent");
+    assert_eq!(stream.status(), 200);
+
+    // Frames as they come: the acknowledgement first, then what the reload sends.
+    let mut buffered = String::new();
+    let mut frames: Vec<Value> = Vec::new();
+    let mut next_frame = async || -> Value {
+        loop {
+            if let Some(frame) = frames.pop() {
+                return frame;
+            }
+            let chunk = stream.chunk().await.expect("the stream stays open").expect("a chunk");
+            buffered.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffered.find('\n') {
+                let line: String = buffered.drain(..=end).collect();
+                if let Some(data) = line.trim().strip_prefix("data:") {
+                    if let Ok(frame) = serde_json::from_str::<Value>(data.trim()) {
+                        frames.insert(0, frame);
+                    }
+                }
+            }
+        }
+    };
+    let ack = guard("the acknowledgement", next_frame()).await;
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+    assert_eq!(ack["params"]["notifications"]["toolsListChanged"], true, "{ack}");
+
+    install(&env.plugins_dir(), "payments.wasm", &read(&example_wasm("payments")));
+    let changed = guard("tools/list_changed on the listen stream", next_frame()).await;
+    assert_eq!(changed["method"], "notifications/tools/list_changed", "{changed}");
+    assert_eq!(changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 41, "{changed}");
+}

@@ -8,7 +8,7 @@ wit_bindgen::generate!({
 });
 
 use base64::Engine as _;
-use cordon::plugin::host::{self, LogLevel};
+use cordon::plugin::host::{self, InputRequest, LogLevel};
 use cordon::plugin::types::{
     Annotations, CallContext, CallError, Content, Media, ResourceBody, ResourceContents, ToolDescriptor, ToolOutput,
 };
@@ -21,7 +21,8 @@ use exports::cordon::plugin::tools::Guest as Tools;
 use serde_json::{json, Value};
 
 /// A 1×1 PNG.
-const IMAGE_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+const IMAGE_PNG: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 /// A minimal WAV file.
 const AUDIO_WAV: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
 
@@ -46,7 +47,16 @@ fn tool(name: &str, description: &str, input_schema: &str) -> ToolDescriptor {
         description: description.into(),
         input_schema: input_schema.into(),
         output_schema: None,
-        annotations: Annotations { read_only: None, destructive: None, idempotent: None, open_world: Some(false) },
+        // Read-only: none of them acts outside the call. Also what keeps Cordon's implicit
+        // idempotency window (a side-effecting call repeated with the same arguments within
+        // seconds is answered from the first) away from the suite, which calls the same tool
+        // with the same arguments in several scenarios and expects it to run each time.
+        annotations: Annotations {
+            read_only: Some(true),
+            destructive: None,
+            idempotent: None,
+            open_world: Some(false),
+        },
     }
 }
 
@@ -80,6 +90,69 @@ fn elicit(message: &str, schema: Value, describe: &str) -> Result<ToolOutput, Ca
     text(format!("{describe}: action={action}, content={content}"))
 }
 
+/// Asks the client several questions at once (`host.ask`): `(key, method, params)` each; the
+/// answers in the same order, as JSON.
+fn ask(questions: &[(&str, &str, Value)]) -> Vec<Result<Value, CallError>> {
+    let requests: Vec<InputRequest> = questions
+        .iter()
+        .map(|(key, method, params)| InputRequest {
+            key: (*key).into(),
+            method: (*method).into(),
+            params: params.to_string(),
+        })
+        .collect();
+    host::ask(&requests)
+        .into_iter()
+        .map(|answer| {
+            answer.and_then(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| error("client_error", format!("the client's answer is not JSON: {e}")))
+            })
+        })
+        .collect()
+}
+
+/// One question; its answer.
+fn ask_one(key: &str, method: &str, params: Value) -> Result<Value, CallError> {
+    ask(&[(key, method, params)]).pop().unwrap_or_else(|| Err(error("client_error", "no answer")))
+}
+
+/// An `elicitation/create` question for one string or boolean field.
+fn form(message: &str, field: &str, kind: &str) -> Value {
+    json!({
+        "message": message,
+        "requestedSchema": {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+    })
+}
+
+fn sampling(text: &str, max_tokens: u32) -> Value {
+    json!({"messages": [{"role": "user", "content": {"type": "text", "text": text}}], "maxTokens": max_tokens})
+}
+
+/// A field of an accepted form, as text.
+fn field(answer: &Value, name: &str) -> String {
+    match answer.pointer(&format!("/content/{name}")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => format!("({} without {name})", answer.get("action").and_then(Value::as_str).unwrap_or("no answer")),
+    }
+}
+
+/// The text of a sampling answer.
+fn sampled(answer: &Value) -> String {
+    answer.pointer("/content/text").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// The root URIs of a `roots/list` answer.
+fn roots(answer: &Value) -> String {
+    let uris: Vec<&str> = answer
+        .get("roots")
+        .and_then(Value::as_array)
+        .map(|roots| roots.iter().filter_map(|r| r.get("uri").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    uris.join(", ")
+}
+
 struct Everything;
 
 impl Tools for Everything {
@@ -89,7 +162,11 @@ impl Tools for Everything {
             tool("test_image_content", "Tests image content response", NO_ARGUMENTS),
             tool("test_audio_content", "Tests audio content response", NO_ARGUMENTS),
             tool("test_embedded_resource", "Tests embedded resource content response", NO_ARGUMENTS),
-            tool("test_multiple_content_types", "Tests response with multiple content types (text, image, resource)", NO_ARGUMENTS),
+            tool(
+                "test_multiple_content_types",
+                "Tests response with multiple content types (text, image, resource)",
+                NO_ARGUMENTS,
+            ),
             tool("test_tool_with_logging", "Tests tool that emits log messages during execution", NO_ARGUMENTS),
             tool("test_error_handling", "Tests error response handling", NO_ARGUMENTS),
             tool("test_tool_with_progress", "Tests tool that reports progress notifications", NO_ARGUMENTS),
@@ -119,8 +196,22 @@ impl Tools for Everything {
                 NO_ARGUMENTS,
             ),
             // Diagnostic tools of the 2026-07-28 revision's `server-stateless` scenario.
-            tool("test_logging_tool", "Emits log messages (none may reach a client that set no log level)", NO_ARGUMENTS),
+            tool(
+                "test_logging_tool",
+                "Emits log messages (none may reach a client that set no log level)",
+                NO_ARGUMENTS,
+            ),
             tool("test_streaming_elicitation", "Asks the user for input during the call", NO_ARGUMENTS),
+            tool("test_missing_capability", "Needs sampling: fails when the client did not declare it", NO_ARGUMENTS),
+            // The 2026-07-28 revision's multi round-trip scenarios (SEP-2322).
+            tool("test_input_required_result_elicitation", "Asks the user's name", NO_ARGUMENTS),
+            tool("test_input_required_result_sampling", "Asks the client's model a question", NO_ARGUMENTS),
+            tool("test_input_required_result_list_roots", "Asks the client for its roots", NO_ARGUMENTS),
+            tool("test_input_required_result_request_state", "Asks for a confirmation", NO_ARGUMENTS),
+            tool("test_input_required_result_multiple_inputs", "Asks three questions at once", NO_ARGUMENTS),
+            tool("test_input_required_result_multi_round", "Asks two questions, one after the other", NO_ARGUMENTS),
+            tool("test_input_required_result_tampered_state", "Asks for a confirmation", NO_ARGUMENTS),
+            tool("test_input_required_result_capabilities", "Asks what the client's capabilities allow", NO_ARGUMENTS),
             tool(
                 "json_schema_2020_12_tool",
                 "Tool with JSON Schema 2020-12 features",
@@ -238,7 +329,10 @@ impl Tools for Everything {
             }
             "test_elicitation_sep1330_enums" => {
                 let titled = |prefix: &str, titles: [&str; 3]| {
-                    (1..=3).zip(titles).map(|(i, t)| json!({"const": format!("{prefix}{i}"), "title": t})).collect::<Vec<_>>()
+                    (1..=3)
+                        .zip(titles)
+                        .map(|(i, t)| json!({"const": format!("{prefix}{i}"), "title": t}))
+                        .collect::<Vec<_>>()
                 };
                 let schema = json!({
                     "type": "object",
@@ -290,6 +384,72 @@ impl Tools for Everything {
             "test_streaming_elicitation" => {
                 let schema = json!({"type": "object", "properties": {"answer": {"type": "string", "description": "Your answer"}}});
                 elicit("Please answer", schema, "Elicitation completed")
+            }
+            "test_missing_capability" => {
+                let answer = host::sample(&sampling("Say hello", 10).to_string())?;
+                text(format!("Sampled: {answer}"))
+            }
+            "test_input_required_result_elicitation" => {
+                let answer = ask_one("user_name", "elicitation/create", form("What is your name?", "name", "string"))?;
+                text(format!("Hello, {}!", field(&answer, "name")))
+            }
+            "test_input_required_result_sampling" => {
+                let answer = ask_one(
+                    "capital_question",
+                    "sampling/createMessage",
+                    sampling("What is the capital of France?", 100),
+                )?;
+                text(format!("The model answered: {}", sampled(&answer)))
+            }
+            "test_input_required_result_list_roots" => {
+                let answer = ask_one("client_roots", "roots/list", json!({}))?;
+                text(format!("Client roots: {}", roots(&answer)))
+            }
+            "test_input_required_result_request_state" | "test_input_required_result_tampered_state" => {
+                let answer = ask_one("confirm", "elicitation/create", form("Please confirm", "ok", "boolean"))?;
+                text(format!("state-ok: confirmed={}", field(&answer, "ok")))
+            }
+            "test_input_required_result_multiple_inputs" => {
+                let mut answers = ask(&[
+                    ("user_name", "elicitation/create", form("What is your name?", "name", "string")),
+                    ("greeting", "sampling/createMessage", sampling("Generate a greeting", 50)),
+                    ("client_roots", "roots/list", json!({})),
+                ])
+                .into_iter();
+                let mut next = || answers.next().unwrap_or_else(|| Err(error("client_error", "no answer")));
+                let (name, greeting, client_roots) = (next()?, next()?, next()?);
+                text(format!(
+                    "name={}, greeting={}, roots={}",
+                    field(&name, "name"),
+                    sampled(&greeting),
+                    roots(&client_roots)
+                ))
+            }
+            "test_input_required_result_multi_round" => {
+                let name =
+                    ask_one("step1", "elicitation/create", form("Step 1: What is your name?", "name", "string"))?;
+                let color = ask_one(
+                    "step2",
+                    "elicitation/create",
+                    form("Step 2: What is your favorite color?", "color", "string"),
+                )?;
+                text(format!("name={}, color={}", field(&name, "name"), field(&color, "color")))
+            }
+            "test_input_required_result_capabilities" => {
+                // Uses what the client can answer; a question it cannot is refused as unsupported.
+                let answers = ask(&[
+                    ("user_name", "elicitation/create", form("What is your name?", "name", "string")),
+                    ("capital_question", "sampling/createMessage", sampling("What is the capital of France?", 100)),
+                ]);
+                let parts: Vec<String> = answers
+                    .iter()
+                    .zip(["elicitation", "sampling"])
+                    .map(|(answer, what)| match answer {
+                        Ok(answer) => format!("{what}: {answer}"),
+                        Err(e) => format!("{what}: {}", e.kind),
+                    })
+                    .collect();
+                text(parts.join("; "))
             }
             other => Err(error("unknown_tool", format!("no tool named {other}"))),
         }
@@ -374,6 +534,12 @@ impl Prompts for Everything {
                 vec![argument("resourceUri", "URI of the resource to embed")],
             ),
             prompt("test_prompt_with_image", "Prompt With Image", "A prompt that includes an image", vec![]),
+            prompt(
+                "test_input_required_result_prompt",
+                "Prompt Asking For Context",
+                "A prompt that asks the user for its context first (SEP-2322)",
+                vec![],
+            ),
         ]
     }
 
@@ -397,6 +563,14 @@ impl Prompts for Everything {
             ],
             "test_prompt_with_image" => {
                 vec![user(image()), user(Content::Text("Please analyze the image above.".into()))]
+            }
+            "test_input_required_result_prompt" => {
+                let answer = ask_one(
+                    "user_context",
+                    "elicitation/create",
+                    form("What context should the prompt use?", "context", "string"),
+                )?;
+                vec![user(Content::Text(format!("Answer with this context in mind: {}", field(&answer, "context"))))]
             }
             other => return Err(error("not_found", format!("no prompt named {other}"))),
         };
