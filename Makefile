@@ -172,8 +172,8 @@ soak: plugins
 		--demo plugins/dist/demo.wasm --hostile tests/plugins/dist/hostile.wasm --out target/soak.json
 
 # The official MCP conformance suite (npm @modelcontextprotocol/conformance, on Node 22 from npm)
-# against Cordon serving the fixture plugin tests/conformance; fails on any failed check.
-# `make conformance CONFORMANCE_2026=1` also runs the 2026-07-28 revision (reported, not required).
+# against Cordon serving the fixture plugin tests/conformance: the stable suite (2025-11-25,
+# --suite all) and the 0.2.0 alpha for the 2026-07-28 revision; fails on any failed check.
 conformance: conformance-plugins build
 	scripts/conformance.sh
 
