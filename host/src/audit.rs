@@ -246,9 +246,32 @@ pub struct AuditRecord {
     /// Requests the grants refused.
     #[serde(default)]
     pub refused: Vec<RefusedRequest>,
+    /// Arguments still to hash into `arguments_sha256`: hashing them is left to the writer
+    /// thread, off the call's path ([`AuditLog::record`]). Never written.
+    #[serde(skip)]
+    pub unhashed_arguments: Option<Value>,
 }
 
 impl AuditRecord {
+    /// Fills `arguments_sha256` from `unhashed_arguments`, if it is still to do.
+    fn hash_arguments(&mut self) {
+        if let Some(arguments) = self.unhashed_arguments.take() {
+            self.arguments_sha256 = arguments_sha256(&arguments);
+        }
+    }
+
+    /// Roughly the bytes the line will take: what the write queue counts for a record it has
+    /// not serialized yet.
+    fn approximate_len(&self) -> usize {
+        const FIXED_FIELDS: usize = 400;
+        FIXED_FIELDS
+            + self.principal.len()
+            + self.tool.len()
+            + self.error_message.as_ref().map_or(0, String::len)
+            + self.idempotency_key.as_ref().map_or(0, String::len)
+            + 64 * (self.outbound.len() + self.refused.len())
+    }
+
     /// Fills `outbound` and `refused` from what the call did on the network.
     pub fn egress(&mut self, record: &EgressRecord) {
         self.outbound = record
@@ -362,6 +385,8 @@ const DRAIN_ON_DROP: Duration = Duration::from_secs(5);
 
 enum Msg {
     Line(String),
+    /// A record only the file wants: the writer hashes and serializes it.
+    Record(Box<AuditRecord>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -466,16 +491,24 @@ impl AuditLog {
         self.log_arguments.then(|| arguments.clone())
     }
 
-    /// Logs one call. Cheap and never blocks on I/O: serializing the line (a few microseconds),
-    /// the tracing event, and a non-blocking hand-off to the writer thread.
-    pub fn record(&self, record: &AuditRecord) {
-        let serialized = if record.arguments.is_some() && !self.log_arguments {
+    /// Logs one call. Cheap and never blocks on I/O: a non-blocking hand-off to the writer
+    /// thread. When the line goes only to the file, the writer also hashes the arguments and
+    /// serializes the record (a few microseconds off the call's path); when it is also wanted by
+    /// the log (`file = ""`, or `cordon::audit` at `debug`) or a shared store's index, it is
+    /// serialized here.
+    pub fn record(&self, mut record: AuditRecord) {
+        if !self.log_arguments {
             // Arguments were filled although logging them is off: leave them out.
-            serde_json::to_string(&AuditRecord { arguments: None, ..record.clone() })
-        } else {
-            serde_json::to_string(record)
-        };
-        let line = match serialized {
+            record.arguments = None;
+        }
+        let copy_to_log = self.queue.is_none() || tracing::enabled!(target: "cordon::audit", tracing::Level::DEBUG);
+        if !copy_to_log && self.index.is_none() {
+            let len = record.approximate_len();
+            self.enqueue(Msg::Record(Box::new(record)), len);
+            return;
+        }
+        record.hash_arguments();
+        let line = match serde_json::to_string(&record) {
             Ok(line) => line,
             Err(e) => {
                 self.health.drop_lines(1, &format_args!("cannot serialize a record: {e}"));
@@ -493,14 +526,19 @@ impl AuditLog {
         if let Some(index) = &self.index {
             index.add(&line);
         }
-        let Some(queue) = &self.queue else { return };
         let len = line.len();
+        self.enqueue(Msg::Line(line), len);
+    }
+
+    /// Hands `msg` (about `len` bytes) to the writer, or counts it dropped when the queue is full.
+    fn enqueue(&self, msg: Msg, len: usize) {
+        let Some(queue) = &self.queue else { return };
         if self.health.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
             self.health.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.health.drop_lines(1, &"the write queue is full");
             return;
         }
-        let why = match queue.try_send(Msg::Line(line)) {
+        let why = match queue.try_send(msg) {
             Ok(()) => return,
             Err(TrySendError::Full(_)) => "the write queue is full",
             Err(TrySendError::Disconnected(_)) => "the writer thread stopped",
@@ -582,6 +620,14 @@ impl Sink {
                     Msg::Line(line) => {
                         self.health.queued_bytes.fetch_sub(line.len(), Ordering::Relaxed);
                         self.push(&mut buf, line.as_bytes());
+                    }
+                    Msg::Record(mut record) => {
+                        self.health.queued_bytes.fetch_sub(record.approximate_len(), Ordering::Relaxed);
+                        record.hash_arguments();
+                        match serde_json::to_vec(&record) {
+                            Ok(line) => self.push(&mut buf, &line),
+                            Err(e) => self.health.drop_lines(1, &format_args!("cannot serialize a record: {e}")),
+                        }
                     }
                     Msg::Flush(reply) => flushes.push(reply),
                 }
@@ -952,10 +998,10 @@ mod tests {
         let off = AuditLog::start(&config(&file), &dir).unwrap();
         assert_eq!(off.arguments(&args), None);
         // Even a record that carries arguments is written without them.
-        off.record(&AuditRecord { call_id: "1".into(), arguments: Some(args.clone()), ..AuditRecord::default() });
+        off.record(AuditRecord { call_id: "1".into(), arguments: Some(args.clone()), ..AuditRecord::default() });
         assert!(off.flush(Duration::from_secs(5)));
         let on = AuditLog::start(&AuditConfig { log_arguments: true, ..config(&file) }, &dir).unwrap();
-        on.record(&AuditRecord { call_id: "2".into(), arguments: on.arguments(&args), ..AuditRecord::default() });
+        on.record(AuditRecord { call_id: "2".into(), arguments: on.arguments(&args), ..AuditRecord::default() });
         assert!(on.flush(Duration::from_secs(5)));
         let written = lines(&file);
         assert_eq!(written.len(), 2);
@@ -963,6 +1009,23 @@ mod tests {
         assert_eq!(written[1].arguments, Some(json!({"q": 1, "token": "[redacted]"})));
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(!text.contains("\"t\""), "{text}");
+    }
+
+    #[test]
+    fn the_writer_hashes_arguments_left_unhashed() {
+        let dir = temp_dir("hash");
+        let file = dir.join("audit.jsonl");
+        let args = json!({"b": [1, 2], "a": "x"});
+        let log = AuditLog::start(&config(&file), &dir).unwrap();
+        log.record(AuditRecord { call_id: "1".into(), unhashed_arguments: Some(args.clone()), ..AuditRecord::default() });
+        // A keyed call's fingerprint is already known and stays as it is.
+        log.record(AuditRecord { call_id: "2".into(), arguments_sha256: "abc".into(), ..AuditRecord::default() });
+        assert!(log.flush(Duration::from_secs(5)));
+        let written = lines(&file);
+        assert_eq!(written[0].arguments_sha256, arguments_sha256(&args));
+        assert_eq!(written[0].arguments_sha256.len(), 64);
+        assert_eq!(written[1].arguments_sha256, "abc");
+        assert!(!std::fs::read_to_string(&file).unwrap().contains("unhashed"));
     }
 
     #[test]
@@ -974,7 +1037,7 @@ mod tests {
         let max = 2 * (one_line.len() as u64 + 1) + 10;
         let log = AuditLog::start(&AuditConfig { max_file_bytes: max, keep_files: 2, ..config(&file) }, &dir).unwrap();
         for i in 0..9 {
-            log.record(&record(&format!("c{i:02}"), None, "demo_echo", None, SystemTime::now()));
+            log.record(record(&format!("c{i:02}"), None, "demo_echo", None, SystemTime::now()));
         }
         assert!(log.flush(Duration::from_secs(5)));
         assert_eq!(log.dropped(), 0);
@@ -989,8 +1052,8 @@ mod tests {
         // A restart appends to the existing file and rotates from its real size.
         drop(log);
         let log = AuditLog::start(&AuditConfig { max_file_bytes: max, keep_files: 2, ..config(&file) }, &dir).unwrap();
-        log.record(&record("c09", None, "demo_echo", None, SystemTime::now()));
-        log.record(&record("c10", None, "demo_echo", None, SystemTime::now()));
+        log.record(record("c09", None, "demo_echo", None, SystemTime::now()));
+        log.record(record("c10", None, "demo_echo", None, SystemTime::now()));
         assert!(log.flush(Duration::from_secs(5)));
         assert_eq!(ids(&file), ["c10"]);
         assert_eq!(ids(&numbered(&file, 1)), ["c08", "c09"]);
@@ -1005,7 +1068,7 @@ mod tests {
         let log = AuditLog::start(&config(&blocker.join("audit.jsonl")), &dir).unwrap();
         let started = Instant::now();
         for i in 0..100 {
-            log.record(&record(&format!("c{i}"), None, "demo_echo", None, SystemTime::now()));
+            log.record(record(&format!("c{i}"), None, "demo_echo", None, SystemTime::now()));
         }
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(log.flush(Duration::from_secs(5)));
@@ -1016,7 +1079,7 @@ mod tests {
     fn tracing_only_needs_no_file() {
         let dir = temp_dir("tracing");
         let log = AuditLog::start(&AuditConfig { file: Some(PathBuf::new()), ..AuditConfig::default() }, &dir).unwrap();
-        log.record(&record("c1", None, "demo_echo", None, SystemTime::now()));
+        log.record(record("c1", None, "demo_echo", None, SystemTime::now()));
         assert!(log.flush(Duration::from_secs(1)));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         assert_eq!(AuditConfig::default().file_in(&dir), Some(dir.join("audit.jsonl")));

@@ -86,7 +86,10 @@ pub enum ProtocolError {
 struct CallTrace {
     idempotency: IdempotencyUse,
     key: Option<String>,
+    /// The arguments' fingerprint when a keyed call computed it; else the audit writer hashes
+    /// `unhashed_arguments`.
     arguments_sha256: String,
+    unhashed_arguments: Option<Value>,
     arguments: Option<Value>,
     fuel_used: u64,
     egress: Option<Arc<Mutex<EgressRecord>>>,
@@ -161,7 +164,7 @@ impl Cordon {
         tracing::info!(tool, principal = %caller.principal.0, "tool call outside the token's scope refused");
         let catalog = self.catalog();
         let entry = catalog.tool(tool);
-        self.audit.record(&AuditRecord {
+        self.audit.record(AuditRecord {
             time: audit::timestamp(std::time::SystemTime::now()),
             call_id: uuid::Uuid::new_v4().simple().to_string(),
             principal: caller.principal.0.to_string(),
@@ -198,6 +201,7 @@ impl Cordon {
             plugin: tool.plugin.name.clone(),
             plugin_digest: tool.plugin.digest.clone(),
             arguments_sha256: trace.arguments_sha256,
+            unhashed_arguments: trace.unhashed_arguments,
             arguments: trace.arguments,
             idempotency_key: trace.key,
             idempotency: trace.idempotency,
@@ -212,7 +216,7 @@ impl Cordon {
         if let Some(egress) = trace.egress.as_ref().and_then(|e| e.lock().ok()) {
             record.egress(&egress);
         }
-        self.audit.record(&record);
+        self.audit.record(record);
     }
 
     /// Steps 3 and 4.
@@ -224,14 +228,32 @@ impl Cordon {
         trace: &mut CallTrace,
     ) -> CallOutcome {
         let CallRequest { arguments, caller, idempotency_key, link, .. } = request;
-        let principal = caller.principal;
+        let arguments = Value::Object(arguments.unwrap_or_default());
+        let outcome =
+            self.validate_and_run(tool, &arguments, caller.principal, idempotency_key, link, call_id, trace).await;
+        // The audit line's hash of the arguments, unless a keyed call already has it.
+        if trace.arguments_sha256.is_empty() {
+            trace.unhashed_arguments = Some(arguments);
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn validate_and_run(
+        &self,
+        tool: &ToolEntry,
+        arguments: &Value,
+        principal: Principal,
+        idempotency_key: Option<ProvidedKey>,
+        link: CallLink,
+        call_id: &str,
+        trace: &mut CallTrace,
+    ) -> CallOutcome {
         let limits = &tool.plugin.limits;
 
         // 3. validate
-        let arguments = Value::Object(arguments.unwrap_or_default());
-        trace.arguments_sha256 = audit::arguments_sha256(&arguments);
-        trace.arguments = self.audit.arguments(&arguments);
-        let serialized = serde_json::to_string(&arguments)
+        trace.arguments = self.audit.arguments(arguments);
+        let serialized = serde_json::to_string(arguments)
             .map_err(|e| ToolError::new(ErrorType::InvalidArguments, format!("bad arguments: {e}")))?;
         if serialized.len() > limits.max_input_bytes {
             let message = format!(
@@ -241,7 +263,7 @@ impl Cordon {
             );
             return Err(ToolError::new(ErrorType::InputTooLarge, message));
         }
-        tool.input.check_arguments(&arguments)?;
+        tool.input.check_arguments(arguments)?;
 
         // 4. idempotency
         let keying = ToolKeying {
@@ -251,17 +273,11 @@ impl Cordon {
             key_argument: tool.key_argument.as_deref(),
             config: &tool.plugin.idempotency,
         };
-        let Some(keyed) = self.idempotency.key_for(
-            idempotency_key.as_ref(),
-            &keying,
-            &arguments,
-            &trace.arguments_sha256,
-            &principal,
-        )?
-        else {
+        let Some(keyed) = self.idempotency.key_for(idempotency_key.as_ref(), &keying, arguments, &principal)? else {
             return self.execute(tool, serialized, &principal, call_id, None, link, trace).await;
         };
         trace.key = Some(keyed.key().to_string());
+        trace.arguments_sha256 = keyed.fingerprint().to_string();
         let ticket = match self.idempotency.begin(&keyed, &link.cancel).await {
             Ok((begin, claimed)) => {
                 trace.idempotency = IdempotencyUse::from_claimed(&claimed);

@@ -218,7 +218,7 @@ impl Cordon {
         }
         .await;
         let error = outcome.as_ref().err();
-        self.audit.record(&AuditRecord {
+        self.audit.record(AuditRecord {
             time: audit::timestamp(std::time::SystemTime::now()),
             call_id,
             principal: caller.principal.0.to_string(),

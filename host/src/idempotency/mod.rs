@@ -132,6 +132,11 @@ impl KeyedCall {
     pub fn key(&self) -> &str {
         &self.claim.key
     }
+
+    /// The [`fingerprint`] of the call's arguments.
+    pub fn fingerprint(&self) -> &str {
+        &self.claim.fingerprint
+    }
 }
 
 /// The outcome of [`Idempotency::begin`].
@@ -163,14 +168,14 @@ impl Idempotency {
         &*self.store
     }
 
-    /// The key of a call, if it has one (see the module docs for the order of sources).
-    /// `fingerprint` is [`fingerprint`] of `arguments`, computed once by the caller.
+    /// The key of a call, if it has one (see the module docs for the order of sources). The
+    /// arguments' [`fingerprint`] is computed only for a call that has one
+    /// ([`KeyedCall::fingerprint`]): an unkeyed call leaves it to the audit writer.
     pub fn key_for(
         &self,
         provided: Option<&ProvidedKey>,
         tool: &ToolKeying<'_>,
         arguments: &Value,
-        fingerprint: &str,
         principal: &Principal,
     ) -> Result<Option<KeyedCall>, ToolError> {
         if tool.read_only && !tool.config.store_read_only {
@@ -187,12 +192,15 @@ impl Idempotency {
             .map(|key| ProvidedKey { key, source: KeySource::Argument });
         let now = SystemTime::now();
         let (key, source, lifetime) = match provided.cloned().or(argument_key) {
-            Some(ProvidedKey { key, source }) => (key, source, Duration::from_secs(tool.config.ttl_hours * 3600)),
+            Some(ProvidedKey { key, source }) => (Some(key), source, Duration::from_secs(tool.config.ttl_hours * 3600)),
             None if tool.config.implicit_window_s > 0 => {
-                (fingerprint.to_string(), KeySource::Implicit, Duration::from_secs(tool.config.implicit_window_s))
+                (None, KeySource::Implicit, Duration::from_secs(tool.config.implicit_window_s))
             }
             None => return Ok(None),
         };
+        let fingerprint = fingerprint(arguments);
+        // An implicit key is the fingerprint itself.
+        let key = key.unwrap_or_else(|| fingerprint.clone());
         if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
             return Err(ToolError::new(
                 ErrorType::InvalidArguments,
@@ -209,7 +217,7 @@ impl Idempotency {
                 plugin: tool.plugin.to_string(),
                 tool: tool.tool.to_string(),
                 source: source.as_str(),
-                fingerprint: fingerprint.to_string(),
+                fingerprint,
                 owner: self.boot_id.clone(),
                 expires_ms: store::millis(now + lifetime),
             },
@@ -492,10 +500,7 @@ mod tests {
         let tool = ToolKeying { plugin: "p", tool: "p_t", read_only: false, key_argument: None, config: &config };
         let provided = ProvidedKey { key: key.into(), source: KeySource::Meta };
         let arguments = json!({"a": 1});
-        idempotency
-            .key_for(Some(&provided), &tool, &arguments, &fingerprint(&arguments), &Principal::new("alice"))
-            .unwrap()
-            .unwrap()
+        idempotency.key_for(Some(&provided), &tool, &arguments, &Principal::new("alice")).unwrap().unwrap()
     }
 
     async fn run(idempotency: &Arc<Idempotency>, call: &KeyedCall) -> (Box<Ticket>, Claimed) {
