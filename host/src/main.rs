@@ -4,6 +4,12 @@
 //! 2 a usage error — bad flags, a bad config file, an unknown tool, arguments that are not a
 //! JSON object.
 
+/// mimalloc instead of glibc malloc: a call allocates on one thread and frees some of it on another
+/// (the audit writer, tokio workers), and glibc then contends on its arena lock with a futex
+/// wake-up per contended free; mimalloc frees across threads without a lock (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cordon_host::auth::Caller;
