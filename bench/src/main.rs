@@ -21,6 +21,12 @@
 //!   listening line, without and with the compile cache.
 //! - **peak RSS** of the Cordon processes (VmHWM).
 
+/// mimalloc instead of glibc malloc: a call allocates on one thread and frees some of it on another
+/// (the audit writer, tokio workers), and glibc then contends on its arena lock with a futex
+/// wake-up per contended free; mimalloc frees across threads without a lock (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bare;
 mod echo;
 mod load;
@@ -141,13 +147,15 @@ fn main() -> Result<()> {
             Cli::Run(args) => run(args).await,
             Cli::Soak(args) => soak::soak(args).await,
             Cli::InProcess { plugin, calls, cordon_only } => {
-                let cordon = cordon_series(&plugin, calls).await?;
-                println!("Cordon::call median {:.2} µs, p99 {:.2} µs", cordon.median(), cordon.p99());
-                if !cordon_only {
-                    let bare = bare_series(&plugin, true, calls).await?;
-                    println!("bare wasmtime median {:.2} µs, p99 {:.2} µs", bare.median(), bare.p99());
-                    println!("ratio {:.2}", cordon.median() / bare.median());
+                if cordon_only {
+                    let cordon = cordon_series(&plugin, calls).await?;
+                    println!("Cordon::call median {:.2} µs, p99 {:.2} µs", cordon.median(), cordon.p99());
+                    return Ok(());
                 }
+                let (bare, cordon) = interleaved_series(&plugin, calls).await?;
+                println!("Cordon::call median {:.2} µs, p99 {:.2} µs", cordon.median(), cordon.p99());
+                println!("bare wasmtime median {:.2} µs, p99 {:.2} µs", bare.median(), bare.p99());
+                println!("ratio {:.2}", cordon.median() / bare.median());
                 Ok(())
             }
             Cli::Load { url, concurrency, requests } => {
@@ -249,6 +257,37 @@ fn echo_request(caller: &Caller, key: Option<String>) -> CallRequest {
         idempotency_key: key.map(|key| ProvidedKey { key, source: KeySource::Meta }),
         link: Default::default(),
     }
+}
+
+/// Bare wasmtime (fuel on) and `Cordon::call` on the same plugin, in alternating blocks of
+/// [`BLOCK`] calls: a machine that slows down or speeds up during the run moves both series
+/// alike, so their ratio holds still better than with one series after the other.
+async fn interleaved_series(plugin: &Path, iterations: usize) -> Result<(Series, Series)> {
+    const BLOCK: usize = 500;
+    let bare = bare::BareWasm::new(plugin, true)?;
+    let (cordon, _dir) = start_cordon(plugin, "").await?;
+    let caller = Caller::unrestricted(Principal::new("bench"));
+    let arguments = r#"{"text":"hello"}"#;
+    let (mut bare_samples, mut cordon_samples) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
+    // The first tenth of each warms caches and the pools.
+    let warm = iterations / 10;
+    while bare_samples.len() < iterations + warm || cordon_samples.len() < iterations + warm {
+        for _ in 0..BLOCK {
+            let started = Instant::now();
+            bare.call("echo", arguments).await?;
+            bare_samples.push(started.elapsed());
+        }
+        for _ in 0..BLOCK {
+            let started = Instant::now();
+            let outcome = cordon.call(echo_request(&caller, None)).await;
+            cordon_samples.push(started.elapsed());
+            if !matches!(outcome, Ok(Ok(_))) {
+                bail!("cordon echo failed: {outcome:?}");
+            }
+        }
+    }
+    let keep = |mut samples: Vec<Duration>| Series::new(samples.drain(warm..).take(iterations).collect());
+    Ok((keep(bare_samples), keep(cordon_samples)))
 }
 
 async fn cordon_series(plugin: &Path, iterations: usize) -> Result<Series> {
@@ -372,9 +411,8 @@ async fn run(args: RunArgs) -> Result<()> {
 
     // In process.
     eprintln!("bench: in process ({} calls each)", counts.in_process);
-    let bare_fuel = bare_series(&plugin, true, counts.in_process).await?;
+    let (bare_fuel, cordon) = interleaved_series(&plugin, counts.in_process).await?;
     let bare_nofuel = bare_series(&plugin, false, counts.in_process).await?;
-    let cordon = cordon_series(&plugin, counts.in_process).await?;
     let ratio = cordon.median() / bare_fuel.median();
     table.push(("bare wasmtime instantiate+call (fuel on)".into(), fmt_series(&bare_fuel)));
     table.push(("bare wasmtime instantiate+call (fuel off)".into(), fmt_series(&bare_nofuel)));
