@@ -1017,7 +1017,11 @@ mod tests {
         let file = dir.join("audit.jsonl");
         let args = json!({"b": [1, 2], "a": "x"});
         let log = AuditLog::start(&config(&file), &dir).unwrap();
-        log.record(AuditRecord { call_id: "1".into(), unhashed_arguments: Some(args.clone()), ..AuditRecord::default() });
+        log.record(AuditRecord {
+            call_id: "1".into(),
+            unhashed_arguments: Some(args.clone()),
+            ..AuditRecord::default()
+        });
         // A keyed call's fingerprint is already known and stays as it is.
         log.record(AuditRecord { call_id: "2".into(), arguments_sha256: "abc".into(), ..AuditRecord::default() });
         assert!(log.flush(Duration::from_secs(5)));
