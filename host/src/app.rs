@@ -251,13 +251,7 @@ impl Cordon {
         for (peer, subscriptions) in self.live_sessions() {
             let uris: Vec<String> = subscriptions.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
             for uri in uris {
-                let before = registry::offers::resolve(old, &uri).map(|(p, _)| p);
-                let after = registry::offers::resolve(new, &uri).map(|(p, _)| p);
-                let same = match (before, after) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    (a, b) => a.is_none() && b.is_none(),
-                };
-                if same {
+                if !served_by_another_plugin(old, new, &uri) {
                     continue;
                 }
                 let param = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
@@ -275,16 +269,11 @@ impl Cordon {
                 .collect()
         };
         for uri in watched {
-            let before = registry::offers::resolve(old, &uri);
-            let after = registry::offers::resolve(new, &uri);
-            let same = match (before.map(|(p, _)| p), after.map(|(p, _)| p)) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
-            };
-            if same {
+            if !served_by_another_plugin(old, new, &uri) {
                 continue;
             }
-            let scope_name = after.or(before).map(|(_, name)| name.to_string()).unwrap_or_default();
+            let resolved = registry::offers::resolve(new, &uri).or_else(|| registry::offers::resolve(old, &uri));
+            let scope_name = resolved.map(|(_, name)| name.to_string()).unwrap_or_default();
             let notification =
                 ServerNotification::ResourceUpdatedNotification(rmcp::model::ResourceUpdatedNotification::new(
                     rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone()),
@@ -389,4 +378,14 @@ fn spawn_cleanup(idempotency: Arc<Idempotency>) {
             }
         }
     });
+}
+
+/// Whether the plugin serving `uri` was replaced, added or removed between two catalogs.
+fn served_by_another_plugin(old: &Catalog, new: &Catalog, uri: &str) -> bool {
+    let before = registry::offers::resolve(old, uri).map(|(p, _)| p);
+    let after = registry::offers::resolve(new, uri).map(|(p, _)| p);
+    match (before, after) {
+        (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+        (a, b) => a.is_some() || b.is_some(),
+    }
 }

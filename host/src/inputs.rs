@@ -110,6 +110,28 @@ pub fn round(
     Ok(Some(Arc::new(InputRound { answers, capabilities })))
 }
 
+/// What ties a `requestState` to one request ([`binding`]).
+pub type Binding = Vec<u8>;
+
+/// For one request: what binds its `requestState` and its [`round`], only on the 2026-07-28 wire
+/// (`(None, None)` with a session, so a session's requests pay for no hashing).
+pub fn prepare(
+    context: &RequestContext<RoleServer>,
+    principal: &str,
+    method: &str,
+    target: &str,
+    arguments: impl FnOnce() -> Value,
+    responses: Option<InputResponses>,
+    state: Option<&str>,
+) -> Result<(Option<Binding>, Option<Arc<InputRound>>), McpError> {
+    if !is_inline(context) {
+        return Ok((None, None));
+    }
+    let binding = binding(principal, method, target, &arguments());
+    let round = round(context, &binding, responses, state)?;
+    Ok((Some(binding), round))
+}
+
 /// The client's side of [`ClientNeeds`]: an `InputRequiredResult`, or `-32021`.
 pub fn input_required(needs: ClientNeeds, binding: &[u8]) -> Result<InputRequiredResult, McpError> {
     let (requests, answered) = match needs {

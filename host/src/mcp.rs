@@ -332,13 +332,20 @@ impl ServerHandler for McpService {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let caller = self.caller(&context)?;
-        let binding = inputs::binding(&caller.principal.0, "resources/read", &request.uri, &Value::Null);
-        let round = inputs::round(&context, &binding, request.input_responses, request.request_state.as_deref())?;
+        let (binding, round) = inputs::prepare(
+            &context,
+            &caller.principal.0,
+            "resources/read",
+            &request.uri,
+            || Value::Null,
+            request.input_responses,
+            request.request_state.as_deref(),
+        )?;
         let link = CallLink { cancel: context.ct.clone(), events: None, inputs: round };
         let contents = match self.cordon.read_resource(&caller, &request.uri, link).await {
             Ok(contents) => contents,
             Err(OfferError::Failed(ToolError { client_needs: Some(needs), .. })) => {
-                return Ok(inputs::input_required(*needs, &binding)?.into())
+                return Ok(inputs::input_required(*needs, binding.as_deref().unwrap_or_default())?.into())
             }
             Err(error) => return Err(offer_error(error)),
         };
@@ -396,13 +403,15 @@ impl ServerHandler for McpService {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         let caller = self.caller(&context)?;
-        let binding = inputs::binding(
+        let (binding, round) = inputs::prepare(
+            &context,
             &caller.principal.0,
             "prompts/get",
             &request.name,
-            &Value::Object(request.arguments.clone().unwrap_or_default()),
-        );
-        let round = inputs::round(&context, &binding, request.input_responses, request.request_state.as_deref())?;
+            || Value::Object(request.arguments.clone().unwrap_or_default()),
+            request.input_responses,
+            request.request_state.as_deref(),
+        )?;
         let arguments = request
             .arguments
             .unwrap_or_default()
@@ -419,7 +428,7 @@ impl ServerHandler for McpService {
         let rendered = match self.cordon.get_prompt(&caller, &request.name, arguments, link).await {
             Ok(rendered) => rendered,
             Err(OfferError::Failed(ToolError { client_needs: Some(needs), .. })) => {
-                return Ok(inputs::input_required(*needs, &binding)?.into())
+                return Ok(inputs::input_required(*needs, binding.as_deref().unwrap_or_default())?.into())
             }
             Err(error) => return Err(offer_error(error)),
         };
@@ -479,16 +488,15 @@ impl ServerHandler for McpService {
         let log = self.log_level() != LogRank::OFF;
         // On the 2026-07-28 wire questions are answered from the request (`crate::inputs`); a
         // client with a session can be asked what it declared (stateless HTTP has no peer info).
-        let binding = inputs::is_inline(&context).then(|| {
-            let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
-            inputs::binding(&caller.principal.0, "tools/call", &request.name, &arguments)
-        });
-        let round = match &binding {
-            Some(binding) => {
-                inputs::round(&context, binding, request.input_responses, request.request_state.as_deref())?
-            }
-            None => None,
-        };
+        let (binding, round) = inputs::prepare(
+            &context,
+            &caller.principal.0,
+            "tools/call",
+            &request.name,
+            || Value::Object(request.arguments.clone().unwrap_or_default()),
+            request.input_responses,
+            request.request_state.as_deref(),
+        )?;
         let asks = match (&round, context.peer.peer_info()) {
             (None, Some(info)) => AskCapabilities {
                 sample: info.capabilities.sampling.is_some(),
