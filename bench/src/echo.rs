@@ -83,13 +83,17 @@ impl ServerHandler for Echo {
 }
 
 /// Serves until stdin closes (stdio) or forever (HTTP).
-pub async fn serve(stdio: bool, listen: Option<String>, wasm: Option<PathBuf>) -> Result<()> {
+pub async fn serve(stdio: bool, blocking_stdio: bool, listen: Option<String>, wasm: Option<PathBuf>) -> Result<()> {
     let wasm = match wasm {
         Some(plugin) => Some(Arc::new(BareWasm::new(&plugin, true).with_context(|| format!("{}", plugin.display()))?)),
         None => None,
     };
     if stdio {
-        let service = Echo::new(wasm).serve(rmcp::transport::stdio()).await.context("stdio")?;
+        let service = if blocking_stdio {
+            Echo::new(wasm).serve(rmcp::transport::stdio()).await.context("stdio")?
+        } else {
+            Echo::new(wasm).serve(rmcp::transport::stdio_pipes()).await.context("stdio")?
+        };
         service.waiting().await?;
         return Ok(());
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const CALL: &str = r#"{"name":"demo_echo","arguments":{"text":"hello"}}"#;
 
@@ -49,103 +49,163 @@ impl StdioResult {
     }
 }
 
-/// Reads responses until the one with `id`; notifications and others are skipped.
-async fn read_response(lines: &mut Lines<BufReader<ChildStdout>>, id: usize) -> Result<Value> {
-    loop {
-        let line = lines.next_line().await?.context("the server closed stdout")?;
-        let message: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
-        if message["id"] == json!(id) {
-            if message.get("error").is_some() || message["result"]["isError"] == json!(true) {
-                bail!("call {id} failed: {line}");
-            }
-            return Ok(message);
-        }
-    }
+/// A newline JSON-RPC client on a child's pipes, initialized, with the next request id.
+pub struct StdioClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    next_id: usize,
+    samples: Vec<Duration>,
+    pipelined: (usize, Duration),
 }
 
-async fn drive_stdio(mut child: Child, counts: &Counts) -> Result<StdioResult> {
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cordon-bench", "version": "1"}}});
-    stdin.write_all(format!("{initialize}\n").as_bytes()).await?;
-    read_response(&mut lines, 0).await?;
-    stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await?;
-
-    let warmup = counts.stdio_sequential / 10;
-    let mut samples = Vec::with_capacity(counts.stdio_sequential);
-    for id in 1..=counts.stdio_sequential + warmup {
-        let started = Instant::now();
-        stdin.write_all(call_line(id).as_bytes()).await?;
-        read_response(&mut lines, id).await?;
-        if id > warmup {
-            samples.push(started.elapsed());
-        }
+impl StdioClient {
+    /// Spawns `command` with piped stdio and completes the MCP handshake.
+    pub async fn start(mut command: Command) -> Result<StdioClient> {
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cordon-bench", "version": "1"}}});
+        stdin.write_all(format!("{initialize}\n").as_bytes()).await?;
+        let mut client = StdioClient {
+            child,
+            stdin: Some(stdin),
+            lines,
+            next_id: 1,
+            samples: Vec::new(),
+            pipelined: (0, Duration::ZERO),
+        };
+        client.read_response(0).await?;
+        client.stdin()?.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await?;
+        Ok(client)
     }
 
-    // 8 in flight: a writer that keeps 8 requests outstanding, the reader releasing a slot per answer.
-    let first = 1_000_000usize;
-    let total = counts.stdio_pipelined;
-    let slots = Arc::new(tokio::sync::Semaphore::new(8));
-    let writer_slots = slots.clone();
-    let started = Instant::now();
-    let writer = tokio::spawn(async move {
-        for id in first..first + total {
-            writer_slots.acquire().await?.forget();
-            stdin.write_all(call_line(id).as_bytes()).await?;
-        }
-        anyhow::Ok(stdin)
-    });
-    let mut answered = 0;
-    while answered < total {
-        let line = lines.next_line().await?.context("the server closed stdout")?;
-        let message: Value = serde_json::from_str(&line)?;
-        if message["id"].as_u64().is_some_and(|id| id as usize >= first) {
-            if message["result"]["isError"] == json!(true) || message.get("error").is_some() {
-                bail!("a pipelined call failed: {line}");
+    fn stdin(&mut self) -> Result<&mut ChildStdin> {
+        self.stdin.as_mut().context("stdin is closed")
+    }
+
+    /// Reads responses until the one with `id`; notifications and others are skipped.
+    async fn read_response(&mut self, id: usize) -> Result<Value> {
+        loop {
+            let line = self.lines.next_line().await?.context("the server closed stdout")?;
+            let message: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+            if message["id"] == json!(id) {
+                if message.get("error").is_some() || message["result"]["isError"] == json!(true) {
+                    bail!("call {id} failed: {line}");
+                }
+                return Ok(message);
             }
-            answered += 1;
-            slots.add_permits(1);
         }
     }
-    let pipelined_per_s = total as f64 / started.elapsed().as_secs_f64();
-    let stdin = writer.await??;
-    let peak_rss_kib = peak_rss_kib(child.id());
-    drop(stdin);
-    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-        child.kill().await.ok();
+
+    /// `calls` calls one at a time; their latencies are kept unless `warmup`.
+    pub async fn sequential(&mut self, calls: usize, warmup: bool) -> Result<()> {
+        for _ in 0..calls {
+            let id = self.next_id;
+            self.next_id += 1;
+            let started = Instant::now();
+            self.stdin()?.write_all(call_line(id).as_bytes()).await?;
+            self.read_response(id).await?;
+            if !warmup {
+                self.samples.push(started.elapsed());
+            }
+        }
+        Ok(())
     }
-    Ok(StdioResult { sequential: Series::new(samples), pipelined_per_s, peak_rss_kib })
+
+    /// `calls` calls with 8 in flight: a writer keeps 8 requests outstanding, the reader releases
+    /// a slot per answer. Adds to the pipelined count and time.
+    pub async fn pipelined(&mut self, calls: usize) -> Result<()> {
+        let first = self.next_id;
+        self.next_id += calls;
+        let slots = Arc::new(tokio::sync::Semaphore::new(8));
+        let writer_slots = slots.clone();
+        let mut stdin = self.stdin.take().context("stdin is closed")?;
+        let started = Instant::now();
+        let writer = tokio::spawn(async move {
+            for id in first..first + calls {
+                writer_slots.acquire().await?.forget();
+                stdin.write_all(call_line(id).as_bytes()).await?;
+            }
+            anyhow::Ok(stdin)
+        });
+        let mut answered = 0;
+        while answered < calls {
+            let line = self.lines.next_line().await?.context("the server closed stdout")?;
+            let message: Value = serde_json::from_str(&line)?;
+            if message["id"].as_u64().is_some_and(|id| id as usize >= first) {
+                if message["result"]["isError"] == json!(true) || message.get("error").is_some() {
+                    bail!("a pipelined call failed: {line}");
+                }
+                answered += 1;
+                slots.add_permits(1);
+            }
+        }
+        let elapsed = started.elapsed();
+        self.stdin = Some(writer.await??);
+        self.pipelined.0 += calls;
+        self.pipelined.1 += elapsed;
+        Ok(())
+    }
+
+    /// Closes stdin, waits for the server to exit, and returns what was measured.
+    pub async fn finish(mut self) -> Result<StdioResult> {
+        let peak_rss_kib = peak_rss_kib(self.child.id());
+        drop(self.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            self.child.kill().await.ok();
+        }
+        let (calls, elapsed) = self.pipelined;
+        let pipelined_per_s = if calls == 0 { 0.0 } else { calls as f64 / elapsed.as_secs_f64() };
+        Ok(StdioResult { sequential: Series::new(self.samples), pipelined_per_s, peak_rss_kib })
+    }
 }
 
 /// `program args…` speaking MCP over stdio.
-pub async fn stdio(program: &Path, args: &[&str], counts: &Counts) -> Result<StdioResult> {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    drive_stdio(child, counts).await
+pub fn stdio_command(program: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    command
 }
 
-/// `cordon serve --stdio` with the demo plugin and a fresh data directory.
-pub async fn stdio_cordon(cordon: &Path, plugin: &Path, counts: &Counts) -> Result<StdioResult> {
+/// `cordon serve --stdio` with the demo plugin and a fresh data directory (kept while the
+/// returned directory lives).
+pub fn stdio_cordon_command(cordon: &Path, plugin: &Path) -> Result<(Command, tempfile::TempDir)> {
     let (dir, plugins) = crate::demo_dir(plugin)?;
-    let child = Command::new(cordon)
-        .arg("serve")
-        .arg("--stdio")
-        .arg("--plugins")
-        .arg(&plugins)
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    drive_stdio(child, counts).await
+    let mut command = Command::new(cordon);
+    command.arg("serve").arg("--stdio").arg("--plugins").arg(&plugins).arg("--data").arg(dir.path().join("data"));
+    Ok((command, dir))
+}
+
+/// Drives every server alike, in `rounds` alternating blocks (each round in a rotated order), so
+/// that the machine's slow and fast phases fall on all of them: `counts.stdio_sequential` calls
+/// one at a time and `counts.stdio_pipelined` with 8 in flight per server, after a warm-up.
+pub async fn stdio_interleaved(commands: Vec<Command>, counts: &Counts, rounds: usize) -> Result<Vec<StdioResult>> {
+    let mut clients = Vec::new();
+    for command in commands {
+        let mut client = StdioClient::start(command).await?;
+        client.sequential((counts.stdio_sequential / 10).max(1), true).await?;
+        clients.push(client);
+    }
+    let rounds = rounds.max(1);
+    let n = clients.len();
+    for round in 0..rounds {
+        for i in 0..n {
+            clients[(round + i) % n].sequential(counts.stdio_sequential / rounds, false).await?;
+        }
+    }
+    for round in 0..rounds {
+        for i in 0..n {
+            clients[(round + i) % n].pipelined(counts.stdio_pipelined / rounds).await?;
+        }
+    }
+    let mut results = Vec::new();
+    for client in clients {
+        results.push(client.finish().await?);
+    }
+    Ok(results)
 }
 
 // ---- HTTP -------------------------------------------------------------------------------------
@@ -321,36 +381,41 @@ impl HttpResult {
     }
 }
 
-/// `requests` tools/call POSTs, `concurrency` at a time, each on a kept-alive connection.
-pub async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Result<(f64, Series)> {
-    let http = Http::new(url)?;
-    let body = Bytes::from(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{CALL}}}"));
-    let one = {
-        let (http, body) = (http.clone(), body.clone());
-        move || {
-            let (http, body) = (http.clone(), body.clone());
-            async move {
-                let reply = http.post(body, &[]).await?;
-                if !reply.status.is_success() || reply.body.windows(13).any(|w| w == b"\"isError\":true") {
-                    bail!("HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body));
-                }
-                anyhow::Ok(())
-            }
-        }
-    };
-    for _ in 0..(requests / 20).max(concurrency) {
-        one().await?;
+/// One `tools/call demo_echo` POST; fails unless the call succeeded.
+async fn post_call(http: &Http, body: &Bytes) -> Result<()> {
+    let reply = http.post(body.clone(), &[]).await?;
+    if !reply.status.is_success() || reply.body.windows(13).any(|w| w == b"\"isError\":true") {
+        bail!("HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body));
     }
+    Ok(())
+}
+
+fn call_body() -> Bytes {
+    Bytes::from(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{CALL}}}"))
+}
+
+/// `requests` calls one after another, unmeasured (connections opened, caches warm).
+async fn warm_up_http(http: &Http, requests: usize) -> Result<()> {
+    let body = call_body();
+    for _ in 0..requests {
+        post_call(http, &body).await?;
+    }
+    Ok(())
+}
+
+/// `requests` calls, `concurrency` at a time: the wall time and each call's latency.
+async fn http_block(http: &Http, concurrency: usize, requests: usize) -> Result<(Duration, Vec<Duration>)> {
+    let body = call_body();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (next, one) = (next.clone(), one.clone());
+        let (next, http, body) = (next.clone(), http.clone(), body.clone());
         workers.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let t = Instant::now();
-                one().await?;
+                post_call(&http, &body).await?;
                 samples.push(t.elapsed());
             }
             anyhow::Ok(samples)
@@ -360,28 +425,54 @@ pub async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Resul
     for worker in workers {
         samples.extend(worker.await??);
     }
-    let per_s = requests as f64 / started.elapsed().as_secs_f64();
-    Ok((per_s, Series::new(samples)))
+    Ok((started.elapsed(), samples))
 }
 
-/// The native echo server (`cordon-bench echo-server`) behind the same transport; `extra` adds
-/// `--wasm PLUGIN` for the floor.
-pub async fn http_native(me: &Path, extra: &[&str], concurrency: usize, requests: usize) -> Result<HttpResult> {
+/// `requests` tools/call POSTs, `concurrency` at a time, each on a kept-alive connection, after a
+/// warm-up: calls/s and latencies.
+pub async fn drive_http(url: &str, concurrency: usize, requests: usize) -> Result<(f64, Series)> {
+    let http = Http::new(url)?;
+    warm_up_http(&http, (requests / 20).max(concurrency)).await?;
+    let (elapsed, samples) = http_block(&http, concurrency, requests).await?;
+    Ok((requests as f64 / elapsed.as_secs_f64(), Series::new(samples)))
+}
+
+/// The servers at `urls` driven alike: `requests` calls each at `concurrency`, in `rounds`
+/// alternating blocks (each round in a rotated order), after a warm-up; calls/s and latencies per
+/// server, in the order of `urls`.
+pub async fn http_interleaved(
+    urls: &[String],
+    concurrency: usize,
+    requests: usize,
+    rounds: usize,
+) -> Result<Vec<(f64, Series)>> {
+    let rounds = rounds.max(1);
+    let mut clients = Vec::new();
+    for url in urls {
+        let http = Http::new(url)?;
+        warm_up_http(&http, (requests / 20).max(concurrency)).await?;
+        clients.push((http, Duration::ZERO, Vec::with_capacity(requests)));
+    }
+    let n = clients.len();
+    let per_block = (requests / rounds).max(1);
+    for round in 0..rounds {
+        for i in 0..n {
+            let (http, elapsed, samples) = &mut clients[(round + i) % n];
+            let (took, block) = http_block(http, concurrency, per_block).await?;
+            *elapsed += took;
+            samples.extend(block);
+        }
+    }
+    Ok(clients
+        .into_iter()
+        .map(|(_, elapsed, samples)| (samples.len() as f64 / elapsed.as_secs_f64(), Series::new(samples)))
+        .collect())
+}
+
+/// The native echo server (`cordon-bench echo-server --listen`), `extra` adding `--wasm PLUGIN`
+/// for the floor.
+pub async fn spawn_echo_http(me: &Path, extra: &[&str]) -> Result<Server> {
     let mut command = Command::new(me);
     command.args(["echo-server", "--listen", "127.0.0.1:0"]).args(extra);
-    let mut server = spawn_listening(command, |_| {}).await?;
-    let (per_s, latency) = drive_http(&server.url, concurrency, requests).await?;
-    let peak_rss_kib = server.peak_rss_kib();
-    server.stop().await;
-    Ok(HttpResult { per_s, latency, peak_rss_kib })
-}
-
-/// `cordon serve --stateless` with the demo plugin.
-pub async fn http_cordon(cordon: &Path, plugin: &Path, concurrency: usize, requests: usize) -> Result<HttpResult> {
-    let (dir, plugins) = crate::demo_dir(plugin)?;
-    let mut server = spawn_cordon_http(cordon, &plugins, &dir.path().join("data"), &["--stateless"]).await?;
-    let (per_s, latency) = drive_http(&server.url, concurrency, requests).await?;
-    let peak_rss_kib = server.peak_rss_kib();
-    server.stop().await;
-    Ok(HttpResult { per_s, latency, peak_rss_kib })
+    spawn_listening(command, |_| {}).await
 }

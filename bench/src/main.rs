@@ -55,6 +55,10 @@ enum Cli {
     EchoServer {
         #[arg(long)]
         stdio: bool,
+        /// Over stdio, rmcp's `stdio()` (every read and write on the blocking pool) instead of
+        /// `stdio_pipes()` (the I/O reactor when both streams are pipes, as Cordon serves).
+        #[arg(long)]
+        blocking_stdio: bool,
         #[arg(long)]
         listen: Option<String>,
         #[arg(long)]
@@ -110,6 +114,8 @@ struct Counts {
     stdio_sequential: usize,
     stdio_pipelined: usize,
     http_requests: usize,
+    /// Blocks per server in the stdio and HTTP series, taken in turn.
+    rounds: usize,
     cold_plugins: Vec<usize>,
 }
 
@@ -123,6 +129,7 @@ impl Counts {
                 stdio_sequential: 20,
                 stdio_pipelined: 40,
                 http_requests: 64,
+                rounds: 2,
                 cold_plugins: vec![1, 2],
             }
         } else {
@@ -133,6 +140,7 @@ impl Counts {
                 stdio_sequential: 5_000,
                 stdio_pipelined: 20_000,
                 http_requests: 20_000,
+                rounds: 10,
                 cold_plugins: vec![1, 10, 100],
             }
         }
@@ -143,7 +151,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         match cli {
-            Cli::EchoServer { stdio, listen, wasm } => echo::serve(stdio, listen, wasm).await,
+            Cli::EchoServer { stdio, blocking_stdio, listen, wasm } => {
+                echo::serve(stdio, blocking_stdio, listen, wasm).await
+            }
             Cli::Run(args) => run(args).await,
             Cli::Soak(args) => soak::soak(args).await,
             Cli::InProcess { plugin, calls, cordon_only } => {
@@ -440,13 +450,30 @@ async fn run(args: RunArgs) -> Result<()> {
     // and Cordon.
     eprintln!("bench: stdio");
     let plugin_arg = plugin.to_str().context("the plugin path is not UTF-8")?;
-    let native = load::stdio(&me, &["echo-server", "--stdio"], &counts).await?;
-    let floor = load::stdio(&me, &["echo-server", "--stdio", "--wasm", plugin_arg], &counts).await?;
-    let cordon_stdio = load::stdio_cordon(&cordon_bin, &plugin, &counts).await?;
+    let (cordon_command, _cordon_dir) = load::stdio_cordon_command(&cordon_bin, &plugin)?;
+    // The native server and the floor use rmcp's `stdio_pipes()`, as Cordon does; the native
+    // server on rmcp's default `stdio()` (a blocking-pool hand-off per read and write) is shown
+    // beside them, not used for a goal.
+    let commands = vec![
+        load::stdio_command(&me, &["echo-server", "--stdio"]),
+        load::stdio_command(&me, &["echo-server", "--stdio", "--wasm", plugin_arg]),
+        cordon_command,
+        load::stdio_command(&me, &["echo-server", "--stdio", "--blocking-stdio"]),
+    ];
+    let mut stdio = load::stdio_interleaved(commands, &counts, counts.rounds).await?.into_iter();
+    let (Some(native), Some(floor), Some(cordon_stdio), Some(native_blocking)) =
+        (stdio.next(), stdio.next(), stdio.next(), stdio.next())
+    else {
+        bail!("four stdio servers were measured, not fewer");
+    };
     let median_ratio = cordon_stdio.sequential.median() / native.sequential.median();
     let throughput_ratio = cordon_stdio.pipelined_per_s / native.pipelined_per_s;
     let floor_median_ratio = cordon_stdio.sequential.median() / floor.sequential.median();
     let floor_throughput_ratio = cordon_stdio.pipelined_per_s / floor.pipelined_per_s;
+    table.push((
+        "stdio native rmcp echo, default stdio(), one at a time".into(),
+        fmt_series(&native_blocking.sequential),
+    ));
     table.push(("stdio native rmcp echo, one at a time".into(), fmt_series(&native.sequential)));
     table.push(("stdio floor: rmcp + bare wasmtime, one at a time".into(), fmt_series(&floor.sequential)));
     table.push(("stdio Cordon, one at a time".into(), fmt_series(&cordon_stdio.sequential)));
@@ -460,18 +487,39 @@ async fn run(args: RunArgs) -> Result<()> {
         goal(floor_median_to_native, floor_median_to_native <= 1.15),
     ));
     table.push((
-        "stdio native / floor / Cordon calls/s, 8 in flight".into(),
-        format!("{:.0} / {:.0} / {:.0}", native.pipelined_per_s, floor.pipelined_per_s, cordon_stdio.pipelined_per_s),
+        "stdio native default stdio() / native / floor / Cordon calls/s, 8 in flight".into(),
+        format!(
+            "{:.0} / {:.0} / {:.0} / {:.0}",
+            native_blocking.pipelined_per_s,
+            native.pipelined_per_s,
+            floor.pipelined_per_s,
+            cordon_stdio.pipelined_per_s
+        ),
     ));
     table.push((
         "  throughput ratio Cordon / native (goal ≥ 0.85)".into(),
         goal(throughput_ratio, throughput_ratio >= 0.85),
     ));
     table.push(("  throughput ratio Cordon / floor".into(), format!("{floor_throughput_ratio:.2}")));
+    let floor_throughput_to_native = floor.pipelined_per_s / native.pipelined_per_s;
+    table.push((
+        "  throughput ratio floor / native (same goal)".into(),
+        goal(floor_throughput_to_native, floor_throughput_to_native >= 0.85),
+    ));
+    let blocking_median_ratio = cordon_stdio.sequential.median() / native_blocking.sequential.median();
+    let blocking_throughput_ratio = cordon_stdio.pipelined_per_s / native_blocking.pipelined_per_s;
+    table.push((
+        "  Cordon / native on default stdio(): median, throughput".into(),
+        format!("{blocking_median_ratio:.2}, {blocking_throughput_ratio:.2}"),
+    ));
     results.insert(
         "stdio".into(),
         json!({
             "native": native.json(), "floor": floor.json(), "cordon": cordon_stdio.json(),
+            "native_default_stdio": native_blocking.json(),
+            "median_ratio_to_native_default_stdio": round(blocking_median_ratio),
+            "throughput_ratio_to_native_default_stdio": round(blocking_throughput_ratio),
+            "floor_throughput_ratio_to_native": round(floor_throughput_to_native),
             "median_ratio": round(median_ratio), "median_goal": 1.15, "median_met": median_ratio <= 1.15,
             "throughput_ratio": round(throughput_ratio), "throughput_goal": 0.85,
             "throughput_met": throughput_ratio >= 0.85,
@@ -484,11 +532,29 @@ async fn run(args: RunArgs) -> Result<()> {
 
     // Streamable HTTP, stateless JSON: the same three servers.
     eprintln!("bench: http");
+    let mut native_server = load::spawn_echo_http(&me, &[]).await?;
+    let mut floor_server = load::spawn_echo_http(&me, &["--wasm", plugin_arg]).await?;
+    let (cordon_dir, cordon_plugins) = demo_dir(&plugin)?;
+    let mut cordon_server =
+        load::spawn_cordon_http(&cordon_bin, &cordon_plugins, &cordon_dir.path().join("data"), &["--stateless"])
+            .await?;
+    let urls = [native_server.url.clone(), floor_server.url.clone(), cordon_server.url.clone()];
     let mut http = Vec::new();
     for concurrency in [1, 8, 64] {
-        let native = load::http_native(&me, &[], concurrency, counts.http_requests).await?;
-        let floor = load::http_native(&me, &["--wasm", plugin_arg], concurrency, counts.http_requests).await?;
-        let cordon = load::http_cordon(&cordon_bin, &plugin, concurrency, counts.http_requests).await?;
+        let mut measured =
+            load::http_interleaved(&urls, concurrency, counts.http_requests, counts.rounds).await?.into_iter();
+        let mut next = |server: &load::Server| {
+            measured.next().map(|(per_s, latency)| load::HttpResult {
+                per_s,
+                latency,
+                peak_rss_kib: server.peak_rss_kib(),
+            })
+        };
+        let (Some(native), Some(floor), Some(cordon)) =
+            (next(&native_server), next(&floor_server), next(&cordon_server))
+        else {
+            bail!("three HTTP servers were measured, not fewer");
+        };
         let ratio = cordon.per_s / native.per_s;
         let floor_ratio = cordon.per_s / floor.per_s;
         table.push((
@@ -513,6 +579,9 @@ async fn run(args: RunArgs) -> Result<()> {
             "floor_ratio_to_native": round(floor_to_native),
         }));
     }
+    for server in [&mut native_server, &mut floor_server, &mut cordon_server] {
+        server.stop().await;
+    }
     results.insert("http".into(), Value::Array(http));
 
     // Cold start.
@@ -534,10 +603,10 @@ async fn run(args: RunArgs) -> Result<()> {
 
     results.insert("machine".into(), machine());
     results.insert("smoke".into(), json!(args.smoke));
-    println!("\n{:<58} result", "measure");
+    println!("\n{:<74} result", "measure");
     println!("{}", "-".repeat(100));
     for (what, value) in &table {
-        println!("{what:<58} {value}");
+        println!("{what:<74} {value}");
     }
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;

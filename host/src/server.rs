@@ -46,7 +46,11 @@ pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
     let mut signals = ShutdownSignals::listen();
     let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
     let service = McpService::for_caller(cordon.clone(), Caller::unrestricted(principal))
-        .serve(rmcp::transport::stdio())
+        // Both streams are pipes when an MCP client launches us: then reads and writes run on
+        // the I/O reactor, without a hand-off to a blocking-pool thread per message (BENCHMARKS.md,
+        // "What each change bought"). Anything else (a terminal, a file, a socket pair) falls
+        // back to blocking stdio.
+        .serve(rmcp::transport::stdio_pipes())
         .await
         .context("MCP initialization over stdio failed")?;
     let stop = service.cancellation_token();

@@ -231,3 +231,43 @@ async fn stdout_carries_only_json_rpc() {
     assert!(status.success(), "{status:?}; stderr:\n{}", log.text());
     assert_eq!(guard("stdout EOF", lines.next_line()).await.unwrap(), None, "nothing may follow on stdout");
 }
+
+/// Node-based MCP clients (Claude Desktop among them) give a child a Unix socket pair, not
+/// pipes, as stdin and stdout. Cordon drives pipes on its I/O reactor and anything else through
+/// blocking stdio; over a socket pair it must answer all the same, and end when the client
+/// closes its end.
+#[tokio::test]
+async fn a_socket_pair_for_stdio_is_served_too() {
+    let env = Env::demo();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let mut cmd = env.command(&["serve", "--stdio"]);
+    let theirs_out = theirs.try_clone().expect("clone the socket");
+    cmd.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs_out)))
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cordon serve --stdio");
+    let log = Log::default();
+    log.collect(child.stderr.take().unwrap());
+    drop(cmd);
+    ours.set_nonblocking(true).expect("non-blocking socket");
+    let ours = tokio::net::UnixStream::from_std(ours).expect("a tokio socket");
+    let (read, mut write) = ours.into_split();
+    let mut lines = BufReader::new(read).lines();
+
+    write.write_all(format!("{}\n", initialize_request()).as_bytes()).await.unwrap();
+    let first = next_message(&mut lines).await;
+    assert_eq!(first["result"]["serverInfo"]["name"], "cordon", "{first}; stderr:\n{}", log.text());
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    write.write_all(format!("{initialized}\n").as_bytes()).await.unwrap();
+    write
+        .write_all(format!("{}\n", call_request(2, "demo_echo", json!({"text": "over a socket"}))).as_bytes())
+        .await
+        .unwrap();
+    let answer = next_message(&mut lines).await;
+    assert_eq!(answer["id"], 2, "{answer}");
+    assert_eq!(Outcome::from_wire(&answer["result"]).ok(), &json!({"text": "over a socket"}));
+
+    write.shutdown().await.expect("close our end for writing");
+    let status = guard("cordon to exit after its stdin closed", child.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}; stderr:\n{}", log.text());
+}
