@@ -1,6 +1,6 @@
 //! The bare wasmtime baseline: the least a host must do to run the demo plugin's `echo` once per
 //! call (the host's engine settings, a pooled `InstancePre`, a fresh store with an empty WASI
-//! context and no-op host imports). `bare_series` times it in process; `echo-server --wasm` puts
+//! context and no-op host imports). `interleaved_series` (main.rs) times it in process; `echo-server --wasm` puts
 //! it behind rmcp, which is the floor for Cordon over stdio and HTTP: rmcp plus one pooled
 //! instance per call, and nothing else.
 

@@ -162,7 +162,7 @@ fn main() -> Result<()> {
                     println!("Cordon::call median {:.2} µs, p99 {:.2} µs", cordon.median(), cordon.p99());
                     return Ok(());
                 }
-                let (bare, cordon) = interleaved_series(&plugin, calls).await?;
+                let (bare, cordon, _) = interleaved_series(&plugin, calls).await?;
                 println!("Cordon::call median {:.2} µs, p99 {:.2} µs", cordon.median(), cordon.p99());
                 println!("bare wasmtime median {:.2} µs, p99 {:.2} µs", bare.median(), bare.p99());
                 println!("ratio {:.2}", cordon.median() / bare.median());
@@ -221,23 +221,6 @@ fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-// ---- bare wasmtime ----------------------------------------------------------------------------
-
-async fn bare_series(plugin: &Path, fuel: bool, iterations: usize) -> Result<Series> {
-    let bare = bare::BareWasm::new(plugin, fuel)?;
-    let arguments = r#"{"text":"hello"}"#;
-    let mut samples = Vec::with_capacity(iterations);
-    for i in 0..iterations + iterations / 10 {
-        let started = Instant::now();
-        bare.call("echo", arguments).await?;
-        // The first tenth warms caches and the pool.
-        if i >= iterations / 10 {
-            samples.push(started.elapsed());
-        }
-    }
-    Ok(Series::new(samples))
-}
-
 // ---- Cordon in process ------------------------------------------------------------------------
 
 /// A temporary directory holding `plugins/demo.wasm`, and that plugins folder.
@@ -269,16 +252,19 @@ fn echo_request(caller: &Caller, key: Option<String>) -> CallRequest {
     }
 }
 
-/// Bare wasmtime (fuel on) and `Cordon::call` on the same plugin, in alternating blocks of
-/// [`BLOCK`] calls: a machine that slows down or speeds up during the run moves both series
-/// alike, so their ratio holds still better than with one series after the other.
-async fn interleaved_series(plugin: &Path, iterations: usize) -> Result<(Series, Series)> {
+/// Bare wasmtime (fuel on), `Cordon::call` and bare wasmtime with fuel off, on the same plugin,
+/// in alternating blocks of [`BLOCK`] calls: a machine that slows down or speeds up during the
+/// run moves every series alike, so their ratios hold still better than with one series after
+/// the other.
+async fn interleaved_series(plugin: &Path, iterations: usize) -> Result<(Series, Series, Series)> {
     const BLOCK: usize = 500;
     let bare = bare::BareWasm::new(plugin, true)?;
+    let bare_nofuel = bare::BareWasm::new(plugin, false)?;
     let (cordon, _dir) = start_cordon(plugin, "").await?;
     let caller = Caller::unrestricted(Principal::new("bench"));
     let arguments = r#"{"text":"hello"}"#;
     let (mut bare_samples, mut cordon_samples) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
+    let mut nofuel_samples = Vec::with_capacity(iterations);
     // The first tenth of each warms caches and the pools.
     let warm = iterations / 10;
     while bare_samples.len() < iterations + warm || cordon_samples.len() < iterations + warm {
@@ -295,9 +281,14 @@ async fn interleaved_series(plugin: &Path, iterations: usize) -> Result<(Series,
                 bail!("cordon echo failed: {outcome:?}");
             }
         }
+        for _ in 0..BLOCK {
+            let started = Instant::now();
+            bare_nofuel.call("echo", arguments).await?;
+            nofuel_samples.push(started.elapsed());
+        }
     }
     let keep = |mut samples: Vec<Duration>| Series::new(samples.drain(warm..).take(iterations).collect());
-    Ok((keep(bare_samples), keep(cordon_samples)))
+    Ok((keep(bare_samples), keep(cordon_samples), keep(nofuel_samples)))
 }
 
 async fn cordon_series(plugin: &Path, iterations: usize) -> Result<Series> {
@@ -422,8 +413,7 @@ async fn run(args: RunArgs) -> Result<()> {
 
     // In process.
     eprintln!("bench: in process ({} calls each)", counts.in_process);
-    let (bare_fuel, cordon) = interleaved_series(&plugin, counts.in_process).await?;
-    let bare_nofuel = bare_series(&plugin, false, counts.in_process).await?;
+    let (bare_fuel, cordon, bare_nofuel) = interleaved_series(&plugin, counts.in_process).await?;
     let ratio = cordon.median() / bare_fuel.median();
     table.push(("bare wasmtime instantiate+call (fuel on)".into(), fmt_series(&bare_fuel)));
     table.push(("bare wasmtime instantiate+call (fuel off)".into(), fmt_series(&bare_nofuel)));
