@@ -23,6 +23,11 @@ fn call_line(id: usize) -> String {
     format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{CALL}}}\n")
 }
 
+/// Whether a JSON-RPC response is an error, or a tool result marked `isError`.
+fn failed(message: &Value) -> bool {
+    message.get("error").is_some() || message["result"]["isError"] == json!(true)
+}
+
 /// Peak resident set of a process, KiB (`VmHWM`).
 fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
@@ -92,7 +97,7 @@ impl StdioClient {
             let line = self.lines.next_line().await?.context("the server closed stdout")?;
             let message: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
             if message["id"] == json!(id) {
-                if message.get("error").is_some() || message["result"]["isError"] == json!(true) {
+                if failed(&message) {
                     bail!("call {id} failed: {line}");
                 }
                 return Ok(message);
@@ -136,7 +141,7 @@ impl StdioClient {
             let line = self.lines.next_line().await?.context("the server closed stdout")?;
             let message: Value = serde_json::from_str(&line)?;
             if message["id"].as_u64().is_some_and(|id| id as usize >= first) {
-                if message["result"]["isError"] == json!(true) || message.get("error").is_some() {
+                if failed(&message) {
                     bail!("a pipelined call failed: {line}");
                 }
                 answered += 1;

@@ -66,7 +66,7 @@ fn codec() -> Result<&'static RequestStateCodec, McpError> {
 
 /// Whether this request came on the 2026-07-28 wire (or later): per-request metadata, no
 /// session to send a request on.
-pub fn is_inline(context: &RequestContext<RoleServer>) -> bool {
+fn is_inline(context: &RequestContext<RoleServer>) -> bool {
     context.meta.protocol_version().is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
 }
 
@@ -77,17 +77,14 @@ pub fn binding(principal: &str, method: &str, target: &str, arguments: &Value) -
     format!("{principal}\n{method}\n{target}\n{}", hex::encode(arguments)).into_bytes()
 }
 
-/// The try's inputs on the 2026-07-28 wire; `None` on a session wire, where questions go to the
-/// client as requests. A `requestState` that does not open is `-32602`.
-pub fn round(
+/// The try's inputs on the 2026-07-28 wire ([`prepare`] calls it only there). A `requestState`
+/// that does not open is `-32602`.
+fn round(
     context: &RequestContext<RoleServer>,
     binding: &[u8],
     responses: Option<InputResponses>,
     state: Option<&str>,
-) -> Result<Option<Arc<InputRound>>, McpError> {
-    if !is_inline(context) {
-        return Ok(None);
-    }
+) -> Result<Arc<InputRound>, McpError> {
     let mut answers = match state {
         Some(sealed) => {
             let carried: CarriedState = codec()?.open_json_with(sealed, binding).map_err(|e| {
@@ -107,14 +104,22 @@ pub fn round(
         elicit: declared.elicitation.is_some(),
         roots: declared.roots.is_some(),
     };
-    Ok(Some(Arc::new(InputRound { answers, capabilities })))
+    Ok(Arc::new(InputRound { answers, capabilities }))
 }
 
-/// What ties a `requestState` to one request ([`binding`]).
-pub type Binding = Vec<u8>;
+/// What ties one request's `requestState` to it ([`binding`]); none on a session wire, where
+/// questions go to the client as requests and no state is issued.
+pub struct StateBinding(Option<Vec<u8>>);
 
-/// For one request: what binds its `requestState` and its [`round`], only on the 2026-07-28 wire
-/// (`(None, None)` with a session, so a session's requests pay for no hashing).
+impl StateBinding {
+    /// The client's side of [`ClientNeeds`] for this request ([`input_required`]).
+    pub fn input_required(&self, needs: ClientNeeds) -> Result<InputRequiredResult, McpError> {
+        input_required(needs, self.0.as_deref())
+    }
+}
+
+/// For one request: what binds its `requestState` and the try's inputs ([`round`]), only on the
+/// 2026-07-28 wire; nothing with a session, so a session's requests pay for no hashing.
 pub fn prepare(
     context: &RequestContext<RoleServer>,
     principal: &str,
@@ -123,17 +128,19 @@ pub fn prepare(
     arguments: impl FnOnce() -> Value,
     responses: Option<InputResponses>,
     state: Option<&str>,
-) -> Result<(Option<Binding>, Option<Arc<InputRound>>), McpError> {
+) -> Result<(StateBinding, Option<Arc<InputRound>>), McpError> {
     if !is_inline(context) {
-        return Ok((None, None));
+        return Ok((StateBinding(None), None));
     }
     let binding = binding(principal, method, target, &arguments());
     let round = round(context, &binding, responses, state)?;
-    Ok((Some(binding), round))
+    Ok((StateBinding(Some(binding)), Some(round)))
 }
 
-/// The client's side of [`ClientNeeds`]: an `InputRequiredResult`, or `-32021`.
-pub fn input_required(needs: ClientNeeds, binding: &[u8]) -> Result<InputRequiredResult, McpError> {
+/// The client's side of [`ClientNeeds`]: an `InputRequiredResult` whose `requestState` is bound
+/// to `binding`, or `-32021`. Questions left for the client only arise on the 2026-07-28 wire, so
+/// without a binding they are an internal error rather than a state bound to nothing.
+fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputRequiredResult, McpError> {
     let (requests, answered) = match needs {
         ClientNeeds::Input { requests, answered } => (requests, answered),
         ClientNeeds::Capability(capability) => {
@@ -142,6 +149,9 @@ pub fn input_required(needs: ClientNeeds, binding: &[u8]) -> Result<InputRequire
             return Err(McpError::missing_required_client_capability(required));
         }
     };
+    let binding = binding.ok_or_else(|| {
+        McpError::internal_error("a question was left for a client that is asked on its session", None)
+    })?;
     let mut input_requests = InputRequests::new();
     for (key, request) in requests {
         let request: InputRequest = serde_json::from_value(request).map_err(|e| {
@@ -178,7 +188,7 @@ mod tests {
     fn the_state_carries_answers_to_the_same_request_only() {
         let binding = binding("alice", "tools/call", "greet", &json!({"a": 1}));
         let answer = json!({"action": "accept", "content": {"name": "Alice"}});
-        let result = input_required(needs("step2", &[("step1", answer.clone())]), &binding).unwrap();
+        let result = input_required(needs("step2", &[("step1", answer.clone())]), Some(&binding)).unwrap();
         let wire = serde_json::to_value(&result).unwrap();
         assert_eq!(wire["resultType"], "input_required");
         assert_eq!(wire["inputRequests"]["step2"]["method"], "elicitation/create");
@@ -199,8 +209,15 @@ mod tests {
     }
 
     #[test]
+    fn questions_without_a_binding_get_no_state() {
+        let error = StateBinding(None).input_required(needs("step1", &[])).unwrap_err();
+        assert_eq!(error.code, rmcp::model::ErrorCode::INTERNAL_ERROR);
+        assert!(error.message.contains("session"), "{}", error.message);
+    }
+
+    #[test]
     fn a_missing_capability_is_32021_naming_it() {
-        let error = input_required(ClientNeeds::Capability("sampling"), b"x").unwrap_err();
+        let error = input_required(ClientNeeds::Capability("sampling"), None).unwrap_err();
         assert_eq!(error.code.0, -32021);
         assert_eq!(error.data.unwrap()["requiredCapabilities"], json!({"sampling": {}}));
     }
@@ -209,7 +226,7 @@ mod tests {
     fn params_mcp_does_not_allow_are_an_error_not_a_panic() {
         let mut requests = BTreeMap::new();
         requests.insert("k".to_string(), json!({"method": "elicitation/create", "params": {"message": 3}}));
-        let error = input_required(ClientNeeds::Input { requests, answered: BTreeMap::new() }, b"x").unwrap_err();
+        let error = input_required(ClientNeeds::Input { requests, answered: BTreeMap::new() }, Some(b"x")).unwrap_err();
         assert!(error.message.contains("\"k\""), "{}", error.message);
     }
 }

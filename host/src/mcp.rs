@@ -345,7 +345,7 @@ impl ServerHandler for McpService {
         let contents = match self.cordon.read_resource(&caller, &request.uri, link).await {
             Ok(contents) => contents,
             Err(OfferError::Failed(ToolError { client_needs: Some(needs), .. })) => {
-                return Ok(inputs::input_required(*needs, binding.as_deref().unwrap_or_default())?.into())
+                return Ok(binding.input_required(*needs)?.into())
             }
             Err(error) => return Err(offer_error(error)),
         };
@@ -428,7 +428,7 @@ impl ServerHandler for McpService {
         let rendered = match self.cordon.get_prompt(&caller, &request.name, arguments, link).await {
             Ok(rendered) => rendered,
             Err(OfferError::Failed(ToolError { client_needs: Some(needs), .. })) => {
-                return Ok(inputs::input_required(*needs, binding.as_deref().unwrap_or_default())?.into())
+                return Ok(binding.input_required(*needs)?.into())
             }
             Err(error) => return Err(offer_error(error)),
         };
@@ -527,9 +527,7 @@ impl ServerHandler for McpService {
         };
         match outcome {
             Ok(Ok(success)) => Ok(success_result(success).into()),
-            Ok(Err(ToolError { client_needs: Some(needs), .. })) => {
-                Ok(inputs::input_required(*needs, binding.as_deref().unwrap_or_default())?.into())
-            }
+            Ok(Err(ToolError { client_needs: Some(needs), .. })) => Ok(binding.input_required(*needs)?.into()),
             Ok(Err(error)) => Ok(error_result(&error).into()),
             Err(ProtocolError::UnknownTool(name)) => {
                 Err(McpError::invalid_params(format!("unknown tool: {name}"), None))
