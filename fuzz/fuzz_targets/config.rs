@@ -11,9 +11,11 @@
 use cordon_host::auth::ToolScope;
 use cordon_host::config::Config;
 use cordon_host::grants::credentials::Credentials;
+use cordon_host::grants::dirs::ProtectedPaths;
 use cordon_host::grants::PluginGrants;
 use cordon_host::ratelimit::RateLimits;
 use libfuzzer_sys::fuzz_target;
+use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -45,8 +47,9 @@ fuzz_target!(|data: &[u8]| {
     }
     // Grants parse (no credential is loaded: secrets come from env and files).
     let no_credentials = Credentials::default();
+    let protected = ProtectedPaths::for_host(Path::new("data"), Path::new("plugins"), None, &config);
     for plugin in config.plugins.values() {
-        let _ = PluginGrants::from_config(plugin, &no_credentials);
+        let _ = PluginGrants::from_config(plugin, &no_credentials, &protected);
     }
 
     // Same document, `toml`'s own formatting: same config.

@@ -31,6 +31,13 @@ pub struct Paths {
     pub config_file: Option<PathBuf>,
 }
 
+impl Paths {
+    /// What no plugin's directory grant may reach under `config` (`grants::dirs`).
+    pub fn protected(&self, config: &Config) -> crate::grants::dirs::ProtectedPaths {
+        crate::grants::dirs::ProtectedPaths::for_host(&self.data, &self.plugins, self.config_file.as_deref(), config)
+    }
+}
+
 /// The running host.
 pub struct Cordon {
     pub(crate) sandbox: Sandbox,
@@ -54,8 +61,29 @@ pub struct Cordon {
     /// Connected MCP sessions, told when the tool list changes.
     sessions: Mutex<Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)>>,
     /// Open `subscriptions/listen` streams (the 2026-07-28 wire's sessionless notifications),
-    /// with the scope of the caller that opened each.
-    listeners: Mutex<Vec<(SubscriptionSink, crate::auth::ToolScope)>>,
+    /// by a key of their own (request ids repeat across clients), with the scope of the caller
+    /// that opened each; each is removed when its stream ends ([`Listening`]).
+    listeners: Mutex<Listeners>,
+}
+
+/// Open listen streams by key, and the next key.
+#[derive(Default)]
+struct Listeners {
+    open: std::collections::BTreeMap<u64, (SubscriptionSink, crate::auth::ToolScope)>,
+    next: u64,
+}
+
+/// An open listen stream's place in [`Cordon`]; dropping it (the stream ended, or its request
+/// was dropped) removes the stream.
+pub struct Listening<'a> {
+    cordon: &'a Cordon,
+    key: u64,
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.cordon.listeners.lock().unwrap_or_else(|p| p.into_inner()).open.remove(&self.key);
+    }
 }
 
 /// What SIGHUP replaces as one unit.
@@ -99,11 +127,13 @@ impl Cordon {
         let rate_limits = Arc::new(RateLimits::new(&config.rate_limits)?.shared_by(store.live_replicas()));
         let sandbox = Sandbox::new(&config.pool)?;
         let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
+        let protected = paths.protected(&config);
         let cx = LoadContext {
             sandbox: &sandbox,
             cache: &cache,
             config: &config,
             credentials: &credentials,
+            protected: &protected,
             lint_refuses: true,
         };
         let catalog = registry::load_dir(&cx, &paths.plugins, None).await?;
@@ -123,7 +153,7 @@ impl Cordon {
             catalog: RwLock::new(Arc::new(catalog)),
             reloading: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(Vec::new()),
-            listeners: Mutex::new(Vec::new()),
+            listeners: Mutex::new(Listeners::default()),
         }))
     }
 
@@ -182,11 +212,13 @@ impl Cordon {
     }
 
     async fn reload_with(&self, settings: &Settings, reuse_unchanged: bool) -> Result<ReloadReport> {
+        let protected = self.paths.protected(&settings.config);
         let cx = LoadContext {
             sandbox: &self.sandbox,
             cache: &self.cache,
             config: &settings.config,
             credentials: &settings.credentials,
+            protected: &protected,
             lint_refuses: true,
         };
         let old = self.catalog();
@@ -213,10 +245,18 @@ impl Cordon {
         sessions.push((peer, subscriptions));
     }
 
-    /// Remembers an open `subscriptions/listen` stream until it closes.
-    pub fn add_listener(&self, sink: SubscriptionSink, scope: crate::auth::ToolScope) {
+    /// Remembers an open `subscriptions/listen` stream for as long as the returned guard lives.
+    pub fn add_listener(&self, sink: SubscriptionSink, scope: crate::auth::ToolScope) -> Listening<'_> {
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        listeners.push((sink, scope));
+        let key = listeners.next;
+        listeners.next += 1;
+        listeners.open.insert(key, (sink, scope));
+        Listening { cordon: self, key }
+    }
+
+    /// How many listen streams are open.
+    pub fn listeners(&self) -> usize {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).open.len()
     }
 
     /// Sends `notification` to every open listen stream that accepted it (`wanted`); forgets
@@ -226,17 +266,14 @@ impl Cordon {
         notification: ServerNotification,
         wanted: impl Fn(&SubscriptionSink, &crate::auth::ToolScope) -> bool,
     ) {
-        let listeners: Vec<_> = self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut closed = Vec::new();
+        let listeners: Vec<_> =
+            self.listeners.lock().unwrap_or_else(|p| p.into_inner()).open.values().cloned().collect();
         for (sink, _) in listeners.iter().filter(|(sink, scope)| wanted(sink, scope)) {
             match sink.send(notification.clone()).await {
-                Ok(()) => {}
-                Err(SubscriptionSendError::SubscriptionClosed) => closed.push(sink.id().clone()),
+                // A closed stream is removed by its own `Listening` guard.
+                Ok(()) | Err(SubscriptionSendError::SubscriptionClosed) => {}
                 Err(e) => tracing::debug!(error = %e, "cannot notify a listen stream"),
             }
-        }
-        if !closed.is_empty() {
-            self.listeners.lock().unwrap_or_else(|p| p.into_inner()).retain(|(sink, _)| !closed.contains(sink.id()));
         }
     }
 
@@ -264,7 +301,8 @@ impl Cordon {
         let watched: std::collections::BTreeSet<String> = {
             let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
             listeners
-                .iter()
+                .open
+                .values()
                 .flat_map(|(sink, _)| sink.accepted().resource_subscriptions.clone().unwrap_or_default())
                 .collect()
         };

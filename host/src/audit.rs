@@ -250,6 +250,10 @@ pub struct AuditRecord {
     /// thread, off the call's path ([`AuditLog::record`]). Never written.
     #[serde(skip)]
     pub unhashed_arguments: Option<Value>,
+    /// The serialized size of the arguments: the write queue charges it for `unhashed_arguments`
+    /// and again for `arguments`, before the writer holds them. Never written.
+    #[serde(skip)]
+    pub arguments_len: usize,
 }
 
 impl AuditRecord {
@@ -270,6 +274,8 @@ impl AuditRecord {
             + self.error_message.as_ref().map_or(0, String::len)
             + self.idempotency_key.as_ref().map_or(0, String::len)
             + 64 * (self.outbound.len() + self.refused.len())
+            + self.arguments_len
+                * (usize::from(self.unhashed_arguments.is_some()) + usize::from(self.arguments.is_some()))
     }
 
     /// Fills `outbound` and `refused` from what the call did on the network.
@@ -1009,6 +1015,18 @@ mod tests {
         assert_eq!(written[1].arguments, Some(json!({"q": 1, "token": "[redacted]"})));
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(!text.contains("\"t\""), "{text}");
+    }
+
+    #[test]
+    fn the_queue_charges_the_arguments_a_record_holds() {
+        let bare = AuditRecord::default().approximate_len();
+        let held = AuditRecord {
+            unhashed_arguments: Some(json!({})),
+            arguments: Some(json!({})),
+            arguments_len: 1 << 20,
+            ..AuditRecord::default()
+        };
+        assert_eq!(held.approximate_len(), bare + (2 << 20));
     }
 
     #[test]

@@ -91,6 +91,8 @@ struct CallTrace {
     arguments_sha256: String,
     unhashed_arguments: Option<Value>,
     arguments: Option<Value>,
+    /// The serialized arguments' size: what the audit queue charges for the two fields above.
+    arguments_len: usize,
     fuel_used: u64,
     egress: Option<Arc<Mutex<EgressRecord>>>,
     /// The client's cancellation ended the call (not a guest that said `cancelled`).
@@ -203,6 +205,7 @@ impl Cordon {
             arguments_sha256: trace.arguments_sha256,
             unhashed_arguments: trace.unhashed_arguments,
             arguments: trace.arguments,
+            arguments_len: trace.arguments_len,
             idempotency_key: trace.key,
             idempotency: trace.idempotency,
             outcome: if outcome.is_ok() { audit::Outcome::Ok } else { audit::Outcome::Error },
@@ -252,7 +255,6 @@ impl Cordon {
         let limits = &tool.plugin.limits;
 
         // 3. validate
-        trace.arguments = self.audit.arguments(arguments);
         let serialized = serde_json::to_string(arguments)
             .map_err(|e| ToolError::new(ErrorType::InvalidArguments, format!("bad arguments: {e}")))?;
         if serialized.len() > limits.max_input_bytes {
@@ -261,8 +263,13 @@ impl Cordon {
                 serialized.len(),
                 limits.max_input_bytes
             );
+            // Refused arguments are not kept for the audit writer: their hash is taken here, at
+            // the caller's expense, and their values are never logged.
+            trace.arguments_sha256 = audit::arguments_sha256(arguments);
             return Err(ToolError::new(ErrorType::InputTooLarge, message));
         }
+        trace.arguments = self.audit.arguments(arguments);
+        trace.arguments_len = serialized.len();
         tool.input.check_arguments(arguments)?;
 
         // 4. idempotency

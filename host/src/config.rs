@@ -116,6 +116,13 @@ pub struct ServerConfig {
     pub read_timeout_s: u64,
     /// Open HTTP connections at once; more wait in the accept backlog. Default 1024.
     pub max_connections: usize,
+    /// Open HTTP connections at once from one IP address; more are closed as they arrive.
+    /// Default 256 (behind a reverse proxy, where every client has its address, set it to
+    /// `max_connections`).
+    pub max_connections_per_peer: usize,
+    /// MCP sessions (stateful HTTP) open at once; an `initialize` past it gets 503. Idle
+    /// sessions close on their own after rmcp's keep-alive. Default 1024.
+    pub max_sessions: usize,
     /// The principal of calls arriving over stdio (the local operator). Default `local`.
     pub stdio_principal: String,
     /// On SIGTERM or SIGINT, how long calls in flight may still run before they are abandoned
@@ -146,6 +153,8 @@ impl Default for ServerConfig {
             max_request_bytes: 4 << 20,
             read_timeout_s: 30,
             max_connections: 1024,
+            max_connections_per_peer: 256,
+            max_sessions: 1024,
             stdio_principal: "local".into(),
             drain_timeout_s: 30,
             tls_cert: None,
@@ -191,6 +200,11 @@ pub struct LimitsOverride {
     pub max_output_bytes: Option<usize>,
     /// Guest stdout, stderr and `log` kept per call, bytes; the rest is dropped.
     pub max_log_bytes: Option<usize>,
+    /// Host resources (WASI streams, pollables, HTTP requests and field maps…) and component
+    /// handles an instance may hold at once.
+    pub max_resources: Option<usize>,
+    /// Bytes of one HTTP field map (a request's or response's headers) a guest may build.
+    pub max_header_bytes: Option<usize>,
 }
 
 /// `[plugins.NAME]`.
@@ -258,6 +272,10 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Guest output kept per call, bytes.
     pub max_log_bytes: usize,
+    /// Host resources and component handles an instance may hold at once.
+    pub max_resources: usize,
+    /// Bytes of one HTTP field map.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -271,6 +289,8 @@ impl Default for Limits {
             max_input_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             max_log_bytes: 64 << 10,
+            max_resources: 1_000,
+            max_header_bytes: 16 << 10,
         }
     }
 }
@@ -287,6 +307,8 @@ impl Limits {
             max_input_bytes: over.max_input_bytes.unwrap_or(base.max_input_bytes),
             max_output_bytes: over.max_output_bytes.unwrap_or(base.max_output_bytes),
             max_log_bytes: over.max_log_bytes.unwrap_or(base.max_log_bytes),
+            max_resources: over.max_resources.unwrap_or(base.max_resources),
+            max_header_bytes: over.max_header_bytes.unwrap_or(base.max_header_bytes),
         }
     }
 }

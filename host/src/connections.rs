@@ -10,6 +10,9 @@
 //!   failed body read, so the request ends with an error status or a closed connection;
 //! - **`max_connections`** (default 1024): open connections beyond it wait in the kernel's
 //!   accept backlog until one closes, so a flood cannot take every descriptor;
+//! - **`max_connections_per_peer`** (default 256): a connection from an address that already
+//!   holds that many is closed at once, so one peer cannot take every slot and lock the others
+//!   out (behind a reverse proxy every client shares its address: set it to `max_connections`);
 //! - graceful shutdown: when `shutdown` resolves, the listener closes, every connection finishes
 //!   the request it is serving and closes, and this returns once all have (the caller bounds
 //!   that wait).
@@ -24,9 +27,11 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -50,17 +55,55 @@ pub struct ConnectionBounds {
     pub read_timeout: Duration,
     /// Open connections at once.
     pub max_connections: usize,
+    /// Open connections at once from one IP address.
+    pub max_connections_per_peer: usize,
+}
+
+/// Open connections by peer address, each held by a [`PeerSlot`].
+#[derive(Default)]
+struct PeerCounts(Mutex<HashMap<IpAddr, usize>>);
+
+/// One open connection of a peer; dropping it gives the slot back.
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    ip: IpAddr,
+}
+
+impl PeerCounts {
+    /// A slot for `ip`, unless it already holds `max`.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = counts.entry(ip).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(PeerSlot { counts: self.clone(), ip })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = counts.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to
 /// finish their current request.
 pub async fn serve<L>(mut listener: L, app: Router, bounds: ConnectionBounds, shutdown: impl Future<Output = ()>)
 where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
+    L: Listener<Addr = SocketAddr>,
 {
     let max = bounds.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
+    let peers = Arc::new(PeerCounts::default());
+    let per_peer = bounds.max_connections_per_peer.max(1);
     let closing = CancellationToken::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(bounds.read_timeout);
@@ -79,6 +122,12 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
+        // Unmapped, so one peer is one address whether it came over IPv4 or IPv6.
+        let Some(peer_slot) = peers.take(peer.ip().to_canonical(), per_peer) else {
+            tracing::debug!(%peer, max_connections_per_peer = per_peer, "a peer at its connection cap; closing");
+            drop(io);
+            continue;
+        };
         let service = app.clone().map_request(move |request: Request<Incoming>| {
             request.map(|body| Body::new(DeadlineBody::new(body, read_timeout)))
         });
@@ -94,8 +143,9 @@ where
                 }
             };
             if let Err(e) = served {
-                tracing::debug!(?peer, error = %e, "connection ended with an error");
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(peer_slot);
             drop(slot);
         });
     }

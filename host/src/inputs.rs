@@ -32,7 +32,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -44,6 +44,10 @@ pub const STATE_TTL: Duration = Duration::from_secs(60 * 60);
 struct CarriedState {
     /// Answers by question key.
     answers: BTreeMap<String, Value>,
+    /// The questions the try that issued this state asked: the only keys the next try's
+    /// `inputResponses` may answer.
+    #[serde(default)]
+    asked: BTreeSet<String>,
 }
 
 /// The process's sealing key, drawn once; `None` when the OS gives no randomness (then no
@@ -85,19 +89,23 @@ fn round(
     responses: Option<InputResponses>,
     state: Option<&str>,
 ) -> Result<Arc<InputRound>, McpError> {
-    let mut answers = match state {
-        Some(sealed) => {
-            let carried: CarriedState = codec()?.open_json_with(sealed, binding).map_err(|e| {
-                McpError::invalid_params(
-                    format!("requestState is not one this server issued for this request: {e}"),
-                    Some(json!({"reason": e.to_string()})),
-                )
-            })?;
-            carried.answers
-        }
-        None => BTreeMap::new(),
+    let CarriedState { mut answers, asked } = match state {
+        Some(sealed) => codec()?.open_json_with(sealed, binding).map_err(|e| {
+            McpError::invalid_params(
+                format!("requestState is not one this server issued for this request: {e}"),
+                Some(json!({"reason": e.to_string()})),
+            )
+        })?,
+        None => CarriedState { answers: BTreeMap::new(), asked: BTreeSet::new() },
     };
-    answers.extend(responses.unwrap_or_default());
+    // Answers only to what the host asked: a response to a question never put (or one to be put
+    // in a later round) is dropped, so a client cannot answer ahead of the guest's questions.
+    let responses = responses.unwrap_or_default();
+    let unasked = responses.keys().filter(|key| !asked.contains(*key)).count();
+    if unasked > 0 {
+        tracing::debug!(unasked, "inputResponses for questions this server did not ask were ignored");
+    }
+    answers.extend(responses.into_iter().filter(|(key, _)| asked.contains(key)));
     let declared = context.client_capabilities().unwrap_or_default();
     let capabilities = AskCapabilities {
         sample: declared.sampling.is_some(),
@@ -152,6 +160,7 @@ fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputReq
     let binding = binding.ok_or_else(|| {
         McpError::internal_error("a question was left for a client that is asked on its session", None)
     })?;
+    let asked: BTreeSet<String> = requests.keys().cloned().collect();
     let mut input_requests = InputRequests::new();
     for (key, request) in requests {
         let request: InputRequest = serde_json::from_value(request).map_err(|e| {
@@ -164,7 +173,7 @@ fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputReq
     }
     let sealed = codec()?
         .seal_json_with(
-            &CarriedState { answers: answered },
+            &CarriedState { answers: answered, asked },
             &SealOptions::new().associated_data(binding).ttl(STATE_TTL),
         )
         .map_err(|e| McpError::internal_error(format!("cannot seal requestState: {e}"), None))?;

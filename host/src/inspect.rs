@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::grants::credentials::Credentials;
+use crate::grants::dirs::ProtectedPaths;
 use crate::registry::cache::CompileCache;
 use crate::registry::lint::{Finding, Severity};
 use crate::registry::{self, LoadContext, LoadedPlugin, ToolEntry};
@@ -40,7 +41,15 @@ pub async fn examine(config: &Config, data_dir: &Path, file: &Path) -> Result<Ex
     let sandbox = Sandbox::new(&config.pool)?;
     let cache = Arc::new(CompileCache::new(&data_dir.join("compile-cache"), sandbox.engine()));
     let credentials = Credentials::load(&config.credentials).unwrap_or_default();
-    let cx = LoadContext { sandbox: &sandbox, cache: &cache, config, credentials: &credentials, lint_refuses: false };
+    let protected = ProtectedPaths::for_host(data_dir, file.parent().unwrap_or(Path::new(".")), None, config);
+    let cx = LoadContext {
+        sandbox: &sandbox,
+        cache: &cache,
+        config,
+        credentials: &credentials,
+        protected: &protected,
+        lint_refuses: false,
+    };
     let (plugin, tools) = registry::load_file(&cx, file).await?;
     let findings = registry::lint(&tools, &config.lint);
     Ok(Examined { plugin, tools, findings, engine: sandbox.engine().clone() })

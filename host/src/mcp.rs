@@ -270,7 +270,8 @@ impl ServerHandler for McpService {
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let caller = self.caller(context.request_context())?;
-        self.cordon.add_listener(context.sink().clone(), caller.scope);
+        // Held until the stream ends, or this future is dropped with its connection.
+        let _listening = self.cordon.add_listener(context.sink().clone(), caller.scope);
         context.cancelled().await;
         Ok(())
     }

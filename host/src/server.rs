@@ -322,6 +322,7 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     let bounds = ConnectionBounds {
         read_timeout: Duration::from_secs(server.read_timeout_s.max(1)),
         max_connections: server.max_connections,
+        max_connections_per_peer: server.max_connections_per_peer,
     };
     let served = async move {
         match acceptor {
@@ -360,15 +361,43 @@ pub fn mcp_router(cordon: Arc<Cordon>, gate: Arc<auth::Gate>, stateless: bool, s
         .with_json_response(stateless)
         .with_max_request_body_bytes(server.max_request_bytes)
         .with_cancellation_token(sessions);
+    let manager = Arc::new(LocalSessionManager::default());
     let mcp = {
         let cordon = cordon.clone();
-        StreamableHttpService::new(
-            move || Ok(McpService::per_request(cordon.clone())),
-            Arc::new(LocalSessionManager::default()),
-            mcp_config,
-        )
+        StreamableHttpService::new(move || Ok(McpService::per_request(cordon.clone())), manager.clone(), mcp_config)
     };
-    Router::new().nest_service("/mcp", mcp).layer(axum::middleware::from_fn_with_state(gate, auth::require_bearer))
+    let mut router = Router::new().nest_service("/mcp", mcp);
+    if !stateless {
+        let cap = SessionCap { manager, max: server.max_sessions };
+        router = router.layer(axum::middleware::from_fn_with_state(cap, cap_sessions));
+    }
+    router.layer(axum::middleware::from_fn_with_state(gate, auth::require_bearer))
+}
+
+/// `[server] max_sessions` over rmcp's session table.
+#[derive(Clone)]
+struct SessionCap {
+    manager: Arc<LocalSessionManager>,
+    max: usize,
+}
+
+/// Middleware on `/mcp` with sessions: while `max_sessions` are open, a POST that names no
+/// session (an `initialize`, which would open one) gets 503 with `Retry-After`; requests of
+/// open sessions go on. Sessions end on DELETE, when their client goes, or after rmcp's idle
+/// keep-alive, which frees their places.
+async fn cap_sessions(State(cap): State<SessionCap>, request: Request, next: Next) -> Response {
+    let opens_one = request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
+    if opens_one && cap.manager.sessions.read().await.len() >= cap.max {
+        tracing::warn!(max_sessions = cap.max, "session limit reached; refusing a new session");
+        let body = json!({ "error": "too many open sessions; retry shortly" }).to_string();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json"), (header::RETRY_AFTER, "5")],
+            body,
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Middleware on `/mcp`: while draining, new requests get 503; otherwise each POST (a JSON-RPC
@@ -477,6 +506,7 @@ fn probe_body(cordon: &Cordon, status: &str) -> Value {
         "tools": catalog.tools.len(),
         "refused": catalog.failures.len(),
         "calls_in_flight": cordon.in_flight().count(),
+        "listen_streams": cordon.listeners(),
     })
 }
 

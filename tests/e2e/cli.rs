@@ -31,7 +31,7 @@ async fn tools_prints_every_tool_and_plugin() {
     assert_eq!(plugins[1]["name"], "hostile");
 
     let list = tools["tools"].as_array().unwrap();
-    assert_eq!(list.len(), 13);
+    assert_eq!(list.len(), 14);
     for tool in list {
         for key in ["name", "plugin", "title", "description", "inputSchema", "outputSchema", "annotations"] {
             assert!(tool.get(key).is_some(), "{key} missing: {tool}");

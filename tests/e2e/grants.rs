@@ -15,6 +15,7 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use common::*;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -351,6 +352,12 @@ async fn requests_outside_the_grants_are_refused_before_connecting() {
         ("GET", upstream.url("/api/%2e%2e/admin")),
         ("GET", upstream.url("/api/.%2E/admin")),
         ("GET", upstream.url("/api/x%2f..%2fadmin")),
+        // What an upstream could normalize out of the prefix: path parameters on a dot segment,
+        // an encoded backslash, a double-encoded dot or slash.
+        ("GET", upstream.url("/api/..;/admin")),
+        ("GET", upstream.url("/api/..%5cadmin")),
+        ("GET", upstream.url("/api/%252e%252e/admin")),
+        ("GET", upstream.url("/api/%252fadmin")),
         ("DELETE", upstream.url("/api/x")),
         ("PUT", upstream.url("/api/x")),
     ];
@@ -683,4 +690,49 @@ async fn httpbin_fetches_with_the_callers_credential() {
     let out = call(&client, "httpbin_fetch_json", json!({"path": "/admin"})).await;
     out.expect_error("egress_denied", false);
     assert_eq!(upstream.counts(), (1, 1));
+
+    // Paths that servers stripping `;params`, taking `\` for `/` or decoding twice would serve
+    // as `/admin`: refused before connecting, so the credential never goes with them.
+    for path in ["/api/..;/admin", "/api/..%5cadmin", "/api/%252e%252e/admin"] {
+        let out = call(&client, "httpbin_fetch_json", json!({"path": path})).await;
+        out.expect_error("egress_denied", false);
+    }
+    assert_eq!(upstream.counts(), (1, 1), "{:?}", upstream.requests());
+}
+
+/// A directory grant that holds or lies inside the host's own files — the data directory (the
+/// token signing key, compiled native code in the cache), the plugins folder, the config file,
+/// a credential file — refuses that plugin at load, naming the path; the rest load.
+#[tokio::test]
+async fn directory_grants_reaching_the_hosts_own_files_are_refused() {
+    type Where = fn(&Env) -> PathBuf;
+    let cases: [(Where, &str); 5] = [
+        (|env| env.data_dir(), "the data directory"),
+        (|env| env.data_dir().join("compile-cache"), "the data directory"),
+        (|env| env.path().to_path_buf(), "the data directory"),
+        (|env| env.plugins_dir(), "the plugins folder"),
+        (|env| env.path().join("secrets"), "a credential file"),
+    ];
+    for (host, what) in cases {
+        let env = Env::demo().plugin(&fixture_wasm("reach"), "reach.wasm");
+        let secrets = env.path().join("secrets");
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::create_dir_all(env.data_dir().join("compile-cache")).unwrap();
+        std::fs::write(secrets.join("api-key"), "s3cret\n").unwrap();
+        let host = host(&env);
+        let config = format!(
+            "[credentials.api]\nprincipals.local = {{ file = \"{}\" }}\n\n\
+             [[plugins.reach.dirs]]\nhost = \"{}\"\nguest = \"/data\"\nwritable = true\n",
+            secrets.join("api-key").display(),
+            host.display()
+        );
+        let tools = env.config(&config).tools().await;
+        let errors = tools["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{}: {tools:#}", host.display());
+        let reason = errors[0]["error"].as_str().unwrap();
+        assert!(reason.contains(what) && reason.contains("overlaps"), "{}: {reason}", host.display());
+        let plugins: Vec<&str> =
+            tools["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(plugins, ["demo"], "{tools:#}");
+    }
 }

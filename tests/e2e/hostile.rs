@@ -45,6 +45,27 @@ fn footprint(pid: u32) -> Footprint {
     Footprint { rss_kib, fds }
 }
 
+/// The most resident memory a process has had (KiB): what a burst of allocations leaves behind
+/// even once it is freed.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
+}
+
+/// The peak resident memory of `pid` grew by less than `mib` MiB from `before_kib`.
+fn assert_peak_below(what: &str, pid: u32, before_kib: u64, mib: u64) {
+    let after = peak_rss_kib(pid);
+    eprintln!("{what}: peak {before_kib} → {after} KiB");
+    assert!(
+        after <= before_kib + mib * KIB_PER_MIB,
+        "{what}: peak resident memory grew from {before_kib} to {after} KiB (allowed: {mib} MiB)"
+    );
+}
+
 /// `after` is within `rss_mib` MiB and `fds` descriptors of `before`.
 fn assert_bounded(what: &str, before: Footprint, after: Footprint, rss_mib: u64, fds: usize) {
     eprintln!("{what}: {before:?} → {after:?}");
@@ -112,8 +133,9 @@ async fn a_trap_storm_is_contained_and_leaves_nothing_behind() {
 const FILL_LIMITS: &str = "[plugins.hostile_output.limits]\nmemory_mb = 16\nmax_concurrency = 4\n\
     queue_timeout_ms = 60000\n";
 
-/// A guest that fills its linear memory to exactly its 16 MiB cap on every call succeeds every
-/// time (256 pages, each written); one page more is `memory_limit`. After 400 full calls the
+/// A guest that fills its linear memory to within a page of its 16 MiB cap on every call
+/// succeeds every time (255 pages, each written; its tables take a few KiB of the same budget);
+/// the whole cap in linear memory alone is `memory_limit`. After 400 full calls the
 /// host holds no more than after a warm-up of 100, give or take the slots the pooling allocator
 /// decommits in batches of 32 (bound: 32 × 16 MiB + 64 MiB, 16 descriptors), and demo answers
 /// next to every batch.
@@ -123,17 +145,18 @@ async fn filling_memory_to_the_cap_on_every_call_is_allowed_and_leaves_nothing_b
     let mut server = env.spawn_http(&[]).await;
     let client = server.client().await;
 
-    let over = call(&client, "hostile_output_fill", json!({"mib": 16, "extra_pages": 1})).await;
+    let over = call(&client, "hostile_output_fill", json!({"mib": 16})).await;
     let error = over.expect_error("memory_limit", false);
     assert!(message(error).contains("16 MiB"), "{error}");
 
     let full = |out: &Outcome| {
         assert!(!out.is_error, "{}", out.raw);
-        assert_eq!(out.texts, ["256 pages"], "{}", out.raw);
+        assert_eq!(out.texts, ["255 pages"], "{}", out.raw);
     };
-    storm(&client, "hostile_output_fill", json!({"mib": 16}), 100, 8, full).await;
+    let fill = json!({"mib": 15, "extra_pages": 15});
+    storm(&client, "hostile_output_fill", fill.clone(), 100, 8, full).await;
     let before = footprint(server.pid());
-    storm(&client, "hostile_output_fill", json!({"mib": 16}), 400, 8, full).await;
+    storm(&client, "hostile_output_fill", fill, 400, 8, full).await;
     let after = footprint(server.pid());
 
     assert!(server.is_running(), "the server died; stderr:\n{}", server.log.text());
@@ -552,16 +575,13 @@ async fn ten_thousand_tools_are_refused_at_load() {
     assert_eq!(reason, "the plugin describes 10000 tools; a plugin may describe at most 1000");
 }
 
-/// A 10 MB input schema is refused at load (the cap is 1 MiB a schema), before it is compiled.
+/// A 10 MB input schema is refused at load, before it is compiled: more than a `describe` may
+/// hand over at all (8 MiB), refused before the host copies it (a schema under that bound but
+/// over 1 MiB is refused by the per-schema cap, `registry::check_description_size`).
 #[tokio::test]
 async fn a_ten_megabyte_schema_is_refused_at_load() {
     let reason = refused_at_load("hostile_describe_huge", "").await;
-    let (size, rest) = reason
-        .strip_prefix("tool \"huge\" declares an input schema of ")
-        .and_then(|r| r.split_once(' '))
-        .unwrap_or_else(|| panic!("{reason}"));
-    assert!(size.parse::<usize>().is_ok_and(|s| s > 10_000_000), "{reason}");
-    assert_eq!(rest, "bytes; a schema may have at most 1048576");
+    assert_eq!(reason, "describe failed: the plugin handed the host more than 8388608 bytes at once");
 }
 
 /// A `describe` that never returns runs under the plugin's own limits: here its timeout, with
@@ -588,4 +608,203 @@ async fn no_state_survives_from_one_call_to_the_next() {
     for out in outs {
         assert_eq!(out.texts, ["calls=1 mark=0x0"]);
     }
+}
+
+// ---- inputs shaped around the limits ----------------------------------------------------------
+
+/// A plain component (calc) whose `bytes(n)` returns a `list<u8>` of `n` elements. The host lifts
+/// a plain result as one `Val` per element, checked against its lift budget (four times
+/// `max_output_bytes`) before anything is copied: 16 calls at once returning 3 MiB each are
+/// `output_too_large` and the host's peak memory stays near the guests' own (before, it grew by
+/// 300 MB: a `Val`, then a JSON value per byte, then two serializations); 8 MiB, which
+/// wasmtime's own copy limit used to stop as a crash, is `output_too_large` too; a list that fits
+/// is served.
+#[tokio::test]
+async fn a_list_bomb_is_refused_before_the_host_expands_it() {
+    let config =
+        "[plugins.calc.limits]\nqueue_timeout_ms = 60000\n\n[plugins.calc.idempotency]\nimplicit_window_s = 0\n";
+    let env = Env::demo().plugin(&fixture_wasm("calc"), "calc.wasm").config(config);
+    let mut server = env.spawn_http(&[]).await;
+    let client = server.client().await;
+
+    let fits = call(&client, "calc_ops_bytes", json!({"n": 50_000})).await;
+    let list = fits.ok()["result"].as_array().unwrap_or_else(|| panic!("{}", fits.raw));
+    assert_eq!((list.len(), &list[300]), (50_000, &json!(300 % 251)));
+
+    let too_large = |out: &Outcome| {
+        let error = out.expect_error("output_too_large", false);
+        assert!(message(error).contains("at once"), "{error}");
+    };
+    storm(&client, "calc_ops_bytes", json!({"n": 1 << 20}), 4, 4, too_large).await;
+    let before = peak_rss_kib(server.pid());
+    storm(&client, "calc_ops_bytes", json!({"n": 3 << 20}), 32, 16, too_large).await;
+    // The guests' own 3 MiB lists are resident in their pooled memories; nothing else may be.
+    assert_peak_below("16 × 3 MiB lists at once", server.pid(), before, 160);
+    too_large(&call(&client, "calc_ops_bytes", json!({"n": 8 << 20})).await);
+    assert!(server.is_running(), "the server died; stderr:\n{}", server.log.text());
+    assert_echo(&client, "after the list bombs").await;
+}
+
+/// A component of `instances` core instances, each with a linear memory of 40 pages (2.5 MiB),
+/// exporting `run() -> u32` (7) as a plain function.
+fn many_memories(instances: usize) -> Vec<u8> {
+    let instantiate: String = (0..instances).map(|i| format!("(core instance $i{i} (instantiate $m))\n")).collect();
+    let wat = format!(
+        "(component
+           (core module $m
+             (memory (export \"memory\") 40)
+             (func (export \"run\") (result i32) i32.const 7))
+           {instantiate}
+           (func $run (result u32) (canon lift (core func $i0 \"run\")))
+           (export \"run\" (func $run)))"
+    );
+    wat::parse_str(&wat).expect("the many-memories fixture assembles")
+}
+
+/// The memory cap is one budget for every linear memory (and table) of an instance: under a
+/// 16 MiB cap, four 2.5 MiB memories run, twelve (30 MiB in all, each under the cap) are
+/// `memory_limit` instead of getting the cap twelve times.
+#[tokio::test]
+async fn a_component_of_many_memories_gets_the_cap_once() {
+    let config = "[defaults]\nmemory_mb = 16\n";
+    let env = Env::demo()
+        .plugin_bytes("fourmem.wasm", &many_memories(4))
+        .plugin_bytes("manymem.wasm", &many_memories(12))
+        .config(config);
+    let (client, _log) = env.stdio_client().await;
+    assert_eq!(call(&client, "fourmem_run", json!({})).await.ok()["result"], 7);
+    let error = call(&client, "manymem_run", json!({})).await;
+    let error = error.expect_error("memory_limit", false);
+    assert!(message(error).contains("16 MiB"), "{error}");
+    assert_echo(&client, "after many memories").await;
+}
+
+/// Host resources are bounded per instance (`max_resources`, default 1,000): holding 100,000
+/// pollables is `memory_limit` naming the bound, and 3,000 header maps of 12 KB each are stopped
+/// the same way long before the host holds 36 MB of them. One header map holds at most
+/// `max_header_bytes` (16 KiB): 40 KiB in one is `memory_limit` too.
+#[tokio::test]
+async fn resource_and_header_bombs_are_bounded() {
+    let config = "[plugins.hostile_http.idempotency]\nimplicit_window_s = 0\n";
+    let env = Env::demo().plugin(&fixture_wasm("hostile_http"), "hostile_http.wasm").config(config);
+    let server = env.spawn_http(&[]).await;
+    let client = server.client().await;
+
+    let table = call(&client, "hostile_http_table_bomb", json!({"count": 100_000})).await;
+    let error = table.expect_error("memory_limit", false);
+    assert!(message(error).contains("1000 host resources"), "{error}");
+    assert_eq!(call(&client, "hostile_http_table_bomb", json!({"count": 500})).await.ok()["held"], 500);
+
+    let fits = call(&client, "hostile_http_fields_bomb", json!({"count": 1, "appends": 3, "value_bytes": 4000})).await;
+    assert_eq!(fits.ok()["appended_bytes"], 12_000, "{}", fits.raw);
+    let big = call(&client, "hostile_http_fields_bomb", json!({"count": 1, "appends": 10, "value_bytes": 4096})).await;
+    let error = big.expect_error("memory_limit", false);
+    assert!(message(error).contains("header map of more than 16384 bytes"), "{error}");
+
+    let before = peak_rss_kib(server.pid());
+    let many =
+        call(&client, "hostile_http_fields_bomb", json!({"count": 3000, "appends": 3, "value_bytes": 4000})).await;
+    many.expect_error("memory_limit", false);
+    assert_peak_below("3,000 header maps", server.pid(), before, 32);
+    assert_echo(&client, "after the resource bombs").await;
+}
+
+/// A guest's log text keeps to its one line of the host's log: a newline, a carriage return and
+/// a terminal escape in it are written as escapes, so it cannot forge a line of the host's.
+#[tokio::test]
+async fn guest_log_text_cannot_forge_host_log_lines() {
+    let env = Env::demo_and_hostile("");
+    let (client, log) = env.stdio_client().await;
+    let forged = "first\n2099-01-01T00:00:00.000000Z  WARN cordon_host::auth: FORGED token accepted\r\x1b[2J";
+    let out = call(&client, "hostile_forge_log", json!({"text": forged})).await;
+    assert_eq!(out.texts, ["logged"], "{}", out.raw);
+    let text = log.wait_for("FORGED").await;
+    for line in text.lines().filter(|l| l.contains("FORGED")) {
+        assert!(line.contains("first\\n2099"), "a forged line of its own: {line:?}");
+    }
+    assert!(!text.contains('\x1b') && !text.contains('\r'), "raw control characters reached the log: {text:?}");
+}
+
+/// A raw HTTP/1.1 POST to `/mcp` of `server` with `headers`, then `chunks` chunks of 1 MiB of
+/// `0,` (a JSON array that never ends), written while the answer is read; the status line and
+/// headers the server sent before it closed, or "" if the connection was reset first.
+async fn raw_post(server: &HttpServer, headers: &str, chunks: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = server.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await.expect("connect to the server");
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\n{headers}\r\n"
+    );
+    let writer = tokio::spawn(async move {
+        if write.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = format!("{:x}\r\n[{}\r\n", (1 << 20) + 1, "0,".repeat(1 << 19));
+        for _ in 0..chunks {
+            if write.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        // Keep the connection open until the server is done with it.
+        std::future::pending::<()>().await;
+    });
+    let answer = guard("the server's answer", async {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await;
+    writer.abort();
+    answer
+}
+
+/// A token scoped to `demo_*` makes the host read a POST's body to check which tools it calls.
+/// That read is bounded by `max_request_bytes` (4 MiB) before the host holds the bytes, and the
+/// check skips everything but method and tool names instead of building a JSON tree: eight
+/// 64 MiB bodies at once — four that declare their length (413 before a byte is read), four
+/// chunked (413 once 4 MiB arrived, or the connection cut) — leave the server's peak memory
+/// near where it was (before, it grew by 3 GB). A scoped caller's body that is not JSON gets
+/// a JSON-RPC parse error, 400.
+#[tokio::test]
+async fn body_bombs_from_a_scoped_token_are_refused_before_they_are_held() {
+    let config = format!(
+        "[[auth.tokens]]\nprincipal = \"alice\"\nsha256 = \"{}\"\ntools = [\"demo_*\"]\n",
+        sha256_hex(token("alice").as_bytes())
+    );
+    let env = Env::demo().config(&config);
+    let server = env.spawn_http_with(&[], &["--stateless"]).await;
+    let bearer = format!("Authorization: Bearer {}\r\n", token("alice"));
+    let alice = server.client_as(&token("alice")).await;
+    assert_echo(&alice, "before the body bombs").await;
+
+    let before = peak_rss_kib(server.pid());
+    let declared = format!("{bearer}Content-Length: {}\r\n", 64 << 20);
+    let chunked = format!("{bearer}Transfer-Encoding: chunked\r\n");
+    let bombs = (0..8).map(|i| {
+        let (headers, chunks) = if i % 2 == 0 { (declared.clone(), 0) } else { (chunked.clone(), 64) };
+        let server = &server;
+        async move { (i, raw_post(server, &headers, chunks).await) }
+    });
+    for (i, answer) in futures::future::join_all(bombs).await {
+        if i % 2 == 0 {
+            assert!(answer.starts_with("HTTP/1.1 413"), "declared 64 MiB: {answer:?}");
+        } else {
+            assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 413"), "chunked 64 MiB: {answer:?}");
+        }
+    }
+    assert_peak_below("eight 64 MiB bodies", server.pid(), before, 96);
+
+    let response = post(&server.url, "{not json", &[("authorization", &format!("Bearer {}", token("alice")))]).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("a JSON-RPC error");
+    assert_eq!(body["error"]["code"], -32700, "{body}");
+    assert_echo(&alice, "after the body bombs").await;
 }

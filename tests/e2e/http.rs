@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 #[tokio::test]
 async fn session_mode_lists_and_calls() {
@@ -207,7 +208,7 @@ async fn health_endpoints_report_counts() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(
             body,
-            json!({"status": "ok", "plugins": 2, "tools": 13, "refused": 1, "calls_in_flight": 0}),
+            json!({"status": "ok", "plugins": 2, "tools": 14, "refused": 1, "calls_in_flight": 0, "listen_streams": 0}),
             "{path}"
         );
     }
@@ -317,4 +318,89 @@ async fn oversized_and_mistyped_requests_are_refused() {
     let response = post(&server.url, &small, &[]).await;
     assert_eq!(response.status(), 200);
     server.log.wait_for("tool call").await;
+}
+
+/// One peer cannot take every connection: with `max_connections_per_peer = 2`, two idle
+/// connections from 127.0.0.1 hold its share and a third from the same address is closed at
+/// once, while a client on another loopback address (127.0.0.2) is served; once the first
+/// peer lets go, it is served again.
+#[tokio::test]
+async fn one_peer_cannot_hold_every_connection() {
+    use tokio::io::AsyncReadExt;
+    let env = Env::demo().config("[server]\nmax_connections_per_peer = 2\n");
+    let server = env.spawn_http(&["--stateless"]).await;
+    let addr: std::net::SocketAddr = server.base.strip_prefix("http://").expect("http URL").parse().unwrap();
+    let idle: Vec<tokio::net::TcpStream> =
+        futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(addr)))
+            .await
+            .into_iter()
+            .map(|c| c.expect("connect"))
+            .collect();
+    // The server accepts connections in the order they arrive, so the two are counted first.
+    let mut third = tokio::net::TcpStream::connect(addr).await.expect("the kernel accepts the third");
+    let mut byte = [0u8; 1];
+    let read = guard("the third connection to be closed", third.read(&mut byte)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "the third connection from one peer was kept: {read:?}");
+
+    let other = tokio::net::TcpSocket::new_v4().expect("a socket");
+    other.bind("127.0.0.2:0".parse().unwrap()).expect("bind 127.0.0.2");
+    let stream = other.connect(addr).await.expect("connect from 127.0.0.2");
+    let request = call_request(1, "demo_echo", json!({"text": "from another peer"})).to_string();
+    let answer = raw_exchange(stream, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    drop(idle);
+    let response = guard("a call once the peer let go", async {
+        loop {
+            // The server sees the two closes shortly after they happen.
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let answer = raw_exchange(stream, &request).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(response.contains("from another peer"), "{response}");
+}
+
+/// A `tools/call` POST on `stream`, as raw HTTP/1.1 with `Connection: close`: all the server
+/// sent back ("" if it closed first).
+async fn raw_exchange(mut stream: tokio::net::TcpStream, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = guard("an answer", stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Sessions are bounded: with `max_sessions = 2`, a third `initialize` gets 503 with
+/// `Retry-After` while two sessions are open, and succeeds once one of them is closed.
+#[tokio::test]
+async fn sessions_are_bounded() {
+    let env = Env::demo().config("[server]\nmax_sessions = 2\n");
+    let server = env.spawn_http(&[]).await;
+    let first = server.client().await;
+    let second = server.client().await;
+    assert_echo(&second, "the second session").await;
+    let init = initialize_request().to_string();
+    let refused = post(&server.url, &init, &[]).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
+    first.cancel().await.expect("the first session closes");
+    guard("a new session once one closed", async {
+        while post(&server.url, &init, &[]).await.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_echo(&second, "the second session still serves").await;
 }

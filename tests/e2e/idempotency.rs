@@ -582,6 +582,38 @@ async fn a_call_cut_off_by_a_crash_is_recovered_with_the_same_upstream_key() {
     assert_eq!((record["state"].as_str(), record["attempts"].as_u64()), (Some("completed"), Some(2)), "{record}");
 }
 
+/// Two processes on one data directory (as two desktop clients each starting Cordon, or
+/// `cordon call` beside a server): while the server's keyed charge is still running, the same
+/// key from `cordon call` is not taken for a crash. It waits for the live owner and replays its
+/// outcome, so the upstream sees one request for the key (before, it saw two).
+#[tokio::test]
+async fn a_second_process_never_reruns_a_live_claim() {
+    let api = PaymentsApi::start().await;
+    // The CLI calls as the same principal as the unauthenticated HTTP caller: one namespace.
+    let env = sqlite_payments_env(&api, "[server]\nstdio_principal = \"anonymous\"\n");
+    api.set_delay(Duration::from_secs(3));
+    let server = env.spawn_http(&["--stateless"]).await;
+    let request = call_request(1, "payments_charge", charge("acct_twice", 700, "order-two-processes"));
+    let url = server.url.clone();
+    let first = tokio::spawn(async move { post_text(&url, &request, &[]).await });
+    guard("the charge to reach the API", async {
+        while api.requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    let (code, out) =
+        cordon_call(&env, "payments_charge", &charge("acct_twice", 700, "order-two-processes"), &[]).await;
+    assert_eq!(code, Some(0), "{}", out.raw);
+    let by_cli = charged(&out, &api, "acct_twice").clone();
+    let by_server = result_of(&guard("the server's charge", first).await.expect("the server answers"));
+    assert_eq!(by_server.ok(), &by_cli);
+    assert_eq!(api.requests().len(), 1, "{:?}", api.requests());
+    let record = one_record(&env, "order-two-processes").await;
+    assert_eq!((record["state"].as_str(), record["attempts"].as_u64()), (Some("completed"), Some(1)), "{record}");
+}
+
 // ---- crash test --------------------------------------------------------------------------------
 
 /// A tiny xorshift64, so kill points are reproducible from the seed.

@@ -206,5 +206,8 @@ async fn bad_files_do_not_stop_the_server() {
 
     let health: Value =
         guard("healthz", reqwest::get(format!("{}/healthz", server.base))).await.unwrap().json().await.unwrap();
-    assert_eq!(health, json!({"status": "ok", "plugins": 2, "tools": 7, "refused": 8, "calls_in_flight": 0}));
+    assert_eq!(
+        health,
+        json!({"status": "ok", "plugins": 2, "tools": 7, "refused": 8, "calls_in_flight": 0, "listen_streams": 0})
+    );
 }

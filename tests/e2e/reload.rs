@@ -401,4 +401,18 @@ async fn a_listen_stream_hears_of_a_reload() {
     let changed = guard("tools/list_changed on the listen stream", next_frame()).await;
     assert_eq!(changed["method"], "notifications/tools/list_changed", "{changed}");
     assert_eq!(changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 41, "{changed}");
+
+    // A stream the client closes is forgotten: the host holds nothing for it afterwards.
+    let listen_streams = async || -> Value {
+        let health = guard("/healthz", reqwest::get(format!("{}/healthz", server.base))).await.expect("/healthz");
+        health.json::<Value>().await.expect("JSON")["listen_streams"].clone()
+    };
+    assert_eq!(listen_streams().await, 1);
+    drop(stream);
+    guard("the closed listen stream to be removed", async {
+        while listen_streams().await != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }

@@ -311,7 +311,8 @@ pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, nex
         return response;
     }
     let mut request = if caller.scope.is_restricted() {
-        match check_scope(request, &caller, auth.oauth()).await {
+        let max_body = gate.cordon.config().server.max_request_bytes;
+        match check_scope(request, &caller, auth.oauth(), max_body).await {
             Ok(request) => request,
             Err((tool, mut refusal)) => {
                 let message = format!("this token may not call {tool}; its scope is {}", caller.scope.describe());
@@ -341,30 +342,32 @@ fn add_headers(response: &mut Response, headers: Vec<(&'static str, String)>) {
     }
 }
 
-/// Reads the body of a POST to find `tools/call` names; answers 403 (with the tool's name) if
-/// one is out of scope.
-async fn check_scope(request: Request, caller: &Caller, oauth: Option<&OAuth>) -> Result<Request, (String, Response)> {
+/// Reads the body of a POST (at most `max_body` bytes: `[server] max_request_bytes`, refused
+/// from its `Content-Length` before any byte is read) to find `tools/call` names; answers 403
+/// (with the tool's name) if one is out of scope, 413 past the cap, and a JSON-RPC parse error
+/// (400) for a body that is not JSON.
+async fn check_scope(
+    request: Request,
+    caller: &Caller,
+    oauth: Option<&OAuth>,
+    max_body: usize,
+) -> Result<Request, (String, Response)> {
     let scope = &caller.scope;
     if request.method() != axum::http::Method::POST {
         return Ok(request);
     }
+    let too_large = || (String::new(), (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response());
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_body as u64) {
+        return Err(too_large());
+    }
     let (parts, body) = request.into_parts();
-    // rmcp enforces its own (configurable) size cap after us; this bound only protects the read.
-    let bytes = axum::body::to_bytes(body, 64 << 20)
-        .await
-        .map_err(|_| (String::new(), (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()))?;
-    let denied = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|message| {
-        let calls: Vec<&serde_json::Value> = match &message {
-            serde_json::Value::Array(batch) => batch.iter().collect(),
-            single => vec![single],
-        };
-        calls.into_iter().find_map(|m| {
-            let is_call = m.get("method").and_then(|v| v.as_str()) == Some("tools/call");
-            let name = m.pointer("/params/name").and_then(|v| v.as_str())?;
-            (is_call && !scope.allows(name)).then(|| name.to_string())
-        })
-    });
-    if let Some(tool) = denied {
+    let bytes = axum::body::to_bytes(body, max_body).await.map_err(|_| too_large())?;
+    let called = match serde_json::from_slice::<CalledTools>(&bytes) {
+        Ok(called) => called,
+        Err(_) => return Err((String::new(), parse_error())),
+    };
+    if let Some(tool) = called.0.into_iter().find(|name| !scope.allows(name)) {
         // An OAuth client can step up: name the OAuth scopes that grant the tool. Other tokens
         // have no scopes to ask for; their tool patterns say what they may do.
         let wanted = match oauth.filter(|_| caller.kind == TokenKind::OAuth) {
@@ -383,6 +386,179 @@ async fn check_scope(request: Request, caller: &Caller, oauth: Option<&OAuth>) -
         return Err((tool, response));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// A JSON-RPC parse error (-32700) as HTTP 400.
+fn parse_error() -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32700, "message": "Parse error: the request body is not JSON" },
+    })
+    .to_string();
+    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Visitor methods for JSON numbers, booleans and null, which carry no tool name.
+macro_rules! skip_numbers {
+    ($value:ty, $empty:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<$value, E> {
+            Ok($empty)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<$value, E> {
+            Ok($empty)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<$value, E> {
+            Ok($empty)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$value, E> {
+            Ok($empty)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<$value, E> {
+            Ok($empty)
+        }
+    };
+}
+
+/// [`skip_numbers`] and strings.
+macro_rules! skip_scalars {
+    ($value:ty, $empty:expr) => {
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<$value, E> {
+            Ok($empty)
+        }
+        skip_numbers!($value, $empty);
+    };
+}
+
+/// The tools a JSON-RPC message, or a batch of them, calls: `params.name` of every message
+/// whose `method` is `tools/call`. Read in one pass without building a JSON tree: everything
+/// else is skipped as it is parsed, so checking a scope holds no more than the body itself.
+/// A key given twice counts every time (a parser that keeps the first and one that keeps the
+/// last must both be covered), and a message with any `tools/call` method has all its names
+/// checked.
+struct CalledTools(Vec<String>);
+
+impl<'de> Deserialize<'de> for CalledTools {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Batch;
+        impl<'de> serde::de::Visitor<'de> for Batch {
+            type Value = CalledTools;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message or batch")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<CalledTools, A::Error> {
+                Ok(CalledTools(message(map)?))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CalledTools, A::Error> {
+                let mut names = Vec::new();
+                while let Some(Message(more)) = seq.next_element::<Message>()? {
+                    names.extend(more);
+                }
+                Ok(CalledTools(names))
+            }
+            skip_scalars!(CalledTools, CalledTools(Vec::new()));
+        }
+        deserializer.deserialize_any(Batch)
+    }
+}
+
+/// One element of a batch: its called tool names (none unless it is an object calling a tool).
+struct Message(Vec<String>);
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct One;
+        impl<'de> serde::de::Visitor<'de> for One {
+            type Value = Message;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
+                Ok(Message(message(map)?))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Message, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Message(Vec::new()))
+            }
+            skip_scalars!(Message, Message(Vec::new()));
+        }
+        deserializer.deserialize_any(One)
+    }
+}
+
+/// The called tool names of one message object.
+fn message<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<Vec<String>, A::Error> {
+    let (mut calls, mut names) = (false, Vec::new());
+    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        match key.as_ref() {
+            "method" => calls |= map.next_value::<AnyString>()?.0.as_deref() == Some("tools/call"),
+            "params" => names.extend(map.next_value::<ParamNames>()?.0),
+            _ => {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(if calls { names } else { Vec::new() })
+}
+
+/// Every string `name` of a `params` object (nothing for any other value).
+struct ParamNames(Vec<String>);
+
+impl<'de> Deserialize<'de> for ParamNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Params;
+        impl<'de> serde::de::Visitor<'de> for Params {
+            type Value = ParamNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON-RPC params")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ParamNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "name" {
+                        names.extend(map.next_value::<AnyString>()?.0);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ParamNames(names))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ParamNames, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ParamNames(Vec::new()))
+            }
+            skip_scalars!(ParamNames, ParamNames(Vec::new()));
+        }
+        deserializer.deserialize_any(Params)
+    }
+}
+
+/// A value kept only when it is a string.
+struct AnyString(Option<String>);
+
+impl<'de> Deserialize<'de> for AnyString {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = AnyString;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AnyString, E> {
+                Ok(AnyString(Some(text.to_owned())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyString, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(AnyString(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnyString, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(AnyString(None))
+            }
+            skip_numbers!(AnyString, AnyString(None));
+        }
+        deserializer.deserialize_any(Text)
+    }
 }
 
 /// The 401 for a request without a valid token, with the challenge its authenticator issues.
@@ -468,6 +644,30 @@ mod tests {
         assert_eq!(a.authenticate(Some(&bearer(&token)), later).await.unwrap_err(), AuthError::Invalid);
         Revocations::open(dir.path()).unwrap().revoke(&claims.jti).await.unwrap();
         assert_eq!(a.authenticate(Some(&bearer(&token)), now).await.unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn called_tools_are_read_without_a_tree_and_every_duplicate_counts() {
+        let names = |body: &str| serde_json::from_str::<CalledTools>(body).map(|c| c.0);
+        let one = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[1,{}]}}}"#;
+        assert_eq!(names(one).unwrap(), ["a"]);
+        let batch = r#"[{"method":"tools/list"},1,"x",{"method":"tools/call","params":{"name":"b"}}]"#;
+        assert_eq!(names(batch).unwrap(), ["b"]);
+        assert!(names(r#"{"method":"tools/list","params":{"name":"z"}}"#).unwrap().is_empty());
+        // Whichever duplicate a later parser keeps, it was checked.
+        let twice = r#"{"method":"tools/call","params":{"name":"ok","name":"evil"}}"#;
+        assert_eq!(names(twice).unwrap(), ["ok", "evil"]);
+        let method_twice = r#"{"method":"tools/list","method":"tools/call","params":{"name":"evil"}}"#;
+        assert_eq!(names(method_twice).unwrap(), ["evil"]);
+        let params_first = r#"{"params":{"name":"evil"},"method":"tools/call"}"#;
+        assert_eq!(names(params_first).unwrap(), ["evil"]);
+        let escaped = r#"{"meth\u006fd":"tools\/call","params":{"n\u0061me":"evil"}}"#;
+        assert_eq!(names(escaped).unwrap(), ["evil"]);
+        assert!(names("[0,0,0,null,true]").unwrap().is_empty());
+        assert!(names("{not json").is_err());
+        // Skipped values are not recursed into: deep nesting costs no stack (rmcp then refuses it).
+        let deep = format!("[{{\"params\":{}{}}}]", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(names(&deep).unwrap().is_empty());
     }
 
     #[test]

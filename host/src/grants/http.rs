@@ -183,18 +183,68 @@ impl Target {
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
         let host = uri.host()?.trim_matches(['[', ']']).to_ascii_lowercase();
         let path = uri.path().to_string();
-        // Upstreams normalize dot segments and their encodings; a path that climbs could leave
-        // the granted prefix after matching it, so such paths are never sent.
-        let lowered = path.to_ascii_lowercase();
-        if path.split('/').any(|seg| seg == ".." || seg == ".")
-            || lowered.contains("%2e")
-            || lowered.contains("%2f")
-            || path.contains('\\')
-        {
+        if !path_is_plain(&path) {
             return None;
         }
         Some(Target { port: uri.port_u16().unwrap_or(default_port(&scheme)), scheme, host, path })
     }
+}
+
+/// How many rounds of percent-decoding [`path_is_plain`] looks through: an upstream (or a proxy
+/// in front of it) that decodes twice sees `%252e` as `.`; one more round covers a chain of two.
+const DECODE_ROUNDS: usize = 3;
+
+/// Whether `path` means the same to every upstream: an upstream normalizes dot segments (also
+/// `..;params`, as servlet containers do), may take `\` for `/`, and may percent-decode more than
+/// once; a path that climbs under any of those readings could leave the granted prefix after
+/// matching it, so it is never sent. Encoded dots, slashes and backslashes are refused outright,
+/// as are control characters; a `%` that does not start an escape is left as it is.
+fn path_is_plain(path: &str) -> bool {
+    let mut reading = path.as_bytes().to_vec();
+    for _ in 0..=DECODE_ROUNDS {
+        let escapes_a_separator = reading
+            .windows(3)
+            .any(|w| w[0] == b'%' && matches!(w[1..].to_ascii_lowercase().as_slice(), b"2e" | b"2f" | b"5c"));
+        if escapes_a_separator || reading.iter().any(|&b| b == b'\\' || b.is_ascii_control()) {
+            return false;
+        }
+        let climbs = reading.split(|&b| b == b'/').any(|segment| {
+            // `..;jsessionid=x` is `..` to a server that strips path parameters.
+            let name = segment.split(|&b| b == b';').next().unwrap_or_default();
+            name == b"." || name == b".."
+        });
+        if climbs {
+            return false;
+        }
+        match percent_decode(&reading) {
+            Some(decoded) => reading = decoded,
+            None => break,
+        }
+    }
+    true
+}
+
+/// One round of percent-decoding, or `None` when there is no escape left to decode.
+fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut decoded_any = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%').then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?))).flatten();
+        match escape {
+            Some((high, low)) => {
+                out.push(high << 4 | low);
+                decoded_any = true;
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    decoded_any.then_some(out)
 }
 
 /// One plugin's outbound policy, parsed once at load. The default grants nothing.
@@ -474,6 +524,28 @@ mod tests {
         assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/%2e%2e/admin"));
         assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/.%2E/admin"));
         assert!(!allows(&g, "GET", "http://127.0.0.1:8080/api/x%2F..%2Fadmin"));
+    }
+
+    #[test]
+    fn paths_an_upstream_could_normalize_out_of_the_prefix_are_refused() {
+        let g = grant("http://127.0.0.1:8080/api/", &["GET"]);
+        for path in [
+            "/api/..;/admin",
+            "/api/.;x/admin",
+            "/api/..%5cadmin",
+            "/api/..%5Cadmin",
+            "/api/%252e%252e/admin",
+            "/api/%25252e%25252e/admin",
+            "/api/%252fadmin",
+            "/api/..\\admin",
+            "/api/%2e%2e%3b/admin",
+            "/api/%0a/x",
+        ] {
+            assert!(!allows(&g, "GET", &format!("http://127.0.0.1:8080{path}")), "{path} was allowed");
+        }
+        for path in ["/api/users;v=2", "/api/a.b/..c/d..", "/api/100%25", "/api/%41%42", "/api/x%zz"] {
+            assert!(allows(&g, "GET", &format!("http://127.0.0.1:8080{path}")), "{path} was refused");
+        }
     }
 
     #[test]

@@ -30,11 +30,15 @@ pub struct PluginGrants {
 }
 
 impl PluginGrants {
-    /// Parses and checks a plugin's grants.
-    pub fn from_config(config: &PluginConfig, credentials: &Credentials) -> Result<PluginGrants> {
+    /// Parses and checks a plugin's grants; no directory grant may reach `protected`.
+    pub fn from_config(
+        config: &PluginConfig,
+        credentials: &Credentials,
+        protected: &dirs::ProtectedPaths,
+    ) -> Result<PluginGrants> {
         let http = http::HttpPolicy::from_config(&config.http, credentials)?;
         for dir in &config.dirs {
-            dir.check()?;
+            dir.check(protected)?;
         }
         Ok(PluginGrants {
             http: Arc::new(http),

@@ -4,12 +4,19 @@
 //! All writes go through one writer thread that groups whatever requests are waiting into a
 //! single transaction, so N concurrent calls cost one fsync, not N (group commit). A request is
 //! answered only after its transaction committed: a claim is durable before the guest runs, an
-//! outcome before the reply is sent. One host means one live owner: a record `in_progress`
-//! under another owner was left by a process that died, and is recovered at once.
+//! outcome before the reply is sent.
+//!
+//! Several processes may open the same data directory (two desktop clients each starting
+//! `cordon serve --stdio`, or `cordon call` beside a server). Each holds an exclusive lock on
+//! its own file in `owners/` for as long as its store is open ([`OwnerLock`]); a record
+//! `in_progress` under another owner is recovered only when that owner's lock can be taken —
+//! its process is gone. While the owner lives, the claim is `Busy` and the caller waits for its
+//! outcome, exactly as for another replica on PostgreSQL.
 
 use super::store::{millis, rfc3339, Claim, Claimed, Record, RecordStore, StoredState};
 use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -69,6 +76,9 @@ pub struct SqliteStore {
     ops: mpsc::Sender<Op>,
     path: PathBuf,
     owner: String,
+    /// Held for as long as the store is open: other processes on the data directory read it as
+    /// "this owner is alive".
+    _alive: Arc<OwnerLock>,
     /// A read-only connection for [`RecordStore::finished`], opened on first use: WAL lets it read
     /// while the writer thread commits.
     reader: Arc<Mutex<Option<Connection>>>,
@@ -78,17 +88,15 @@ impl SqliteStore {
     /// Opens (creating and migrating) the store at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = open_connection(path)?;
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let owners = path.parent().unwrap_or(Path::new(".")).join("owners");
+        let alive = Arc::new(OwnerLock::take(&owners, &owner)?);
         let (ops, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("cordon-idempotency".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, &owners))
             .context("cannot start the idempotency writer thread")?;
-        Ok(SqliteStore {
-            ops,
-            path: path.to_path_buf(),
-            owner: uuid::Uuid::new_v4().simple().to_string(),
-            reader: Arc::new(Mutex::new(None)),
-        })
+        Ok(SqliteStore { ops, path: path.to_path_buf(), owner, _alive: alive, reader: Arc::new(Mutex::new(None)) })
     }
 
     fn send(&self, op: Op) -> Result<()> {
@@ -249,8 +257,74 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// A process's claim to be alive: an exclusive `flock` on `owners/<owner>.lock`, held until
+/// the store is dropped or the process dies (the kernel releases it then, even on `kill -9`).
+pub struct OwnerLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl OwnerLock {
+    /// Creates and locks this owner's file. The file is locked under a temporary name and then
+    /// renamed into place, so no other process ever finds it unlocked while its owner lives.
+    /// Files left by owners that died are removed on the way.
+    fn take(dir: &Path, owner: &str) -> Result<OwnerLock> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        remove_dead_owners(dir);
+        let path = dir.join(format!("{owner}.lock"));
+        let staging = dir.join(format!("{owner}.lock.new"));
+        let file = File::create(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+        file.lock().with_context(|| format!("cannot lock {}", staging.display()))?;
+        std::fs::rename(&staging, &path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(OwnerLock { path, _file: file })
+    }
+}
+
+impl Drop for OwnerLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the process that stamped `owner` on a claim still runs: its lock file exists and
+/// another lock on it cannot be taken. A missing file is a dead owner (it removed its file on
+/// the way out, or a Cordon from before owner locks wrote the record). An owner that is not a
+/// plain id is never taken for dead.
+fn owner_alive(dir: &Path, owner: &str) -> bool {
+    if owner.is_empty() || !owner.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return true;
+    }
+    let file = match File::open(dir.join(format!("{owner}.lock"))) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        // Unreadable: assume it lives rather than run its key twice.
+        Err(_) => return true,
+    };
+    match file.try_lock() {
+        // Our lock goes with `file` when it is dropped here.
+        Ok(()) => false,
+        Err(_) => true,
+    }
+}
+
+/// Removes lock files whose owners are gone.
+fn remove_dead_owners(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+            continue;
+        };
+        if !owner_alive(dir, owner) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The writer loop: take one request, then whatever else is waiting, commit them together.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, owners: &Path) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -270,7 +344,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
         let mut replies = Vec::with_capacity(batch.len());
         for op in batch {
             match op {
-                Op::Claim(claim, reply) => replies.push(Reply::Claim(reply, apply_claim(&tx, &claim, now))),
+                Op::Claim(claim, reply) => replies.push(Reply::Claim(reply, apply_claim(&tx, &claim, now, owners))),
                 Op::Finish { namespace, key, owner, attempt, state, outcome, reply } => {
                     let done = tx
                         .execute(
@@ -364,7 +438,7 @@ fn fail_all(batch: Vec<Op>, message: &str) {
     }
 }
 
-fn apply_claim(tx: &rusqlite::Transaction<'_>, c: &Claim, now: i64) -> Result<Claimed> {
+fn apply_claim(tx: &rusqlite::Transaction<'_>, c: &Claim, now: i64, owners: &Path) -> Result<Claimed> {
     let existing = tx
         .query_row(
             "SELECT fingerprint, state, outcome, owner, attempts, expires_ms FROM records WHERE namespace = ?1 AND key = ?2",
@@ -392,6 +466,11 @@ fn apply_claim(tx: &rusqlite::Transaction<'_>, c: &Claim, now: i64) -> Result<Cl
                 ("completed", Some(outcome)) => Ok(Claimed::Done(outcome)),
                 (state, _) => {
                     let recovery = state == "in_progress";
+                    // A live owner is running it (this process's own runs are single-flighted
+                    // before they get here): wait for its outcome instead of acting twice.
+                    if recovery && (owner == c.owner || owner_alive(owners, &owner)) {
+                        return Ok(Claimed::Busy);
+                    }
                     if recovery {
                         tracing::warn!(key = %c.key, previous_owner = %owner, "recovering a call whose run was cut off");
                     }

@@ -151,6 +151,8 @@ pub struct LoadContext<'a> {
     pub config: &'a Config,
     /// Loaded credentials, to check grants against.
     pub credentials: &'a Credentials,
+    /// What no directory grant may reach.
+    pub protected: &'a crate::grants::dirs::ProtectedPaths,
     /// Whether `[lint]` findings are logged and, under `mode = "refuse"`, refuse the plugin (the
     /// server); `cordon lint` and `cordon inspect` report them instead.
     pub lint_refuses: bool,
@@ -330,7 +332,7 @@ async fn load_plugin(
     bytes: Vec<u8>,
     loaded: &Catalog,
 ) -> Result<(Arc<LoadedPlugin>, Vec<Arc<ToolEntry>>)> {
-    let LoadContext { sandbox, cache, config, credentials, .. } = *cx;
+    let LoadContext { sandbox, cache, config, credentials, protected, .. } = *cx;
     let name = names::plugin_name(path)?;
     let plugin_config = config.plugin(&name);
     let digest = hex::encode(Sha256::digest(&bytes));
@@ -342,8 +344,8 @@ async fn load_plugin(
             );
         }
     }
-    let grants =
-        PluginGrants::from_config(&plugin_config, credentials).with_context(|| format!("[plugins.{name}] grants"))?;
+    let grants = PluginGrants::from_config(&plugin_config, credentials, protected)
+        .with_context(|| format!("[plugins.{name}] grants"))?;
 
     // Compiling takes from milliseconds to many seconds (a Python component); keep it off the
     // async runtime's threads. A core module (Zig, C, Go) is made a component first; the cache

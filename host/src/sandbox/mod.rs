@@ -51,6 +51,39 @@ pub const KEEP_RESIDENT_BYTES: usize = 64 << 10;
 /// above 1 MiB (Rust's default layout), so [`KEEP_RESIDENT_BYTES`] applies instead.
 pub const SCANNED_MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
+/// Bytes the host lifts from a guest in one host call, or as `describe`'s result: twice
+/// `registry::MAX_DESCRIPTION_BYTES`, for the records that hold the strings.
+pub const DESCRIBE_LIFT_BYTES: usize = 8 << 20;
+
+/// Room beyond the output cap in one lift, for an error's message and the records around the
+/// strings.
+const LIFT_SLACK_BYTES: usize = 64 << 10;
+
+/// What wasmtime says when a lift runs out of hostcall fuel (its error type is private; wasmtime
+/// is pinned, and the end-to-end test `a_list_bomb_is_refused_before_the_host_expands_it`
+/// checks that it is recognised).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// What wasmtime says when an instance's component handles pass `Store::set_max_component_handles`
+/// (a plain error message; wasmtime is pinned, and `resource_and_header_bombs_are_bounded` in
+/// the end-to-end tests checks that it is recognised).
+const HANDLE_LIMIT_EXCEEDED: &str = "store handle limit exceeded";
+
+/// The most the host lifts out of a guest at once for `invocation` (wasmtime's hostcall fuel:
+/// one unit per byte of a string or list, `size_of` the element for a list of records or a
+/// plain component's `Val`s). Checked before anything is copied, so a guest that hands over
+/// more fails as `output_too_large` and the host never holds it: the result, and every argument
+/// of a host call (`log`, `attach`, a stream write). Four times `max_output_bytes`: a tool's
+/// text and JSON are each at most the cap, and a plain component's list is lifted as one
+/// 32-byte `Val` per element, so a list of more than about an eighth of the cap's elements
+/// is refused before it is expanded.
+fn lift_budget(invocation: &Invocation, limits: &Limits) -> usize {
+    match invocation {
+        Invocation::Describe => DESCRIBE_LIFT_BYTES,
+        _ => limits.max_output_bytes.saturating_mul(4).saturating_add(LIFT_SLACK_BYTES),
+    }
+}
+
 /// Extra time the tokio backstop allows beyond the epoch deadline before giving up on a call.
 const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 
@@ -269,20 +302,16 @@ impl Sandbox {
     ) -> Run {
         let CallLink { cancel, events, inputs } = link;
         let failed = |reply| Run { reply: Err(reply), fuel_used: 0, cancelled: false, attached: Some(Vec::new()) };
-        let state = match CallState::new(
-            limits.memory_bytes,
-            limits.max_log_bytes,
-            limits.max_output_bytes,
-            label,
-            grants,
-            events,
-            inputs,
-        ) {
+        let state = match CallState::new(limits, label, grants, events, inputs) {
             Ok(state) => state,
             Err(e) => return failed(internal("cannot prepare the call's sandbox", e)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        let lift_budget = lift_budget(&invocation, limits);
+        let describing = matches!(invocation, Invocation::Describe);
+        store.set_hostcall_fuel(lift_budget);
+        store.set_max_component_handles(limits.max_resources);
         if let Err(e) = store.set_fuel(limits.fuel) {
             return failed(internal("cannot set fuel", e.into()));
         }
@@ -306,8 +335,10 @@ impl Sandbox {
         // the future unwinds the guest's fiber; the store (and with it the instance and its
         // pooled slot) is dropped at the end of this function, and the caller's concurrency
         // permit when `Cordon::call` moves on. The backstop timeout already ends calls this way.
-        let invocation =
-            tokio::time::timeout(limits.timeout + BACKSTOP_GRACE, invoke(prepared, &mut store, invocation));
+        let invocation = tokio::time::timeout(
+            limits.timeout + BACKSTOP_GRACE,
+            invoke(prepared, &mut store, invocation, limits.max_output_bytes),
+        );
         let outcome = tokio::select! {
             // Biased so that a call cancelled before it got here never starts the guest.
             biased;
@@ -322,7 +353,7 @@ impl Sandbox {
         let mut reply = match outcome {
             None => Err(ToolError::cancelled()),
             Some(Ok(Ok(reply))) => Ok(reply),
-            Some(Ok(Err(error))) => Err(classify(error, state.limiter.exceeded, limits)),
+            Some(Ok(Err(error))) => Err(classify(error, state.limiter.exceeded, limits, (lift_budget, describing))),
             Some(Err(_elapsed)) => Err(timeout_error(limits)),
         };
         // A question only the client's next try can answer ends the run (a trap); a guest that
@@ -341,6 +372,7 @@ async fn invoke(
     prepared: &Prepared,
     store: &mut Store<CallState>,
     invocation: Invocation,
+    max_output_bytes: usize,
 ) -> wasmtime::Result<GuestReply> {
     let plugin = match &prepared.kind {
         PreparedKind::Plugin(plugin) => plugin,
@@ -352,7 +384,7 @@ async fn invoke(
                     ..Description::default()
                 }),
                 Invocation::Call { tool, arguments, .. } => {
-                    GuestReply::Output(plain::call(pre, store, tools, &tool, &arguments).await?)
+                    GuestReply::Output(plain::call(pre, store, tools, &tool, &arguments, max_output_bytes).await?)
                 }
                 Invocation::ReadResource { .. } | Invocation::GetPrompt { .. } | Invocation::Complete { .. } => {
                     wasmtime::bail!("a plain component has no resources, prompts or completions")
@@ -409,11 +441,52 @@ async fn invoke(
 
 /// Maps a wasmtime failure to the typed error the caller sees. The full error goes to the log;
 /// the caller gets a message without host detail.
-fn classify(error: wasmtime::Error, memory_exceeded: bool, limits: &Limits) -> ToolError {
+/// `lift`: the run's lift budget, and whether it was a `describe` (whose results are not capped
+/// by `max_output_bytes`).
+fn classify(error: wasmtime::Error, memory_exceeded: bool, limits: &Limits, lift: (usize, bool)) -> ToolError {
+    let (lift_budget, describing) = lift;
     if memory_exceeded {
         return ToolError::new(
             ErrorType::MemoryLimit,
             format!("the plugin tried to use more than its {} MiB memory cap", limits.memory_bytes >> 20),
+        );
+    }
+    if error.chain().any(|cause| cause.to_string().contains(HOSTCALL_FUEL_EXHAUSTED)) {
+        tracing::debug!(error = %format!("{:#}", anyhow::Error::from(error)), "guest handed over too much at once");
+        return ToolError::new(
+            ErrorType::OutputTooLarge,
+            if describing {
+                format!("the plugin handed the host more than {lift_budget} bytes at once")
+            } else {
+                format!(
+                    "the plugin handed the host more than {lift_budget} bytes at once; a result may be at most {} bytes",
+                    limits.max_output_bytes
+                )
+            },
+        );
+    }
+    let table_full = matches!(error.downcast_ref(), Some(wasmtime::component::ResourceTableError::Full));
+    if table_full || error.chain().any(|cause| cause.to_string().contains(HANDLE_LIMIT_EXCEEDED)) {
+        return ToolError::new(
+            ErrorType::MemoryLimit,
+            format!(
+                "the plugin held more than {} host resources at once (streams, pollables, HTTP requests, header maps)",
+                limits.max_resources
+            ),
+        );
+    }
+    if let Some(wasmtime_wasi_http::FieldMapError::TotalSizeTooBig | wasmtime_wasi_http::FieldMapError::TooManyFields) =
+        error.downcast_ref()
+    {
+        return ToolError::new(
+            ErrorType::MemoryLimit,
+            format!("the plugin built an HTTP header map of more than {} bytes", limits.max_header_bytes),
+        );
+    }
+    if let Some(plain::TooLarge) = error.downcast_ref::<plain::TooLarge>() {
+        return ToolError::new(
+            ErrorType::OutputTooLarge,
+            format!("the result is over the {} bytes this tool may return", limits.max_output_bytes),
         );
     }
     if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
@@ -457,7 +530,12 @@ fn engine_config(pool: &PoolConfig) -> Config {
         .total_memories(instances.saturating_mul(2))
         .total_tables(instances.saturating_mul(8))
         .total_stacks(instances)
-        .max_memory_size((pool.max_memory_mb as usize).saturating_mul(1 << 20));
+        .max_memory_size((pool.max_memory_mb as usize).saturating_mul(1 << 20))
+        // Per component, as the store's limiter allows (`state::MemoryCap`): a component of many
+        // core modules cannot take the pool's memories and tables for itself.
+        .max_memories_per_component(state::MAX_MEMORIES as u32)
+        .max_tables_per_component(state::MAX_TABLES as u32)
+        .max_core_instances_per_component(state::MAX_CORE_INSTANCES as u32);
     slot_reuse(&mut pooling);
 
     let mut config = Config::new();

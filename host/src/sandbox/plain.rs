@@ -166,6 +166,7 @@ pub async fn call(
     tools: &[PlainTool],
     name: &str,
     arguments: &str,
+    max_output_bytes: usize,
 ) -> wasmtime::Result<Result<ToolOutput, CallError>> {
     let Some(tool) = tools.iter().find(|t| t.local_name == name) else {
         return Err(wasmtime::format_err!("no exported function serves {name}"));
@@ -194,13 +195,142 @@ pub async fn call(
     };
     let mut results = vec![Val::Bool(false); usize::from(tool.result.is_some())];
     func.call_async(&mut *store, &params, &mut results).await?;
-    let value = match (results.pop(), &tool.result) {
-        (None, _) => Value::Null,
+    // Written straight to text under the output cap: a large result is never expanded into a
+    // JSON tree first (`sandbox::lift_budget` bounds the `Val`s themselves).
+    let mut text = String::new();
+    match (results.pop(), &tool.result) {
+        (None, _) => text.push_str("null"),
         (Some(Val::Result(Err(error))), Some(Type::Result(_))) => return Ok(Err(guest_error(error.as_deref()))),
-        (Some(Val::Result(Ok(ok))), Some(Type::Result(_))) => ok.as_deref().map_or(Value::Null, to_json),
-        (Some(other), _) => to_json(&other),
+        (Some(Val::Result(Ok(ok))), Some(Type::Result(_))) => match ok.as_deref() {
+            Some(ok) => write_json(ok, &mut text, max_output_bytes)?,
+            None => text.push_str("null"),
+        },
+        (Some(other), _) => write_json(&other, &mut text, max_output_bytes)?,
     };
-    Ok(Ok(ToolOutput { text: Some(value.to_string()), json: Some(json!({"result": value}).to_string()) }))
+    let json = format!("{{\"result\":{text}}}");
+    Ok(Ok(ToolOutput { text: Some(text), json: Some(json) }))
+}
+
+/// A plain component's result whose JSON grew past the output cap while it was written.
+#[derive(Debug)]
+pub struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the result is larger than the output cap")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// Appends `val` as JSON to `out`, failing with [`TooLarge`] as
+/// soon as `out` is longer than `max` bytes.
+pub fn write_json(val: &Val, out: &mut String, max: usize) -> Result<(), TooLarge> {
+    use std::fmt::Write as _;
+    let string = |out: &mut String, text: &str| {
+        // A `String` is always valid JSON text once escaped; serializing into it cannot fail.
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+    };
+    let float = |out: &mut String, n: f64| match serde_json::Number::from_f64(n) {
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
+    };
+    let list = |out: &mut String, items: &[Val], max: usize| -> Result<(), TooLarge> {
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json(item, out, max)?;
+        }
+        out.push(']');
+        Ok(())
+    };
+    match val {
+        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Val::S8(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::U8(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::S16(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::U16(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::S32(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::U32(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::S64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::U64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::Float32(n) => float(out, f64::from(*n)),
+        Val::Float64(n) => float(out, *n),
+        Val::Char(c) => string(out, c.encode_utf8(&mut [0; 4])),
+        Val::String(text) => string(out, text),
+        Val::List(items) | Val::Tuple(items) => list(out, items, max)?,
+        Val::Record(fields) => {
+            out.push('{');
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                string(out, name);
+                out.push(':');
+                write_json(value, out, max)?;
+            }
+            out.push('}');
+        }
+        Val::Variant(case, None) | Val::Enum(case) => string(out, case),
+        Val::Variant(case, Some(payload)) => {
+            out.push('{');
+            string(out, case);
+            out.push(':');
+            write_json(payload, out, max)?;
+            out.push('}');
+        }
+        Val::Option(None) => out.push_str("null"),
+        Val::Option(Some(v)) => write_json(v, out, max)?,
+        Val::Result(result) => {
+            let (side, v) = match result {
+                Ok(v) => ("{\"ok\":", v),
+                Err(v) => ("{\"err\":", v),
+            };
+            out.push_str(side);
+            match v.as_deref() {
+                Some(v) => write_json(v, out, max)?,
+                None => out.push_str("null"),
+            }
+            out.push('}');
+        }
+        Val::Flags(names) => {
+            out.push('[');
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                string(out, name);
+            }
+            out.push(']');
+        }
+        // Resources, futures, streams and error contexts have no JSON form; such functions
+        // are not published as tools (`schema`), so this is never reached.
+        _ => out.push_str("null"),
+    }
+    if out.len() > max {
+        return Err(TooLarge);
+    }
+    Ok(())
 }
 
 fn invalid_arguments(message: String) -> CallError {
@@ -465,32 +595,13 @@ pub fn to_val(value: &Value, ty: &Type, at: &str) -> std::result::Result<Val, St
     })
 }
 
-/// WIT value → JSON.
+/// WIT value → JSON: [`write_json`]'s text, parsed (for error payloads and the fuzz target's
+/// round trip; results are written as text directly).
 pub fn to_json(val: &Val) -> Value {
-    match val {
-        Val::Bool(b) => json!(b),
-        Val::S8(n) => json!(n),
-        Val::U8(n) => json!(n),
-        Val::S16(n) => json!(n),
-        Val::U16(n) => json!(n),
-        Val::S32(n) => json!(n),
-        Val::U32(n) => json!(n),
-        Val::S64(n) => json!(n),
-        Val::U64(n) => json!(n),
-        Val::Float32(n) => serde_json::Number::from_f64(f64::from(*n)).map_or(Value::Null, Value::Number),
-        Val::Float64(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
-        Val::Char(c) => json!(c.to_string()),
-        Val::String(s) => json!(s),
-        Val::List(items) | Val::Tuple(items) => Value::Array(items.iter().map(to_json).collect()),
-        Val::Record(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
-        Val::Variant(case, None) | Val::Enum(case) => json!(case),
-        Val::Variant(case, Some(payload)) => json!({case.as_str(): to_json(payload)}),
-        Val::Option(None) => Value::Null,
-        Val::Option(Some(v)) => to_json(v),
-        Val::Result(Ok(v)) => json!({"ok": v.as_deref().map_or(Value::Null, to_json)}),
-        Val::Result(Err(v)) => json!({"err": v.as_deref().map_or(Value::Null, to_json)}),
-        Val::Flags(names) => json!(names),
-        _ => Value::Null,
+    let mut text = String::new();
+    match write_json(val, &mut text, usize::MAX) {
+        Ok(()) => serde_json::from_str(&text).unwrap_or(Value::Null),
+        Err(TooLarge) => Value::Null,
     }
 }
 

@@ -10,6 +10,7 @@
 use super::bindings::cordon::plugin::host::{self, InputRequest, LogLevel};
 use super::bindings::{CallError, Content, ResourceBody};
 use crate::call::Principal;
+use crate::config::Limits;
 use crate::grants::credentials::Credentials;
 use crate::grants::http::{EgressHooks, EgressRecord};
 use crate::grants::PluginGrants;
@@ -100,15 +101,13 @@ impl CallState {
     /// State for one call with the given memory cap, output budget, grants, and the client's
     /// event sink.
     pub fn new(
-        memory_bytes: usize,
-        max_log_bytes: usize,
-        max_output_bytes: usize,
+        limits: &Limits,
         label: Arc<str>,
         grants: CallGrants,
         events: Option<EventSink>,
         inputs: Option<Arc<InputRound>>,
     ) -> anyhow::Result<Self> {
-        let output = Arc::new(Mutex::new(GuestOutput::new(max_log_bytes)));
+        let output = Arc::new(Mutex::new(GuestOutput::new(limits.max_log_bytes)));
         let mut builder = WasiCtxBuilder::new();
         builder
             .stdout(CapturedStream { output: output.clone(), stream: Stream::Stdout })
@@ -121,18 +120,22 @@ impl CallState {
             dir.apply(&mut builder)?;
         }
         let CallGrants { grants, credentials, principal, egress, upstream_key_base } = grants;
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(limits.max_header_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
         Ok(Self {
             wasi: builder.build(),
-            http: WasiHttpCtx::new(),
+            http,
             egress: EgressHooks::new(grants.http, credentials, principal, egress, upstream_key_base),
             settings: grants.settings,
-            table: ResourceTable::new(),
-            limiter: MemoryCap { max_bytes: memory_bytes, exceeded: false },
+            table,
+            limiter: MemoryCap::new(limits.memory_bytes),
             output,
             label,
             events,
             progress: ProgressGate::new(Instant::now()),
-            attached: Attached { items: Vec::new(), budget: max_output_bytes, overflowed: false },
+            attached: Attached { items: Vec::new(), budget: limits.max_output_bytes, overflowed: false },
             asks: Asks { inputs, ..Asks::default() },
         })
     }
@@ -210,7 +213,8 @@ impl CallState {
         for (stream, bytes) in [("stdout", &mut out.stdout), ("stderr", &mut out.stderr)] {
             if !bytes.is_empty() {
                 let text = String::from_utf8_lossy(bytes);
-                tracing::debug!(target: "cordon::guest", call = %self.label, stream, "{}", text.trim_end());
+                let text = escape_controls(text.trim_end());
+                tracing::debug!(target: "cordon::guest", call = %self.label, stream, "{text}");
                 bytes.clear();
             }
         }
@@ -245,12 +249,16 @@ impl host::Host for CallState {
             return;
         }
         let call = &*self.label;
+        // The log is read by people and by log shippers line by line: a guest's newline or
+        // escape sequence must not forge a line of the host's, nor rewrite the operator's terminal.
+        let message_for_log = escape_controls(&message);
+        let message_for_log = &*message_for_log;
         match level {
-            LogLevel::Trace => tracing::trace!(target: "cordon::guest", call, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "cordon::guest", call, "{message}"),
-            LogLevel::Info => tracing::info!(target: "cordon::guest", call, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "cordon::guest", call, "{message}"),
-            LogLevel::Error => tracing::error!(target: "cordon::guest", call, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: "cordon::guest", call, "{message_for_log}"),
+            LogLevel::Debug => tracing::debug!(target: "cordon::guest", call, "{message_for_log}"),
+            LogLevel::Info => tracing::info!(target: "cordon::guest", call, "{message_for_log}"),
+            LogLevel::Warn => tracing::warn!(target: "cordon::guest", call, "{message_for_log}"),
+            LogLevel::Error => tracing::error!(target: "cordon::guest", call, "{message_for_log}"),
         }
         // The same budget covers what the client gets: a line the host log drops, it never sees.
         if let Some(events) = self.events.as_ref().filter(|e| e.wants_log()) {
@@ -311,6 +319,23 @@ impl host::Host for CallState {
 
 impl super::bindings::cordon::plugin::types::Host for CallState {}
 
+/// `text` with control characters (newlines, carriage returns, terminal escapes) written as
+/// escapes, so guest text stays on its one line of the host's log.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The size a content block counts for against the output cap.
 pub fn content_size(item: &Content) -> usize {
     match item {
@@ -347,31 +372,70 @@ fn ask_error(error: AskError) -> CallError {
     CallError { kind: kind.into(), message: error.to_string(), retryable }
 }
 
-/// Caps linear memory and table growth, and remembers whether the cap was hit so the host can
+/// One memory budget for the whole instance: every linear memory and every table of every core
+/// instance in the component counts against the plugin's `memory_mb` together (a component
+/// that instantiates many core modules gets the cap once, not once per memory). Table elements
+/// count as [`TABLE_ELEMENT_BYTES`] each. Remembers whether the cap was hit so the host can
 /// report `memory_limit` instead of a generic crash.
 pub struct MemoryCap {
     max_bytes: usize,
+    /// Bytes of linear memory and tables granted so far in this instance.
+    used_bytes: usize,
     pub(super) exceeded: bool,
 }
 
-/// Table elements an instance may have; generous for real code, bounded for hostile code.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// What one table element costs against the memory cap: the host stores a pointer-sized
+/// reference (and the pool reserves that much) per element.
+const TABLE_ELEMENT_BYTES: usize = 8;
 
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.exceeded = true;
-            wasmtime::bail!("linear memory cap of {} bytes exceeded", self.max_bytes);
-        }
-        Ok(true)
+/// Linear memories and tables one instance may have in all, and core instances: generous for
+/// real components (componentize-py output has a dozen core instances), bounded for a hostile
+/// one; each still counts against the memory budget.
+pub(super) const MAX_MEMORIES: usize = 32;
+pub(super) const MAX_TABLES: usize = 64;
+pub(super) const MAX_CORE_INSTANCES: usize = 64;
+
+impl MemoryCap {
+    fn new(max_bytes: usize) -> MemoryCap {
+        MemoryCap { max_bytes, used_bytes: 0, exceeded: false }
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
-            self.exceeded = true;
-            wasmtime::bail!("table cap of {MAX_TABLE_ELEMENTS} elements exceeded");
+    /// Charges `current → desired` bytes of one memory or table against the budget.
+    fn grow(&mut self, current: usize, desired: usize, what: &str) -> wasmtime::Result<bool> {
+        let more = desired.saturating_sub(current);
+        match self.used_bytes.checked_add(more).filter(|&total| total <= self.max_bytes) {
+            Some(total) => {
+                self.used_bytes = total;
+                Ok(true)
+            }
+            None => {
+                self.exceeded = true;
+                wasmtime::bail!("{what}: the instance's memory cap of {} bytes exceeded", self.max_bytes)
+            }
         }
-        Ok(true)
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(current, desired, "linear memory")
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+        self.grow(bytes(current), bytes(desired), "table")
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 

@@ -56,6 +56,10 @@ impl Ops for Calc {
         format!("{} {}{}", parts.join("+"), pair.0, pair.1)
     }
 
+    fn bytes(n: u32) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
     fn spin(iterations: u64) -> u64 {
         let mut acc = 0u64;
         for i in 0..iterations {

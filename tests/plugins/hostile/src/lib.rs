@@ -147,6 +147,19 @@ fn chatter(_: NoArgs, _: &Context) -> Result<Text, ToolError> {
     Ok(Text("ok".into()))
 }
 
+#[derive(Deserialize, JsonSchema)]
+struct ForgeArgs {
+    /// Text to log, printed and written to stderr as it is.
+    text: String,
+}
+
+/// Tries to forge lines of the host's log: a newline, a fake host line, a terminal escape.
+fn forge_log(a: ForgeArgs, _: &Context) -> Result<Text, ToolError> {
+    log::warn(a.text.clone());
+    let _ = writeln!(std::io::stderr(), "{}", a.text);
+    Ok(Text("logged".into()))
+}
+
 struct Hostile;
 
 impl Plugin for Hostile {
@@ -168,6 +181,7 @@ impl Plugin for Hostile {
                 "Writes 4 MiB each to stdout and stderr and logs 10,000 lines, then returns \"ok\".",
                 chatter,
             ),
+            Tool::new("forge_log", "Logs the given text, newlines and escapes included.", forge_log),
         ]
     }
 }

@@ -41,6 +41,18 @@ const FANOUT_ARGUMENTS: &str = r#"{
   "additionalProperties": false
 }"#;
 
+/// `fields_bomb` and `table_bomb`: counts, no URL.
+const BOMB_ARGUMENTS: &str = r#"{
+  "type": "object",
+  "properties": {
+    "count": {"type": "integer", "minimum": 0},
+    "appends": {"type": "integer", "minimum": 0},
+    "value_bytes": {"type": "integer", "minimum": 1}
+  },
+  "required": ["count"],
+  "additionalProperties": false
+}"#;
+
 fn tool(name: &str, description: &str, input: &str) -> ToolDescriptor {
     ToolDescriptor {
         name: name.into(),
@@ -85,12 +97,32 @@ impl Guest for HostileHttp {
                 "Starts `count` GETs of the URL at once, then reports how many got a response and how many the host denied.",
                 FANOUT_ARGUMENTS,
             ),
+            tool(
+                "fields_bomb",
+                "Builds `count` header maps, each with `appends` values of `value_bytes` bytes, and keeps them all alive; reports what the host accepted.",
+                BOMB_ARGUMENTS,
+            ),
+            tool(
+                "table_bomb",
+                "Holds `count` host resources (clock pollables) at once; reports how many it got.",
+                BOMB_ARGUMENTS,
+            ),
         ]
     }
 
     fn call(tool: String, arguments: String, _cx: CallContext) -> Result<ToolOutput, CallError> {
         let args: Map<String, Value> =
             serde_json::from_str(&arguments).map_err(|e| failed("invalid_arguments", e.to_string()))?;
+        let number = |key: &str, default: u64| args.get(key).and_then(Value::as_u64).unwrap_or(default) as usize;
+        match tool.as_str() {
+            "fields_bomb" => {
+                let (fields, appended, refused) =
+                    wire::fields_bomb(number("count", 1), number("appends", 1), number("value_bytes", 1024));
+                return json_output(json!({"fields": fields, "appended_bytes": appended, "refused": refused}));
+            }
+            "table_bomb" => return json_output(json!({"held": wire::table_bomb(number("count", 1))})),
+            _ => {}
+        }
         let url = args.get("url").and_then(Value::as_str).unwrap_or_default();
         let (authority, path) = split_url(url)?;
         match tool.as_str() {
@@ -413,6 +445,31 @@ mod wire {
         }
         (ok, denied, errors)
     }
+
+    /// `count` header maps kept alive together, each given `appends` values of `value_bytes`:
+    /// (maps made, value bytes the host accepted, appends it refused).
+    pub fn fields_bomb(count: usize, appends: usize, value_bytes: usize) -> (usize, usize, usize) {
+        let value = vec![b'a'; value_bytes];
+        let (mut kept, mut appended, mut refused) = (Vec::new(), 0, 0);
+        for _ in 0..count {
+            let fields = Fields::new();
+            for i in 0..appends {
+                match fields.append(&format!("x-bomb-{i}"), &value) {
+                    Ok(()) => appended += value_bytes,
+                    Err(_) => refused += 1,
+                }
+            }
+            kept.push(fields);
+        }
+        (kept.len(), appended, refused)
+    }
+
+    /// `count` pollables held at once (each is an entry in the host's resource table).
+    pub fn table_bomb(count: usize) -> usize {
+        let held: Vec<_> =
+            (0..count).map(|_| wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000)).collect();
+        held.len()
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -425,5 +482,13 @@ mod wire {
 
     pub fn fanout(_authority: &str, _path: &str, _count: usize) -> (u32, u32, Vec<String>) {
         (0, 0, Vec::new())
+    }
+
+    pub fn fields_bomb(_count: usize, _appends: usize, _value_bytes: usize) -> (usize, usize, usize) {
+        (0, 0, 0)
+    }
+
+    pub fn table_bomb(_count: usize) -> usize {
+        0
     }
 }
