@@ -349,6 +349,7 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         self.store.check()?;
+        crate::auth::check_operator_principal(&self.server.stdio_principal).context("[server] stdio_principal")?;
         if self.pool.max_instances == 0 {
             bail!("[pool] max_instances must be at least 1");
         }

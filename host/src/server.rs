@@ -171,6 +171,9 @@ fn authenticator_for(
     addr: SocketAddr,
 ) -> Result<Arc<Authenticator>> {
     let authenticator = Arc::new(Authenticator::new(&config.auth, allow_unauthenticated, data_dir, revocations)?);
+    for hint in auth::oauth_principal_hints(config) {
+        tracing::warn!("{hint}");
+    }
     if authenticator.allows_unauthenticated() && !addr.ip().is_loopback() {
         bail!(
             "refusing to listen on {addr} without authentication: unauthenticated HTTP is allowed only on a \

@@ -266,7 +266,8 @@ async fn oauth_tokens_are_verified_and_scoped_to_tools() {
 
     // The audit log names the principal and the token id, never a token.
     let records = env.audit_records(2).await;
-    let mine = records.iter().find(|r| r["principal"] == "agent-7").expect("an audit line for the OAuth caller");
+    let mine =
+        records.iter().find(|r| r["principal"] == "oauth:agent-7").expect("an audit line for the OAuth caller");
     assert_eq!(mine["token_id"], "jti-demo", "{mine}");
     let audit = std::fs::read_to_string(env.audit_path()).expect("read the audit log");
     let log = server.log.text();
@@ -336,4 +337,47 @@ async fn bearer_tokens_never_reach_upstreams() {
         assert_ne!(name, "authorization", "no Authorization header was granted, so none may be sent");
         assert!(!value.contains(signature), "the caller's token reached the upstream in {name}");
     }
+}
+
+/// OAuth subjects live in a namespace of their own (`oauth:<sub>`): a subject an authorization
+/// server calls `local` — the stdio principal, which has a credential here — gets no credential
+/// (`forbidden`, nothing sent), while `oauth:agent-7`'s own credential is attached to its
+/// request. An operator cannot name a static token into that namespace.
+#[tokio::test]
+async fn an_oauth_subject_never_gets_a_local_principals_credentials() {
+    let key = TestKey::ed25519("k1");
+    let issuer = AuthServer::start(jwks(&[&key])).await;
+    let grant = format!(
+        "[plugins.reach.idempotency]\nimplicit_window_s = 0\n\n\
+         [[plugins.reach.http.grants]]\nurl = \"{}/api/\"\nmethods = [\"GET\"]\ncredential = \"api\"\n\n\
+         [credentials.api]\nprefix = \"Bearer \"\nprincipals.local = {{ env = \"LOCAL_SECRET\" }}\n\
+         principals.\"oauth:agent-7\" = {{ env = \"AGENT_SECRET\" }}\n\n",
+        issuer.base
+    );
+    let env = Env::new()
+        .plugin(&fixture_wasm("reach"), "reach.wasm")
+        .var("LOCAL_SECRET", "local-secret-1")
+        .var("AGENT_SECRET", "agent-secret-2")
+        .config(&format!("{}{grant}", oauth_config(&format!("jwks_url = \"{}/jwks.json\"", issuer.base))));
+    let server = env.spawn_http_with(&[], &[]).await;
+    let url = format!("{}/api/data", issuer.base);
+
+    let impostor = server.client_as(&key.sign(&claims_with("sub", json!("local")))).await;
+    let out = call(&impostor, "reach_request", json!({"method": "GET", "url": url})).await;
+    out.expect_error("forbidden", false);
+    assert!(issuer.state.upstream.lock().expect("upstream lock").is_empty(), "nothing went out for oauth:local");
+
+    let agent = server.client_as(&key.sign(&claims("admin", "agent"))).await;
+    let out = call(&agent, "reach_request", json!({"method": "GET", "url": url})).await;
+    assert_eq!(out.ok()["status"], 200, "{:?}", out.ok());
+    let seen = issuer.state.upstream.lock().expect("upstream lock").clone();
+    let authorization: Vec<&String> = seen[0].iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v).collect();
+    assert_eq!(authorization, ["Bearer agent-secret-2"]);
+
+    let refused = Env::demo()
+        .config(&format!("[[auth.tokens]]\nprincipal = \"oauth:agent-7\"\nsha256 = \"{}\"\n", sha256_hex(b"t")))
+        .run(&["serve", "--listen", "127.0.0.1:0"])
+        .await;
+    assert_ne!(refused.status.code(), Some(0), "{}", describe(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("reserved for OAuth"), "{}", describe(&refused));
 }

@@ -77,6 +77,62 @@ pub struct StaticToken {
 /// The principal of unauthenticated HTTP callers, when they are allowed.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// What every OAuth caller's principal starts with: `oauth:<sub>` (or the configured claim).
+/// An authorization server names its subjects as it likes, so they live in a namespace of
+/// their own; the names an operator gives (static tokens, `cordon token issue --subject`,
+/// `[server] stdio_principal`) may not contain `:` ([`check_operator_principal`]), so an OAuth
+/// subject called `local` or `alice` never gets that principal's credentials, idempotency
+/// records or rate-limit bucket.
+pub const OAUTH_PREFIX: &str = "oauth:";
+
+/// Refuses a principal name an operator gives that could be mistaken for another source's:
+/// empty, containing `:` (reserved for sources such as [`OAUTH_PREFIX`]), or containing control
+/// characters.
+pub fn check_operator_principal(name: &str) -> Result<()> {
+    if name.is_empty() {
+        bail!("a principal must not be empty");
+    }
+    if name.contains(':') {
+        bail!("principal {name:?} contains ':', which is reserved for OAuth principals (oauth:<subject>)");
+    }
+    if name.chars().any(char::is_control) {
+        bail!("principal {name:?} contains a control character");
+    }
+    Ok(())
+}
+
+/// With OAuth configured: a hint for each principal named in `[credentials.*]` or
+/// `[rate_limits] principals` that no operator-named source uses and that is not an
+/// `oauth:` name — most likely an OAuth subject from before OAuth principals were namespaced,
+/// which now has to be written `"oauth:<subject>"` to apply.
+pub fn oauth_principal_hints(config: &crate::Config) -> Vec<String> {
+    if config.auth.oauth.is_none() {
+        return Vec::new();
+    }
+    let known: std::collections::BTreeSet<&str> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|t| t.principal.as_str())
+        .chain([config.server.stdio_principal.as_str(), ANONYMOUS])
+        .collect();
+    let credentials = config.credentials.iter().flat_map(|(name, credential)| {
+        credential.principals.keys().map(move |principal| (format!("[credentials.{name}]"), principal))
+    });
+    let rates = config.rate_limits.principals.keys().map(|principal| ("[rate_limits]".to_string(), principal));
+    credentials
+        .chain(rates)
+        .filter(|(_, principal)| !principal.contains(':') && !known.contains(principal.as_str()))
+        .map(|(section, principal)| {
+            format!(
+                "{section} names principal {principal:?}, which no static token or stdio uses: if it is an OAuth \
+                 subject, write it \"{OAUTH_PREFIX}{principal}\" (OAuth callers are {OAUTH_PREFIX}<subject>); \
+                 a host-signed token's subject keeps its name"
+            )
+        })
+        .collect()
+}
+
 /// SHA-256 of a token, hex: what goes in `[[auth.tokens]] sha256`.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -150,9 +206,7 @@ impl Authenticator {
             if hex::decode_to_slice(token.sha256.trim(), &mut hash).is_err() {
                 bail!("{at}: sha256 must be 64 hex digits (see `cordon token hash`)");
             }
-            if token.principal.is_empty() {
-                bail!("{at}: principal must not be empty");
-            }
+            check_operator_principal(&token.principal).map_err(|e| anyhow::anyhow!("{at}: {e:#}"))?;
             let scope = ToolScope::from_patterns(&token.tools).map_err(|e| anyhow::anyhow!("{at}: {e:#}"))?;
             let caller = Caller {
                 principal: Principal::new(token.principal.as_str()),
@@ -220,7 +274,7 @@ impl Authenticator {
         match &self.oauth {
             Some(oauth) if OAuth::claims_token(token) => match oauth.verify(token, now).await {
                 Ok(verified) => Ok(Caller {
-                    principal: Principal::new(verified.principal.as_str()),
+                    principal: Principal::new(format!("{OAUTH_PREFIX}{}", verified.principal).as_str()),
                     token_id: verified.token_id.map(Into::into),
                     scope: verified.scope,
                     kind: TokenKind::OAuth,
@@ -254,6 +308,10 @@ impl Authenticator {
         let claims = self.signer.verify(token, now).map_err(refused)?;
         if self.revocations.is_revoked(&claims.jti) {
             return Err(refused(Invalid::Revoked));
+        }
+        // `issue` refuses such subjects; one here was minted before they were refused.
+        if check_operator_principal(&claims.sub).is_err() {
+            return Err(refused(Invalid::Malformed));
         }
         // Patterns were checked when the token was issued; a bad one here means tampering.
         let scope = ToolScope::from_patterns(&claims.tools).map_err(|_| refused(Invalid::Malformed))?;
@@ -668,6 +726,34 @@ mod tests {
         // Skipped values are not recursed into: deep nesting costs no stack (rmcp then refuses it).
         let deep = format!("[{{\"params\":{}{}}}]", "[".repeat(100_000), "]".repeat(100_000));
         assert!(names(&deep).unwrap().is_empty());
+    }
+
+    #[test]
+    fn operator_principals_cannot_enter_the_oauth_namespace() {
+        assert!(check_operator_principal("alice").is_ok());
+        for bad in ["", "oauth:alice", "a:b", "line\nbreak"] {
+            assert!(check_operator_principal(bad).is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let token = StaticToken { principal: "oauth:bob".into(), sha256: hash_token("t"), tools: vec![] };
+        let config = AuthConfig { tokens: vec![token], ..Default::default() };
+        assert!(Authenticator::new(&config, false, dir.path(), revocations(dir.path())).is_err());
+        let signer = Signer::load_or_create(dir.path()).unwrap();
+        assert!(signer.issue("oauth:bob", &[], Duration::from_secs(60), SystemTime::now()).is_err());
+    }
+
+    #[test]
+    fn credentials_for_what_looks_like_an_oauth_subject_get_a_hint() {
+        let config = crate::Config::parse(
+            "[auth.oauth]\nissuer = \"https://i\"\nresource = \"https://r/mcp\"\njwks_file = \"j.json\"\n\n\
+             [[auth.tokens]]\nprincipal = \"alice\"\nsha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n\n\
+             [credentials.api]\nprincipals.alice = { env = \"A\" }\nprincipals.agent-7 = { env = \"B\" }\n\
+             principals.\"oauth:agent-8\" = { env = \"C\" }\n",
+        )
+        .unwrap();
+        let hints = oauth_principal_hints(&config);
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        assert!(hints[0].contains("\"agent-7\"") && hints[0].contains("oauth:agent-7"), "{}", hints[0]);
     }
 
     #[test]

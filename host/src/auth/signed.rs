@@ -11,7 +11,7 @@
 //! everywhere within about a second; a replica that cannot refresh its copy for longer than the
 //! store's lease refuses every signed token (fail closed) until it can.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -108,9 +108,7 @@ impl Signer {
 
     /// Mints a token for `subject`, allowed `tools`, valid for `ttl`. Returns it with its id.
     pub fn issue(&self, subject: &str, tools: &[String], ttl: Duration, now: SystemTime) -> Result<(String, Claims)> {
-        if subject.is_empty() {
-            bail!("the subject must not be empty");
-        }
+        super::check_operator_principal(subject).context("the subject")?;
         let iat = unix(now);
         let exp = iat
             .checked_add(ttl.as_secs())
