@@ -454,9 +454,10 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// Who may scrape `/metrics`: the same bearer tokens as `/mcp` (any valid one: labels name tools
-/// and plugins, never principals or arguments), or anyone when the server runs unauthenticated
-/// on loopback; and, like `/mcp`, only under an allowed `Host` (DNS-rebinding guard).
+/// Who may scrape `/metrics`: a valid bearer token of a principal in `[auth] metrics_principals`
+/// (a caller's token for tools is not a scraper's: the counters describe every caller's traffic),
+/// or anyone when the server runs unauthenticated on loopback; and, like `/mcp`, only under an
+/// allowed `Host` (DNS-rebinding guard).
 #[derive(Clone)]
 struct MetricsGate {
     /// The `/mcp` gate: its token table follows config reloads.
@@ -470,7 +471,12 @@ async fn require_metrics_access(State(gate): State<MetricsGate>, request: Reques
     }
     let auth = gate.gate.auth();
     match auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()).await {
-        Ok(_caller) => next.run(request).await,
+        Ok(caller) if auth.may_read_metrics(&caller) => next.run(request).await,
+        Ok(caller) => {
+            tracing::info!(principal = %caller.principal.0, "a token outside [auth] metrics_principals asked for /metrics");
+            let body = json!({ "error": "this token may not read /metrics (see [auth] metrics_principals)" }).to_string();
+            (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Err(error) => auth::unauthorized(&auth, error),
     }
 }

@@ -92,14 +92,16 @@ async fn counters_move_by_exactly_the_calls_made() {
 }
 
 /// With bearer authentication on, `/metrics` needs a valid token (401 otherwise, with the same
-/// challenge as `/mcp`) — any valid token, even one that may call no tool — and an unknown
-/// `Host` is refused.
+/// challenge as `/mcp`) of a principal in `[auth] metrics_principals` — a caller's valid token
+/// for tools is 403 — and an unknown `Host` is refused.
 #[tokio::test]
 async fn metrics_need_a_bearer_token_when_auth_is_on() {
     // As deploy/README.md suggests: Prometheus's own token, scoped to a pattern no tool matches.
     let config = format!(
-        "[[auth.tokens]]\nprincipal = \"prometheus\"\nsha256 = \"{}\"\ntools = [\"-\"]\n",
-        sha256_hex(token("prometheus").as_bytes())
+        "[auth]\nmetrics_principals = [\"prometheus\"]\n\n\
+         [[auth.tokens]]\nprincipal = \"prometheus\"\nsha256 = \"{}\"\ntools = [\"-\"]\n\n{}",
+        sha256_hex(token("prometheus").as_bytes()),
+        tokens(&["alice"])
     );
     let env = Env::demo().config(&config);
     let server = env.spawn_http_with(&[], &[]).await;
@@ -110,6 +112,8 @@ async fn metrics_need_a_bearer_token_when_auth_is_on() {
     let challenge = missing.headers()["www-authenticate"].to_str().unwrap().to_string();
     assert!(challenge.starts_with("Bearer"), "{challenge}");
     assert_eq!(get(&url, &[("authorization", "Bearer not-a-token")]).await.status(), 401);
+    let caller = format!("Bearer {}", token("alice"));
+    assert_eq!(get(&url, &[("authorization", &caller)]).await.status(), 403, "a caller's token is not a scraper's");
 
     let bearer = format!("Bearer {}", token("prometheus"));
     let text = scrape(&server, &[("authorization", &bearer)]).await;

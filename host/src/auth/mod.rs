@@ -59,6 +59,9 @@ pub struct AuthConfig {
     pub signed_tokens_only: bool,
     /// OAuth 2.1 resource-server mode.
     pub oauth: Option<oauth::OAuthConfig>,
+    /// Principals whose tokens may read `/metrics` (e.g. `["prometheus"]`); no other token may.
+    /// Unauthenticated loopback serving leaves `/metrics` open, like `/mcp`.
+    pub metrics_principals: Vec<String>,
 }
 
 /// One `[[auth.tokens]]`.
@@ -188,6 +191,7 @@ pub struct Authenticator {
     allow_unauthenticated: bool,
     signed_tokens_only: bool,
     oauth: Option<OAuth>,
+    metrics_principals: std::collections::BTreeSet<String>,
 }
 
 impl Authenticator {
@@ -225,7 +229,15 @@ impl Authenticator {
             allow_unauthenticated: allow_unauthenticated || config.allow_unauthenticated,
             signed_tokens_only: config.signed_tokens_only,
             oauth: config.oauth.as_ref().map(OAuth::new).transpose()?,
+            metrics_principals: config.metrics_principals.iter().cloned().collect(),
         })
+    }
+
+    /// Whether `caller` may read `/metrics`: a principal of `[auth] metrics_principals`, or the
+    /// anonymous caller of an unauthenticated loopback server.
+    pub fn may_read_metrics(&self, caller: &Caller) -> bool {
+        let anonymous = self.allow_unauthenticated && caller.kind == TokenKind::None;
+        anonymous || self.metrics_principals.contains(caller.principal.0.as_ref())
     }
 
     /// The OAuth verifier, when resource-server mode is configured.
