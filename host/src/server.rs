@@ -474,7 +474,8 @@ async fn require_metrics_access(State(gate): State<MetricsGate>, request: Reques
         Ok(caller) if auth.may_read_metrics(&caller) => next.run(request).await,
         Ok(caller) => {
             tracing::info!(principal = %caller.principal.0, "a token outside [auth] metrics_principals asked for /metrics");
-            let body = json!({ "error": "this token may not read /metrics (see [auth] metrics_principals)" }).to_string();
+            let body =
+                json!({ "error": "this token may not read /metrics (see [auth] metrics_principals)" }).to_string();
             (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Err(error) => auth::unauthorized(&auth, error),

@@ -266,8 +266,7 @@ async fn oauth_tokens_are_verified_and_scoped_to_tools() {
 
     // The audit log names the principal and the token id, never a token.
     let records = env.audit_records(2).await;
-    let mine =
-        records.iter().find(|r| r["principal"] == "oauth:agent-7").expect("an audit line for the OAuth caller");
+    let mine = records.iter().find(|r| r["principal"] == "oauth:agent-7").expect("an audit line for the OAuth caller");
     assert_eq!(mine["token_id"], "jti-demo", "{mine}");
     let audit = std::fs::read_to_string(env.audit_path()).expect("read the audit log");
     let log = server.log.text();

@@ -83,8 +83,9 @@ async fn duplicates_spread_across_replicas_run_once() {
     api.set_delay(Duration::from_millis(500));
     let envs: Vec<Env> = (0..3).map(|_| replica_env(&api, &url, "")).collect();
     let servers = start_all(&envs).await;
-    // Two migrations (records, replicas and revocations; the audit index), applied once.
-    assert_eq!(pg.query("cordon", "SELECT version FROM cordon_schema"), "2");
+    // Three migrations (records, replicas and revocations; the audit index; revocations by
+    // transaction), applied once.
+    assert_eq!(pg.query("cordon", "SELECT version FROM cordon_schema"), "3");
     assert_eq!(pg.query("cordon", "SELECT count(*) FROM cordon_replicas"), "3");
 
     let request = call_request(1, "payments_charge", charge("acct_spread", 500, "order-spread"));
@@ -284,6 +285,45 @@ async fn a_token_revoked_on_one_replica_is_refused_by_all() {
     for server in servers {
         server.stop().await;
     }
+}
+
+/// A revocation whose transaction commits after a later revocation was already read is still
+/// seen: the replica tails the list by transaction, below the oldest one still open, so it
+/// cannot skip past it (a cursor on the sequence number did: the early token stayed valid for
+/// good on that replica).
+#[tokio::test]
+async fn a_revocation_that_commits_late_is_not_skipped() {
+    let pg = Postgres::start();
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    let env = replica_env(&api, &url, "[auth]\nsigned_tokens_only = true\n");
+    let early = env.issue_token("early-bot", None, "1h").await;
+    let late = env.issue_token("late-bot", None, "1h").await;
+    let token = |issued: &Value| issued["token"].as_str().expect("a token").to_string();
+    let server = env.spawn_http_with(&[], &["--stateless"]).await;
+    assert_eq!(list_status(&server, &token(&early)).await, 200);
+    assert_eq!(list_status(&server, &token(&late)).await, 200);
+
+    // The early revocation takes its place in the table first, then waits to commit.
+    let mut slow = pg.session("cordon");
+    slow.run(&format!(
+        "BEGIN; INSERT INTO cordon_revoked_tokens (id, revoked_ms) VALUES ('{}', 0);",
+        early["id"].as_str().expect("an id")
+    ));
+    let out = env.run(&["token", "revoke", late["id"].as_str().expect("an id")]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let refused = |issued: Value| {
+        let server = &server;
+        async move {
+            while list_status(server, &token(&issued)).await != 401 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    guard("the late revocation to reach the replica", refused(late)).await;
+    slow.run("COMMIT;");
+    guard("the early revocation, committed last, to reach the replica too", refused(early)).await;
+    server.stop().await;
 }
 
 /// The database goes away: a keyed call fails with the retryable `store_unavailable` before the

@@ -159,8 +159,9 @@ enum RevocationBackend {
 /// A replica's copy of a shared revocation list.
 struct SharedRevocations {
     pg: Arc<crate::store::postgres::Postgres>,
-    /// Revoked ids, and the highest `seq` read so far.
-    copy: std::sync::RwLock<(HashSet<String>, i64)>,
+    /// Revoked ids, and where the next refresh reads from: the oldest transaction that was
+    /// still running at the last refresh (`xid8`, as text).
+    copy: std::sync::RwLock<(HashSet<String>, String)>,
     /// When the copy was last known complete.
     refreshed: Mutex<Instant>,
     /// Whether the current staleness was logged.
@@ -189,7 +190,7 @@ impl Revocations {
     pub async fn postgres(pg: Arc<crate::store::postgres::Postgres>) -> Result<Revocations> {
         let shared = Arc::new(SharedRevocations {
             pg,
-            copy: std::sync::RwLock::new((HashSet::new(), 0)),
+            copy: std::sync::RwLock::new((HashSet::new(), "0".to_string())),
             refreshed: Mutex::new(Instant::now()),
             stale_logged: std::sync::atomic::AtomicBool::new(false),
         });
@@ -282,24 +283,31 @@ impl Revocations {
 }
 
 impl SharedRevocations {
-    /// Reads the ids revoked since the last look.
+    /// Reads the ids revoked since the last look. A revocation's transaction may commit after
+    /// a later one's (a sequence number is taken at insert, not at commit), so the cursor is not
+    /// the newest row seen but the snapshot's `xmin`: every transaction older than it had
+    /// finished when the rows were read, and every one from it on is read again next time.
+    /// Rows of transactions still in that window are read more than once, which a set absorbs.
     async fn refresh(&self) -> Result<()> {
-        let since = self.copy.read().unwrap_or_else(|p| p.into_inner()).1;
-        let rows = self
+        let since = self.copy.read().unwrap_or_else(|p| p.into_inner()).1.clone();
+        let row = self
             .pg
             .within("reading the token revocation list", async {
                 let client = self.pg.client().await?;
                 Ok(client
-                    .query("SELECT id, seq FROM cordon_revoked_tokens WHERE seq > $1 ORDER BY seq", &[&since])
+                    .query_one(
+                        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
+                                ARRAY(SELECT id FROM cordon_revoked_tokens WHERE xact >= $1::text::xid8)",
+                        &[&since],
+                    )
                     .await?)
             })
             .await?;
+        let (next, ids): (String, Vec<String>) = (row.get(0), row.get(1));
         {
             let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
-            for row in rows {
-                copy.0.insert(row.get(0));
-                copy.1 = copy.1.max(row.get(1));
-            }
+            copy.0.extend(ids);
+            copy.1 = next;
         }
         *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.stale_logged.store(false, std::sync::atomic::Ordering::Relaxed);

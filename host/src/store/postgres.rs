@@ -74,6 +74,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX cordon_audit_principal ON cordon_audit (principal, time);
     CREATE INDEX cordon_audit_key ON cordon_audit (idempotency_key) WHERE idempotency_key IS NOT NULL;
 ",
+    // The transaction that revoked each token: replicas tail the list by transaction, below the
+    // oldest one still running, instead of by `seq`, which a revocation committing after a
+    // later one was read would fall behind (`auth::signed::SharedRevocations::refresh`).
+    "
+    ALTER TABLE cordon_revoked_tokens ADD COLUMN xact xid8 NOT NULL DEFAULT pg_current_xact_id();
+    CREATE INDEX cordon_revoked_tokens_xact ON cordon_revoked_tokens (xact);
+",
 ];
 
 /// A connected, migrated database, and this replica's place in it.

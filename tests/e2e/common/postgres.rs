@@ -165,9 +165,58 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// An interactive `psql` on database `name`, for statements that must stay open across
+    /// steps of a test (a transaction left uncommitted).
+    pub fn session(&self, name: &str) -> PsqlSession {
+        let mut child = self
+            .command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "cordon", "-d", name])
+            .args(["-tA", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start psql");
+        let stdin = child.stdin.take().expect("psql's stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("psql's stdout"));
+        PsqlSession { child, stdin, stdout }
+    }
+
     /// The directory the cluster lives in.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A running `psql` ([`Postgres::session`]).
+pub struct PsqlSession {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl PsqlSession {
+    /// Runs `sql` and waits until psql has executed it.
+    pub fn run(&mut self, sql: &str) {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{sql}\nSELECT 'cordon-e2e-done';").expect("write to psql");
+        self.stdin.flush().expect("flush psql's stdin");
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self.stdout.read_line(&mut line).expect("read psql's output");
+            assert!(read > 0, "psql ended while running {sql}");
+            if line.trim() == "cordon-e2e-done" {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for PsqlSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
