@@ -17,7 +17,8 @@
 //!
 //! Reads, renders and completions are not keyed (they have no side effects to repeat) and are
 //! audited like calls, with `resources/read <uri>`, `prompts/get <name>` or
-//! `completion/complete <prompt or template>` as the tool. A plugin that does not export
+//! `completion/complete <prompt or template>` as the tool, the fuel they used and the outbound
+//! requests they sent or had refused. A plugin that does not export
 //! `completions` answers every completion with no suggestions, without running.
 
 use crate::app::Cordon;
@@ -181,6 +182,9 @@ impl Cordon {
         let call_id = uuid::Uuid::new_v4().simple().to_string();
         let limits = &plugin.limits;
         let settings = self.settings();
+        // What the guest sent out (or was refused), for the audit line, however the run ends.
+        let egress: Arc<Mutex<crate::grants::http::EgressRecord>> = Arc::default();
+        let mut fuel_used = 0;
         let outcome = async {
             if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
                 return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
@@ -201,11 +205,12 @@ impl Cordon {
                 grants: plugin.grants.clone(),
                 credentials: settings.credentials.clone(),
                 principal: caller.principal.clone(),
-                egress: Arc::new(Mutex::new(Default::default())),
+                egress: egress.clone(),
                 upstream_key_base: None,
             };
             let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
             let run = self.sandbox.run(&plugin.prepared, limits, label, grants, link, invocation).await;
+            fuel_used = run.fuel_used;
             let reply = run.reply?;
             let size = reply_size(&reply);
             if size > limits.max_output_bytes {
@@ -218,7 +223,7 @@ impl Cordon {
         }
         .await;
         let error = outcome.as_ref().err();
-        self.audit.record(AuditRecord {
+        let mut record = AuditRecord {
             time: audit::timestamp(std::time::SystemTime::now()),
             call_id,
             principal: caller.principal.0.to_string(),
@@ -231,8 +236,13 @@ impl Cordon {
             error_message: error.map(|e| e.message.clone()),
             retryable: error.map(|e| e.retryable),
             latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            fuel_used,
             ..Default::default()
-        });
+        };
+        if let Ok(egress) = egress.lock() {
+            record.egress(&egress);
+        }
+        self.audit.record(record);
         outcome
     }
 }

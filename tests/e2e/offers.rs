@@ -543,3 +543,53 @@ async fn a_keyed_call_that_asks_stores_only_its_final_outcome() {
     assert_eq!(replay["result"]["content"][0]["text"], "Hello, Bob!", "{replay}");
     server.log.wait_for("idempotency=\"hit\"").await;
 }
+
+/// An upstream on `127.0.0.1:0` that answers 200 to everything and counts the requests.
+async fn counting_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "ok" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+    let base = format!("http://{}", listener.local_addr().expect("upstream address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("the upstream serves") });
+    (base, seen)
+}
+
+/// A resource read and a prompt render reach out under the plugin's grants like a tool call,
+/// and their audit lines say so: the request that went out (method, host, status), and the one
+/// the grants refused (before it connected: the upstream saw only the granted ones).
+#[tokio::test]
+async fn reads_and_renders_are_audited_with_their_outbound_requests() {
+    let (base, seen) = counting_upstream().await;
+    let config = format!(
+        "[plugins.fetcher.config]\nbase_url = \"{base}\"\n\n\
+         [[plugins.fetcher.http.grants]]\nurl = \"{base}/api/granted\"\nmethods = [\"GET\"]\n"
+    );
+    let env = Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config);
+    let (client, _log) = env.stdio_client().await;
+
+    let contents = read(&client, "fetch://page/granted").await.expect("the read succeeds");
+    assert_eq!(contents["contents"][0]["text"], "status 200", "{contents}");
+    let refused = read(&client, "fetch://page/secret").await;
+    assert!(refused.is_err(), "an ungranted fetch fails the read: {refused:?}");
+    let prompt = prompt(&client, "fetcher_fetch", json!({"name": "granted"})).await.expect("the render succeeds");
+    assert_eq!(prompt["messages"][0]["content"]["text"], "status 200", "{prompt}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2, "only the granted requests reached the upstream");
+
+    let records = env.audit_records(3).await;
+    let line = |tool: &str| {
+        records.iter().find(|r| r["tool"] == tool).unwrap_or_else(|| panic!("no audit line for {tool}: {records:#?}"))
+    };
+    let host = base.trim_start_matches("http://").split(':').next().unwrap().to_string();
+    let granted = line("resources/read fetch://page/granted");
+    assert_eq!(granted["outbound"], json!([{"method": "GET", "host": host, "status": 200}]), "{granted}");
+    assert!(granted["fuel_used"].as_u64() > Some(0), "{granted}");
+    let denied = line("resources/read fetch://page/secret");
+    assert_eq!(denied["outbound"], json!([]), "{denied}");
+    assert_eq!(denied["refused"].as_array().map(Vec::len), Some(1), "{denied}");
+    assert_eq!(line("prompts/get fetcher_fetch")["outbound"][0]["status"], 200);
+}
