@@ -808,3 +808,21 @@ async fn body_bombs_from_a_scoped_token_are_refused_before_they_are_held() {
     assert_eq!(body["error"]["code"], -32700, "{body}");
     assert_echo(&alice, "after the body bombs").await;
 }
+
+/// Arguments refused as `input_too_large` are not queued for the audit writer: their line
+/// carries the hash (taken on the refused call's own path) and, even with `log_arguments`, never
+/// the values, so a caller cannot fill the writer's queue with megabytes per refused call.
+#[tokio::test]
+async fn refused_arguments_are_hashed_not_queued_for_the_audit() {
+    let env = Env::demo().config("[audit]\nlog_arguments = true\n\n[plugins.demo.limits]\nmax_input_bytes = 1024\n");
+    let (client, _log) = env.stdio_client().await;
+    let big = "x".repeat(64 << 10);
+    call(&client, "demo_echo", json!({"text": big})).await.expect_error("input_too_large", false);
+    assert_echo(&client, "small enough").await;
+    let records = env.audit_records(2).await;
+    let refused = records.iter().find(|r| r["error_type"] == "input_too_large").expect("the refused call's line");
+    assert_eq!(refused["arguments_sha256"].as_str().map(str::len), Some(64), "{refused}");
+    assert!(refused.get("arguments").is_none(), "the refused values were logged: {}", refused.to_string().len());
+    let echoed = records.iter().find(|r| r["outcome"] == "ok").expect("the echo's line");
+    assert_eq!(echoed["arguments"], json!({"text": "small enough"}), "{echoed}");
+}
