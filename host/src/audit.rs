@@ -1,4 +1,4 @@
-//! The audit log (DESIGN §7): one JSON line per tool call, to a file and to tracing.
+//! The audit log: one JSON line per tool call, to a file and to tracing.
 //!
 //! Each line is an [`AuditRecord`]: time, principal, token id, tool, plugin digest, argument
 //! hash, idempotency key and how the idempotency layer treated the call, outcome and error type,

@@ -182,7 +182,7 @@ impl Cordon {
         });
     }
 
-    /// One audit line per call that reached a tool (DESIGN §7).
+    /// One audit line per call that reached a tool.
     #[allow(clippy::too_many_arguments)]
     fn audit(
         &self,

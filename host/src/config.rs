@@ -117,9 +117,10 @@ pub struct ServerConfig {
     /// Open HTTP connections at once; more wait in the accept backlog. Default 1024.
     pub max_connections: usize,
     /// Open HTTP connections at once from one IP address; more are closed as they arrive.
-    /// Default 256 (behind a reverse proxy, where every client has its address, set it to
-    /// `max_connections`).
-    pub max_connections_per_peer: usize,
+    /// Default half of `max_connections`, so no one peer can hold every slot, while a busy
+    /// client's connection pool still fits (behind a reverse proxy, where every client has its
+    /// address, set it to `max_connections`).
+    pub max_connections_per_peer: Option<usize>,
     /// MCP sessions (stateful HTTP) open at once; an `initialize` past it gets 503. Idle
     /// sessions close on their own after rmcp's keep-alive. Default 1024.
     pub max_sessions: usize,
@@ -153,7 +154,7 @@ impl Default for ServerConfig {
             max_request_bytes: 4 << 20,
             read_timeout_s: 30,
             max_connections: 1024,
-            max_connections_per_peer: 256,
+            max_connections_per_peer: None,
             max_sessions: 1024,
             stdio_principal: "local".into(),
             drain_timeout_s: 30,
@@ -253,7 +254,7 @@ fn yes() -> bool {
     true
 }
 
-/// Effective limits for one plugin (DESIGN §3). Come from the operator, never the guest.
+/// Effective limits for one plugin. Come from the operator, never the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Fuel per call.

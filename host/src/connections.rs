@@ -10,9 +10,11 @@
 //!   failed body read, so the request ends with an error status or a closed connection;
 //! - **`max_connections`** (default 1024): open connections beyond it wait in the kernel's
 //!   accept backlog until one closes, so a flood cannot take every descriptor;
-//! - **`max_connections_per_peer`** (default 256): a connection from an address that already
-//!   holds that many is closed at once, so one peer cannot take every slot and lock the others
-//!   out (behind a reverse proxy every client shares its address: set it to `max_connections`);
+//! - **`max_connections_per_peer`** (default half of `max_connections`): a connection from an
+//!   address that already holds that many is closed at once, so one peer cannot take every slot
+//!   and lock the others out. A client's pool keeps idle connections open (until the header-read
+//!   timer closes them), and they count: the default leaves a busy client room for hundreds.
+//!   Behind a reverse proxy every client shares its address: set it to `max_connections`;
 //! - graceful shutdown: when `shutdown` resolves, the listener closes, every connection finishes
 //!   the request it is serving and closes, and this returns once all have (the caller bounds
 //!   that wait).

@@ -1,7 +1,7 @@
 //! Typed tool errors: what a failed call reports to its caller.
 //!
 //! A failed tool call is not a protocol error: it is a result with `isError: true` whose content
-//! is `{"error": {"type", "message", "retryable"}}` (DESIGN §6). Every error the host produces
+//! is `{"error": {"type", "message", "retryable"}}`. Every error the host produces
 //! has a fixed `type` from [`ErrorType`]; errors a guest reports keep the guest's own kind.
 //! Messages are written for the caller: they never carry a host path, a stack trace or a secret.
 

@@ -1,4 +1,4 @@
-//! The MCP surface (DESIGN §6): an rmcp [`ServerHandler`] over the catalog, shared by stdio and
+//! The MCP surface: an rmcp [`ServerHandler`] over the catalog, shared by stdio and
 //! Streamable HTTP.
 //!
 //! Tool failures are results (`isError: true`, `{"error": {...}}` as text and structured

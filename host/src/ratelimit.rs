@@ -1,4 +1,4 @@
-//! Rate limits (DESIGN §7): a token bucket per principal and per plugin.
+//! Rate limits: a token bucket per principal and per plugin.
 //!
 //! A [`Rate`] of `requests` per `per_seconds` refills continuously (one token every
 //! `per_seconds / requests`) into a bucket of `burst` tokens (default `requests`); a call takes

@@ -1,4 +1,4 @@
-//! Hot reload (DESIGN §8): the plugins folder is watched and SIGHUP re-reads the config file.
+//! Hot reload: the plugins folder is watched and SIGHUP re-reads the config file.
 //!
 //! Both go through [`Cordon::reload_plugins`] / [`Cordon::reload_config`], which build a whole
 //! new catalog next to the one being served and swap it in one step: calls in flight keep the

@@ -1,6 +1,6 @@
 //! Input and output JSON Schemas: made strict, compiled once per plugin load, checked per call.
 //!
-//! Strictness (DESIGN §6): unknown properties are rejected unless the schema allows them. The
+//! Strictness: unknown properties are rejected unless the schema allows them. The
 //! host makes that true by adding `"additionalProperties": false` to every object schema that
 //! lists `properties` and says nothing about extra ones itself. Object schemas that are combined
 //! (`allOf`, `anyOf`, `oneOf`, `$ref`, `if`) are taken as written, because closing one branch

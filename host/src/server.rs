@@ -325,7 +325,7 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     let bounds = ConnectionBounds {
         read_timeout: Duration::from_secs(server.read_timeout_s.max(1)),
         max_connections: server.max_connections,
-        max_connections_per_peer: server.max_connections_per_peer,
+        max_connections_per_peer: server.max_connections_per_peer.unwrap_or(server.max_connections / 2),
     };
     let served = async move {
         match acceptor {

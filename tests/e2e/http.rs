@@ -264,7 +264,8 @@ async fn hog(stream: tokio::net::TcpStream, hog: Hog) -> String {
 /// gone, and the server keeps serving. Bounded, never timed: the hang guard is the only clock.
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_others_are_served() {
-    let env = Env::demo().config("[server]\nread_timeout_s = 1\nmax_connections = 4\n");
+    // Every client here is 127.0.0.1: the per-peer cap is lifted to test the global one.
+    let env = Env::demo().config("[server]\nread_timeout_s = 1\nmax_connections = 4\nmax_connections_per_peer = 8\n");
     let mut server = env.spawn_http(&["--stateless"]).await;
     let addr = server.base.strip_prefix("http://").expect("http URL").to_string();
     let kinds =

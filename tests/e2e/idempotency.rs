@@ -1,4 +1,4 @@
-//! Idempotency end to end (DESIGN §5): a retried side-effecting call never acts twice — not when
+//! Idempotency end to end: a retried side-effecting call never acts twice — not when
 //! duplicates arrive together, not after a restart, not after the host is killed mid-call.
 //!
 //! The side effect is a charge at [`PaymentsApi`], a payments API inside the test that honours

@@ -1,4 +1,4 @@
-//! Authentication of HTTP callers (DESIGN §7): every `/mcp` request carries
+//! Authentication of HTTP callers: every `/mcp` request carries
 //! `Authorization: Bearer`, resolved to a [`Caller`] — principal, token id and tool scope —
 //! before MCP sees it.
 //!

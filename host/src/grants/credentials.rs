@@ -1,4 +1,4 @@
-//! Credentials (DESIGN §4): secrets the host attaches to granted outbound requests.
+//! Credentials: secrets the host attaches to granted outbound requests.
 //!
 //! A credential names a header (default `Authorization`) and, per principal, where its value
 //! comes from: an environment variable or a file. Values are read once at start-up, held as

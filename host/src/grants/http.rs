@@ -1,4 +1,4 @@
-//! Outbound HTTP (DESIGN §4): `wasi:http/outgoing-handler`, mediated by the operator's grants.
+//! Outbound HTTP: `wasi:http/outgoing-handler`, mediated by the operator's grants.
 //!
 //! Every request a guest makes passes [`EgressHooks::send_request`] before anything touches the
 //! network. A request is sent only when a grant matches its scheme, host, port, path prefix and

@@ -1,4 +1,4 @@
-//! Grants (DESIGN §4): what an operator lets a plugin reach. Default: nothing.
+//! Grants: what an operator lets a plugin reach. Default: nothing.
 //!
 //! - [`http`]: outbound HTTP to granted URL patterns, with per-call bounds;
 //! - [`credentials`]: secrets the host attaches to granted requests, per principal — the guest

@@ -1,4 +1,4 @@
-//! Idempotency outside the guest (DESIGN §5): a retried side-effecting call never acts twice.
+//! Idempotency outside the guest: a retried side-effecting call never acts twice.
 //!
 //! **Keys**, first found wins: `params._meta["cordon/idempotency-key"]`; the HTTP
 //! `Idempotency-Key` header; the tool argument whose schema property says

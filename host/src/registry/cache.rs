@@ -1,4 +1,4 @@
-//! Compiled-code cache in the data directory (DESIGN §8).
+//! Compiled-code cache in the data directory.
 //!
 //! Entries are keyed by SHA-256 of the component bytes and of the engine's compatibility hash
 //! (wasmtime version and every setting that affects code generation), so a restart with the

@@ -1,5 +1,5 @@
 //! The plugin registry: discovers `*.wasm` files, compiles (through the cache), links, asks each
-//! plugin to describe itself, and publishes its tools under DESIGN §6's naming rules.
+//! plugin to describe itself, and publishes its tools under the naming rules of [`names`].
 //!
 //! Loading is per plugin and never all-or-nothing: a broken file, a bad name, a collision, an
 //! unsupported import or a bad schema is logged with a clear reason and that plugin alone is

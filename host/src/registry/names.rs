@@ -1,4 +1,4 @@
-//! Naming rules (DESIGN §6): a plugin is named by its file's stem; a tool is published as
+//! Naming rules: a plugin is named by its file's stem; a tool is published as
 //! `<plugin>_<tool>`, which must match `^[a-zA-Z0-9_-]{1,64}$`, the strictest rule among
 //! common MCP clients.
 

@@ -1,6 +1,6 @@
 //! The sandbox: one wasmtime engine, and a fresh, limited instance for every guest call.
 //!
-//! Enforced here (DESIGN §3), all from operator [`Limits`], never from the guest:
+//! Enforced here, all from operator [`Limits`], never from the guest:
 //! - fuel per call (`Trap::OutOfFuel` → `fuel_exhausted`);
 //! - wall-clock timeout by epoch interruption: the guest yields to the async runtime every
 //!   [`EPOCH_TICK`], so a spinning guest never holds a runtime thread, and traps once its deadline

@@ -1,7 +1,7 @@
 //! Per-call store state: the empty WASI context, the memory cap, and captured guest output.
 //!
 //! A fresh [`CallState`] is built for every call, so nothing a guest does survives it. The WASI
-//! context is empty on purpose (DESIGN §2): no preopened directories, no environment, no
+//! context is empty on purpose: no preopened directories, no environment, no
 //! arguments, no sockets or name lookup, empty stdin. Guest stdout, stderr and `log` lines share
 //! one byte budget per call; past it, output is counted and dropped rather than failing the
 //! guest's write (a Rust guest panics when `println!` fails). `log` lines and `progress` reports

@@ -1,4 +1,4 @@
-//! Where the state that must hold across calls and restarts lives (DESIGN §5, §6, §7).
+//! Where the state that must hold across calls and restarts lives.
 //!
 //! One host keeps it in SQLite files in its data directory: the default, nothing to run.
 //! Several replicas behind a load balancer share it in PostgreSQL (`[store] url`), so that what
