@@ -132,7 +132,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(issued) => issued,
         Err(error) => {
             let too_long = NOW_S.checked_add(ttl.as_secs()).is_none_or(|exp| exp > MAX_EXPIRY);
-            assert!(subject.is_empty() || too_long, "issue refused: {error:#}");
+            let reserved = cordon_host::auth::check_operator_principal(subject).is_err();
+            assert!(subject.is_empty() || too_long || reserved, "issue refused: {error:#}");
             return;
         }
     };

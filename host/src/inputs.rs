@@ -89,23 +89,29 @@ fn round(
     responses: Option<InputResponses>,
     state: Option<&str>,
 ) -> Result<Arc<InputRound>, McpError> {
-    let CarriedState { mut answers, asked } = match state {
-        Some(sealed) => codec()?.open_json_with(sealed, binding).map_err(|e| {
-            McpError::invalid_params(
-                format!("requestState is not one this server issued for this request: {e}"),
-                Some(json!({"reason": e.to_string()})),
-            )
-        })?,
-        None => CarriedState { answers: BTreeMap::new(), asked: BTreeSet::new() },
-    };
-    // Answers only to what the host asked: a response to a question never put (or one to be put
-    // in a later round) is dropped, so a client cannot answer ahead of the guest's questions.
     let responses = responses.unwrap_or_default();
-    let unasked = responses.keys().filter(|key| !asked.contains(*key)).count();
-    if unasked > 0 {
-        tracing::debug!(unasked, "inputResponses for questions this server did not ask were ignored");
-    }
-    answers.extend(responses.into_iter().filter(|(key, _)| asked.contains(key)));
+    let answers = match state {
+        // A later try: its state lists what the host asked, and only those questions take an
+        // answer from `inputResponses` (one sent ahead of its question, or beside the state, is
+        // dropped: the next round asks it again).
+        Some(sealed) => {
+            let CarriedState { mut answers, asked } = codec()?.open_json_with(sealed, binding).map_err(|e| {
+                McpError::invalid_params(
+                    format!("requestState is not one this server issued for this request: {e}"),
+                    Some(json!({"reason": e.to_string()})),
+                )
+            })?;
+            let unasked = responses.keys().filter(|key| !asked.contains(*key)).count();
+            if unasked > 0 {
+                tracing::debug!(unasked, "inputResponses for questions this server did not ask were ignored");
+            }
+            answers.extend(responses.into_iter().filter(|(key, _)| asked.contains(key)));
+            answers
+        }
+        // A first try: answers the client gives up front are used (SEP-2322 lets a client send
+        // them without a state); a key the guest never asks for is never read.
+        None => responses,
+    };
     let declared = context.client_capabilities().unwrap_or_default();
     let capabilities = AskCapabilities {
         sample: declared.sampling.is_some(),

@@ -306,7 +306,6 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
         "listening"
     );
 
-    let drain_timeout = Duration::from_secs(server.drain_timeout_s);
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = {
         let cordon = cordon.clone();
@@ -315,6 +314,8 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
             signals.recv().await;
             drain.draining.store(true, Ordering::SeqCst);
             tracing::info!("shutdown signal: /readyz answers 503 and new MCP requests are refused");
+            // Read when the signal comes, as stdio does: a SIGHUP'd config applies to the drain too.
+            let drain_timeout = Duration::from_secs(cordon.config().server.drain_timeout_s);
             drain_with(&cordon, drain_timeout, Some(&drain.exchanges), &mut signals).await;
             tracing::info!("shutting down: closing MCP sessions and the listener");
             sessions.cancel();

@@ -164,6 +164,32 @@ async fn a_call_past_the_drain_bound_is_abandoned_and_the_exit_is_0() {
     running.abort();
 }
 
+/// The drain bound is read when the signal comes, over HTTP as over stdio: a server started with
+/// `drain_timeout_s = 600` whose config was reloaded (SIGHUP) with 1 abandons a held call after
+/// the new bound (the log names it) and exits 0.
+#[tokio::test]
+async fn the_drain_bound_follows_a_config_reload() {
+    let upstream = Hold::start().await;
+    let env = reach_env(&upstream, 600);
+    let mut server = env.spawn_http(&[]).await;
+    let reloaded = std::fs::read_to_string(env.config_path())
+        .expect("the config")
+        .replace("drain_timeout_s = 600", "drain_timeout_s = 1");
+    std::fs::write(env.config_path(), reloaded).expect("write the config");
+    server.signal("HUP");
+    server.log.wait_for("config reloaded").await;
+    let running = held_call(server.client().await, upstream.url());
+    upstream.wait_arrivals(1).await;
+    server.signal("TERM");
+
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "exit status; stderr:\n{}", server.log.text());
+    let log = server.log.text();
+    assert!(log.contains("drain_timeout_s=1"), "{log}");
+    assert!(log.contains("abandoning 1 call(s) still in flight"), "{log}");
+    running.abort();
+}
+
 /// Over stdio, SIGTERM lets the call in flight finish and answers it before exiting 0.
 #[tokio::test]
 async fn stdio_sigterm_lets_the_call_in_flight_finish() {
