@@ -1,7 +1,9 @@
-//! The hostile corpus (issue 10): guests that attack the host through their results, their
+//! The hostile corpus: guests that attack the host through their results, their
 //! memory, their outbound requests and their `describe`, each against the real binary. Every
 //! case ends in a typed error or a clear refusal, and a well-behaved plugin (demo) keeps
-//! answering correctly, during and after each storm.
+//! answering correctly, during and after each storm. The last part holds inputs shaped around
+//! the limits (SECURITY.md): a list bomb, a component of many memories, resource-table and
+//! header bombs, body bombs from a scoped token, forged log lines, refused arguments.
 //!
 //! Storms check the host's footprint from `/proc/<pid>` (resident memory, open descriptors)
 //! against generous bounds after a warm-up: they catch a leak per call, never a slow host.
