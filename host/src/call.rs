@@ -344,46 +344,23 @@ impl Cordon {
         let plugin = &tool.plugin;
         let limits = &plugin.limits;
 
-        // 5. limits: the plugin's rate, then an instance slot.
-        let settings = self.settings();
-        if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
-            return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
-        }
-        // Held until this function returns: the slot is free again whatever the outcome. A free
-        // slot is taken without arming the queue timer (the common case); a cancelled call still
-        // never starts its guest (`Sandbox::run` checks first).
-        let _slot = match plugin.slots.try_acquire() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Err(unloading(plugin)),
-            Err(TryAcquireError::NoPermits) => match queue_for_slot(plugin, &link).await {
-                Ok(permit) => permit,
-                Err(error) => {
-                    trace.cancelled = error.is(ErrorType::Cancelled);
-                    return Err(error);
-                }
-            },
-        };
-
-        // 6. instance, with 7. grants applied for this principal.
-        let egress = Arc::new(Mutex::new(EgressRecord::default()));
-        trace.egress = Some(egress.clone());
-        let grants = CallGrants {
-            grants: plugin.grants.clone(),
-            credentials: settings.credentials.clone(),
-            principal: principal.clone(),
-            egress: egress.clone(),
-            upstream_key_base: keyed.map(|k| k.upstream_base.clone()),
-        };
+        // 5.–7. the plugin's rate and a slot, then a fresh instance with the grants.
         let context = CallContext {
             principal: principal.0.to_string(),
             call_id: call_id.to_string(),
             idempotency_key: keyed.map(|k| k.key().to_string()),
         };
         let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments, context };
-        let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
-        let instance = self.metrics.instance();
-        let run = self.sandbox.run(&plugin.prepared, limits, label, grants, link, invocation).await;
-        drop(instance);
+        let upstream_key_base = keyed.map(|k| k.upstream_base.clone());
+        let GuestRun { run, egress } =
+            match self.run_guest(plugin, principal, upstream_key_base, call_id, link, invocation).await {
+                Ok(ran) => ran,
+                Err(error) => {
+                    trace.cancelled = error.is(ErrorType::Cancelled);
+                    return Err(error);
+                }
+            };
+        trace.egress = Some(egress.clone());
         trace.fuel_used = run.fuel_used;
         trace.cancelled = run.cancelled;
         let reply = run.reply.and_then(|reply| match reply {
@@ -440,6 +417,56 @@ impl Cordon {
         }
         let attached = attached.iter().map(crate::content::block).collect();
         Ok(ToolSuccess { text: output.text, structured, attached })
+    }
+}
+
+/// One guest run and what it sent out: [`Cordon::run_guest`]'s answer.
+pub(crate) struct GuestRun {
+    /// The sandbox's outcome.
+    pub(crate) run: crate::sandbox::Run,
+    /// The outbound requests it made and had refused, for the audit line.
+    pub(crate) egress: Arc<Mutex<EgressRecord>>,
+}
+
+impl Cordon {
+    /// Steps 5 to 7 for every guest run — a tool call, a resource read, a prompt render, a
+    /// completion — so each gets the same bounds: the plugin's rate limit, an instance slot
+    /// (waiting at most `queue_timeout`, ended by the client's cancellation, `busy` while the
+    /// plugin unloads), the instance gauge, and a fresh instance with the plugin's grants for
+    /// `principal`. The slot is released when this returns.
+    pub(crate) async fn run_guest(
+        &self,
+        plugin: &LoadedPlugin,
+        principal: &Principal,
+        upstream_key_base: Option<String>,
+        call_id: &str,
+        link: CallLink,
+        invocation: Invocation,
+    ) -> Result<GuestRun, ToolError> {
+        let settings = self.settings();
+        if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
+            return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
+        }
+        // A free slot is taken without arming the queue timer (the common case); a cancelled call
+        // still never starts its guest (`Sandbox::run` checks first).
+        let _slot = match plugin.slots.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(unloading(plugin)),
+            Err(TryAcquireError::NoPermits) => queue_for_slot(plugin, &link).await?,
+        };
+        let egress = Arc::new(Mutex::new(EgressRecord::default()));
+        let grants = CallGrants {
+            grants: plugin.grants.clone(),
+            credentials: settings.credentials.clone(),
+            principal: principal.clone(),
+            egress: egress.clone(),
+            upstream_key_base,
+        };
+        let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
+        let instance = self.metrics.instance();
+        let run = self.sandbox.run(&plugin.prepared, &plugin.limits, label, grants, link, invocation).await;
+        drop(instance);
+        Ok(GuestRun { run, egress })
     }
 }
 

@@ -26,13 +26,12 @@ use crate::audit::{self, AuditRecord};
 use crate::auth::Caller;
 use crate::error::{ErrorType, ToolError};
 use crate::notify::CallLink;
-use crate::ratelimit;
 use crate::registry::{offers, LoadedPlugin};
 use crate::sandbox::bindings::{CallError, CompletionTarget, Role};
-use crate::sandbox::{CallGrants, GuestReply, Invocation};
+use crate::sandbox::{GuestReply, Invocation};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Why a read or a render has no result.
@@ -168,7 +167,8 @@ impl Cordon {
         Ok(completion_json(completion))
     }
 
-    /// Steps 5 to 7 for one read or render, with its audit line.
+    /// Steps 5 to 7 for one read, render or completion, through the same [`Cordon::run_guest`]
+    /// as a tool call, with its audit line.
     async fn run_offer(
         &self,
         plugin: &Arc<LoadedPlugin>,
@@ -181,37 +181,14 @@ impl Cordon {
         let _in_flight = self.in_flight.enter();
         let call_id = uuid::Uuid::new_v4().simple().to_string();
         let limits = &plugin.limits;
-        let settings = self.settings();
         // What the guest sent out (or was refused), for the audit line, however the run ends.
-        let egress: Arc<Mutex<crate::grants::http::EgressRecord>> = Arc::default();
+        let mut egress = None;
         let mut fuel_used = 0;
         let outcome = async {
-            if let Some(decision) = settings.rate_limits.plugin(&plugin.name).filter(|d| !d.allowed) {
-                return Err(ToolError::new(ErrorType::RateLimited, decision.message(ratelimit::Scope::Plugin)));
-            }
-            let _slot = match tokio::time::timeout(limits.queue_timeout, plugin.slots.acquire()).await {
-                Ok(Ok(permit)) => permit,
-                _ => {
-                    return Err(ToolError::new(
-                        ErrorType::Busy,
-                        format!(
-                            "plugin {} is running its maximum of {} calls; retry shortly",
-                            plugin.name, limits.max_concurrency
-                        ),
-                    ))
-                }
-            };
-            let grants = CallGrants {
-                grants: plugin.grants.clone(),
-                credentials: settings.credentials.clone(),
-                principal: caller.principal.clone(),
-                egress: egress.clone(),
-                upstream_key_base: None,
-            };
-            let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
-            let run = self.sandbox.run(&plugin.prepared, limits, label, grants, link, invocation).await;
-            fuel_used = run.fuel_used;
-            let reply = run.reply?;
+            let ran = self.run_guest(plugin, &caller.principal, None, &call_id, link, invocation).await?;
+            fuel_used = ran.run.fuel_used;
+            egress = Some(ran.egress);
+            let reply = ran.run.reply?;
             let size = reply_size(&reply);
             if size > limits.max_output_bytes {
                 return Err(ToolError::new(
@@ -239,7 +216,7 @@ impl Cordon {
             fuel_used,
             ..Default::default()
         };
-        if let Ok(egress) = egress.lock() {
+        if let Some(egress) = egress.as_ref().and_then(|e| e.lock().ok()) {
             record.egress(&egress);
         }
         self.audit.record(record);
