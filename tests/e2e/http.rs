@@ -328,7 +328,9 @@ async fn oversized_and_mistyped_requests_are_refused() {
 #[tokio::test]
 async fn one_peer_cannot_hold_every_connection() {
     use tokio::io::AsyncReadExt;
-    let env = Env::demo().config("[server]\nmax_connections_per_peer = 2\n");
+    // A read timeout past the hang guard: a third connection kept open would fail the test, not
+    // be closed by the header timer and pass.
+    let env = Env::demo().config("[server]\nmax_connections_per_peer = 2\nread_timeout_s = 600\n");
     let server = env.spawn_http(&["--stateless"]).await;
     let addr: std::net::SocketAddr = server.base.strip_prefix("http://").expect("http URL").parse().unwrap();
     let idle: Vec<tokio::net::TcpStream> =

@@ -519,9 +519,11 @@ impl<'de> Deserialize<'de> for CalledTools {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<CalledTools, A::Error> {
                 Ok(CalledTools(message(map)?))
             }
+            // A batch's elements are read the same way: a nested array (which no JSON-RPC
+            // parser takes) only adds names to check.
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CalledTools, A::Error> {
                 let mut names = Vec::new();
-                while let Some(Message(more)) = seq.next_element::<Message>()? {
+                while let Some(CalledTools(more)) = seq.next_element::<CalledTools>()? {
                     names.extend(more);
                 }
                 Ok(CalledTools(names))
@@ -529,30 +531,6 @@ impl<'de> Deserialize<'de> for CalledTools {
             skip_scalars!(CalledTools, CalledTools(Vec::new()));
         }
         deserializer.deserialize_any(Batch)
-    }
-}
-
-/// One element of a batch: its called tool names (none unless it is an object calling a tool).
-struct Message(Vec<String>);
-
-impl<'de> Deserialize<'de> for Message {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct One;
-        impl<'de> serde::de::Visitor<'de> for One {
-            type Value = Message;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON-RPC message")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
-                Ok(Message(message(map)?))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Message, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Message(Vec::new()))
-            }
-            skip_scalars!(Message, Message(Vec::new()));
-        }
-        deserializer.deserialize_any(One)
     }
 }
 
@@ -735,9 +713,13 @@ mod tests {
         assert_eq!(names(escaped).unwrap(), ["evil"]);
         assert!(names("[0,0,0,null,true]").unwrap().is_empty());
         assert!(names("{not json").is_err());
-        // Skipped values are not recursed into: deep nesting costs no stack (rmcp then refuses it).
+        // Skipped values are not recursed into: deep nesting costs no stack (rmcp then refuses it);
+        // nested batches stop at serde_json's depth limit, a parse error.
         let deep = format!("[{{\"params\":{}{}}}]", "[".repeat(100_000), "]".repeat(100_000));
         assert!(names(&deep).unwrap().is_empty());
+        let nested = r#"[[{"method":"tools/call","params":{"name":"evil"}}]]"#;
+        assert_eq!(names(nested).unwrap(), ["evil"]);
+        assert!(names(&format!("{}{}", "[".repeat(200), "]".repeat(200))).is_err());
     }
 
     #[test]

@@ -466,9 +466,10 @@ fn apply_claim(tx: &rusqlite::Transaction<'_>, c: &Claim, now: i64, owners: &Pat
                 ("completed", Some(outcome)) => Ok(Claimed::Done(outcome)),
                 (state, _) => {
                     let recovery = state == "in_progress";
-                    // A live owner is running it (this process's own runs are single-flighted
-                    // before they get here): wait for its outcome instead of acting twice.
-                    if recovery && (owner == c.owner || owner_alive(owners, &owner)) {
+                    // Another live process is running it: wait for its outcome instead of acting
+                    // twice. (This process's own runs are single-flighted before they get here,
+                    // so one of its own left `in_progress` is a ticket that could not settle.)
+                    if recovery && owner != c.owner && owner_alive(owners, &owner) {
                         return Ok(Claimed::Busy);
                     }
                     if recovery {

@@ -48,6 +48,10 @@ pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
 /// schema its `describe` (and list functions) returned, together.
 pub const MAX_DESCRIPTION_BYTES: usize = 4 << 20;
 
+// A description at the caps must lift: the sandbox's `describe` budget covers the strings twice
+// over, for the records that hold them.
+const _: () = assert!(crate::sandbox::DESCRIBE_LIFT_BYTES >= 2 * MAX_DESCRIPTION_BYTES);
+
 /// One loaded plugin.
 pub struct LoadedPlugin {
     /// The plugin's name: its file's stem.

@@ -197,15 +197,10 @@ pub async fn call(
     func.call_async(&mut *store, &params, &mut results).await?;
     // Written straight to text under the output cap: a large result is never expanded into a
     // JSON tree first (`sandbox::lift_budget` bounds the `Val`s themselves).
-    let mut text = String::new();
-    match (results.pop(), &tool.result) {
-        (None, _) => text.push_str("null"),
+    let text = match (results.pop(), &tool.result) {
         (Some(Val::Result(Err(error))), Some(Type::Result(_))) => return Ok(Err(guest_error(error.as_deref()))),
-        (Some(Val::Result(Ok(ok))), Some(Type::Result(_))) => match ok.as_deref() {
-            Some(ok) => write_json(ok, &mut text, max_output_bytes)?,
-            None => text.push_str("null"),
-        },
-        (Some(other), _) => write_json(&other, &mut text, max_output_bytes)?,
+        (Some(Val::Result(Ok(ok))), Some(Type::Result(_))) => json_text(ok.as_deref(), max_output_bytes)?,
+        (result, _) => json_text(result.as_ref(), max_output_bytes)?,
     };
     let json = format!("{{\"result\":{text}}}");
     Ok(Ok(ToolOutput { text: Some(text), json: Some(json) }))
@@ -223,114 +218,73 @@ impl std::fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
-/// Appends `val` as JSON to `out`, failing with [`TooLarge`] as
-/// soon as `out` is longer than `max` bytes.
-pub fn write_json(val: &Val, out: &mut String, max: usize) -> Result<(), TooLarge> {
-    use std::fmt::Write as _;
-    let string = |out: &mut String, text: &str| {
-        // A `String` is always valid JSON text once escaped; serializing into it cannot fail.
-        out.push_str(&serde_json::to_string(text).unwrap_or_default());
-    };
-    let float = |out: &mut String, n: f64| match serde_json::Number::from_f64(n) {
-        Some(n) => {
-            let _ = write!(out, "{n}");
-        }
-        None => out.push_str("null"),
-    };
-    let list = |out: &mut String, items: &[Val], max: usize| -> Result<(), TooLarge> {
-        out.push('[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_json(item, out, max)?;
-        }
-        out.push(']');
-        Ok(())
-    };
-    match val {
-        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Val::S8(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::U8(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::S16(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::U16(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::S32(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::U32(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::S64(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::U64(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::Float32(n) => float(out, f64::from(*n)),
-        Val::Float64(n) => float(out, *n),
-        Val::Char(c) => string(out, c.encode_utf8(&mut [0; 4])),
-        Val::String(text) => string(out, text),
-        Val::List(items) | Val::Tuple(items) => list(out, items, max)?,
-        Val::Record(fields) => {
-            out.push('{');
-            for (i, (name, value)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                string(out, name);
-                out.push(':');
-                write_json(value, out, max)?;
-            }
-            out.push('}');
-        }
-        Val::Variant(case, None) | Val::Enum(case) => string(out, case),
-        Val::Variant(case, Some(payload)) => {
-            out.push('{');
-            string(out, case);
-            out.push(':');
-            write_json(payload, out, max)?;
-            out.push('}');
-        }
-        Val::Option(None) => out.push_str("null"),
-        Val::Option(Some(v)) => write_json(v, out, max)?,
-        Val::Result(result) => {
-            let (side, v) = match result {
-                Ok(v) => ("{\"ok\":", v),
-                Err(v) => ("{\"err\":", v),
-            };
-            out.push_str(side);
-            match v.as_deref() {
-                Some(v) => write_json(v, out, max)?,
-                None => out.push_str("null"),
-            }
-            out.push('}');
-        }
-        Val::Flags(names) => {
-            out.push('[');
-            for (i, name) in names.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                string(out, name);
-            }
-            out.push(']');
-        }
-        // Resources, futures, streams and error contexts have no JSON form; such functions
-        // are not published as tools (`schema`), so this is never reached.
-        _ => out.push_str("null"),
+/// `val` (`None`: `null`) as JSON text of at most `max` bytes, written by serde_json straight
+/// into a capped buffer: [`TooLarge`] as soon as a write would pass the cap.
+pub fn json_text(val: Option<&Val>, max: usize) -> Result<String, TooLarge> {
+    /// A buffer that refuses the write that would take it past `max`.
+    struct Capped {
+        bytes: Vec<u8>,
+        max: usize,
     }
-    if out.len() > max {
-        return Err(TooLarge);
+    impl std::io::Write for Capped {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.bytes.len().saturating_add(buf.len()) > self.max {
+                return Err(std::io::Error::other(TooLarge));
+            }
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    Ok(())
+    let mut out = Capped { bytes: Vec::new(), max };
+    // The only error a string-keyed value can give is the cap's.
+    serde_json::to_writer(&mut out, &val.map(AsJson)).map_err(|_| TooLarge)?;
+    String::from_utf8(out.bytes).map_err(|_| TooLarge)
+}
+
+/// A WIT value as JSON, for serde: records and variants as objects, enums and payload-less cases
+/// as strings, options as the value or `null`, results as `{"ok": …}` / `{"err": …}`, flags as
+/// a list of names, non-finite floats as `null`.
+struct AsJson<'a>(&'a Val);
+
+impl serde::Serialize for AsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Val::Bool(b) => s.serialize_bool(*b),
+            Val::S8(n) => s.serialize_i8(*n),
+            Val::U8(n) => s.serialize_u8(*n),
+            Val::S16(n) => s.serialize_i16(*n),
+            Val::U16(n) => s.serialize_u16(*n),
+            Val::S32(n) => s.serialize_i32(*n),
+            Val::U32(n) => s.serialize_u32(*n),
+            Val::S64(n) => s.serialize_i64(*n),
+            Val::U64(n) => s.serialize_u64(*n),
+            // serde_json writes a non-finite float as `null`.
+            Val::Float32(n) => s.serialize_f64(f64::from(*n)),
+            Val::Float64(n) => s.serialize_f64(*n),
+            Val::Char(c) => s.serialize_char(*c),
+            Val::String(text) => s.serialize_str(text),
+            Val::List(items) | Val::Tuple(items) => s.collect_seq(items.iter().map(AsJson)),
+            Val::Record(fields) => s.collect_map(fields.iter().map(|(name, value)| (name, AsJson(value)))),
+            Val::Variant(case, None) | Val::Enum(case) => s.serialize_str(case),
+            Val::Variant(case, Some(payload)) => s.collect_map([(case, AsJson(payload))]),
+            Val::Option(None) => s.serialize_unit(),
+            Val::Option(Some(v)) => AsJson(v).serialize(s),
+            Val::Result(result) => {
+                let (side, v) = match result {
+                    Ok(v) => ("ok", v),
+                    Err(v) => ("err", v),
+                };
+                s.collect_map([(side, v.as_deref().map(AsJson))])
+            }
+            Val::Flags(names) => s.collect_seq(names),
+            // Resources, futures, streams and error contexts have no JSON form; such functions
+            // are not published as tools (`schema`), so this is never reached.
+            _ => s.serialize_unit(),
+        }
+    }
 }
 
 fn invalid_arguments(message: String) -> CallError {
@@ -595,14 +549,10 @@ pub fn to_val(value: &Value, ty: &Type, at: &str) -> std::result::Result<Val, St
     })
 }
 
-/// WIT value → JSON: [`write_json`]'s text, parsed (for error payloads and the fuzz target's
-/// round trip; results are written as text directly).
+/// WIT value → JSON (for error payloads and the fuzz target's round trip; results are written
+/// as text directly, [`json_text`]).
 pub fn to_json(val: &Val) -> Value {
-    let mut text = String::new();
-    match write_json(val, &mut text, usize::MAX) {
-        Ok(()) => serde_json::from_str(&text).unwrap_or(Value::Null),
-        Err(TooLarge) => Value::Null,
-    }
+    serde_json::to_value(AsJson(val)).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -649,6 +599,29 @@ mod tests {
     }
 
     /// Found by `fuzz/` (arguments): a number beyond `f32`'s range reached the guest as an infinity.
+    #[test]
+    fn results_are_written_as_json_text_under_the_cap() {
+        let val = Val::Record(vec![
+            ("n".into(), Val::Float64(f64::NAN)),
+            ("shape".into(), Val::Variant("circle".into(), Some(Box::new(Val::Float32(1.5))))),
+            ("tag".into(), Val::Enum("down".into())),
+            ("r".into(), Val::Result(Err(Some(Box::new(Val::String("no \"way\"".into())))))),
+            ("f".into(), Val::Flags(vec!["bold".into()])),
+            ("o".into(), Val::Option(None)),
+        ]);
+        let text = json_text(Some(&val), 1 << 10).unwrap();
+        assert_eq!(
+            text,
+            r#"{"n":null,"shape":{"circle":1.5},"tag":"down","r":{"err":"no \"way\""},"f":["bold"],"o":null}"#
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), to_json(&val));
+        assert_eq!(json_text(None, 4).unwrap(), "null");
+        // Many small elements are counted as they are written, not after.
+        let list = Val::List(vec![Val::U8(7); 1000]);
+        assert!(json_text(Some(&list), 1999).is_err());
+        assert_eq!(json_text(Some(&list), 2001).unwrap().len(), 2001);
+    }
+
     #[test]
     fn f32_arguments_beyond_its_range_are_refused_not_made_infinite() {
         let (schema, params) = tool();
