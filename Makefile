@@ -222,6 +222,7 @@ fuzz-smoke:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	CARGO="$(CARGO)" scripts/check-crate-graph.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -5,10 +5,10 @@
 //! instance per call, and nothing else.
 
 use anyhow::{bail, Result};
-use cordon_host::sandbox::bindings::cordon::plugin::host::LogLevel;
-use cordon_host::sandbox::bindings::cordon::plugin::{host, types};
-use cordon_host::sandbox::bindings::exports::cordon::plugin::tools;
-use cordon_host::sandbox::bindings::{CallContext, CallError, Content, PluginCompletions};
+use cordon_sandbox::bindings::cordon::plugin::host::LogLevel;
+use cordon_sandbox::bindings::cordon::plugin::{host, types};
+use cordon_sandbox::bindings::exports::cordon::plugin::tools;
+use cordon_sandbox::bindings::{CallContext, CallError, Content, PluginCompletions};
 use std::path::Path;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -60,7 +60,7 @@ fn engine(fuel: bool) -> Result<Engine> {
         .total_tables(256 * 8)
         .total_stacks(256)
         .max_memory_size(512 << 20);
-    cordon_host::sandbox::slot_reuse(&mut pooling);
+    cordon_sandbox::slot_reuse(&mut pooling);
     let mut config = Config::new();
     config
         .wasm_component_model(true)

@@ -34,9 +34,10 @@ mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use cordon_core::Principal;
 use cordon_host::app::{Cordon, Paths};
 use cordon_host::auth::Caller;
-use cordon_host::call::{CallRequest, Principal};
+use cordon_host::call::CallRequest;
 use cordon_host::config::Config as CordonConfig;
 use cordon_host::idempotency::{KeySource, ProvidedKey};
 use serde_json::{json, Value};

@@ -12,7 +12,7 @@
 //! - WIT → JSON → WIT → JSON is stable after one round.
 #![no_main]
 
-use cordon_host::sandbox::plain;
+use cordon_sandbox::plain;
 use cordon_host::schema::Schema;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};

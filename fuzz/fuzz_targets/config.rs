@@ -10,9 +10,9 @@
 
 use cordon_host::auth::ToolScope;
 use cordon_host::config::Config;
-use cordon_host::grants::credentials::Credentials;
-use cordon_host::grants::dirs::ProtectedPaths;
-use cordon_host::grants::PluginGrants;
+use cordon_sandbox::grants::credentials::Credentials;
+use cordon_sandbox::grants::dirs::ProtectedPaths;
+use cordon_sandbox::grants::PluginGrants;
 use cordon_host::ratelimit::RateLimits;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
@@ -47,9 +47,9 @@ fuzz_target!(|data: &[u8]| {
     }
     // Grants parse (no credential is loaded: secrets come from env and files).
     let no_credentials = Credentials::default();
-    let protected = ProtectedPaths::for_host(Path::new("data"), Path::new("plugins"), None, &config);
+    let protected = config.protected_paths(Path::new("data"), Path::new("plugins"), None);
     for plugin in config.plugins.values() {
-        let _ = PluginGrants::from_config(plugin, &no_credentials, &protected);
+        let _ = PluginGrants::new(&plugin.http, &plugin.dirs, &plugin.config, &no_credentials, &protected);
     }
 
     // Same document, `toml`'s own formatting: same config.

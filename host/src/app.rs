@@ -2,18 +2,18 @@
 //! by every transport (stdio, HTTP, the in-process `cordon call`).
 
 use crate::audit::AuditLog;
-use crate::auth::signed::Revocations;
 use crate::config::Config;
-use crate::grants::credentials::Credentials;
 use crate::idempotency::Idempotency;
 use crate::lifecycle::InFlight;
 use crate::metrics::{Metrics, Snapshot};
 use crate::ratelimit::RateLimits;
-use crate::registry::cache::CompileCache;
 use crate::registry::{self, Catalog, LoadContext};
-use crate::sandbox::Sandbox;
-use crate::store::Shared;
 use anyhow::{Context, Result};
+use cordon_sandbox::cache::CompileCache;
+use cordon_sandbox::grants::credentials::Credentials;
+use cordon_sandbox::Sandbox;
+use cordon_state::revocations::Revocations;
+use cordon_state::Shared;
 use rmcp::model::ServerNotification;
 use rmcp::service::{Peer, SubscriptionSendError, SubscriptionSink};
 use rmcp::RoleServer;
@@ -33,8 +33,8 @@ pub struct Paths {
 
 impl Paths {
     /// What no plugin's directory grant may reach under `config` (`grants::dirs`).
-    pub fn protected(&self, config: &Config) -> crate::grants::dirs::ProtectedPaths {
-        crate::grants::dirs::ProtectedPaths::for_host(&self.data, &self.plugins, self.config_file.as_deref(), config)
+    pub fn protected(&self, config: &Config) -> cordon_sandbox::grants::dirs::ProtectedPaths {
+        config.protected_paths(&self.data, &self.plugins, self.config_file.as_deref())
     }
 }
 
@@ -389,6 +389,7 @@ impl Cordon {
             plugins_refused: catalog.failures.len(),
             tools_served: catalog.tools.len(),
             calls_in_flight: self.in_flight.count(),
+            audit_lines_dropped: self.audit.dropped(),
         })
     }
 
@@ -397,9 +398,6 @@ impl Cordon {
         self.cache.counts()
     }
 }
-
-/// The idempotency store's file in the data directory.
-pub const IDEMPOTENCY_DB: &str = "idempotency.sqlite3";
 
 /// How often expired idempotency records are deleted.
 const CLEANUP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);

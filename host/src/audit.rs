@@ -25,8 +25,9 @@
 //! log_arguments = false                 # argument values (sensitive keys redacted)
 //! ```
 
-use crate::grants::http::{EgressRecord, Refusal};
 use anyhow::{bail, Context, Result};
+use cordon_core::IdempotencyUse;
+use cordon_sandbox::grants::http::{EgressRecord, Refusal};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -73,53 +74,6 @@ impl AuditConfig {
             None => Some(data_dir.join(DEFAULT_FILE)),
             Some(path) if path.as_os_str().is_empty() => None,
             Some(path) => Some(path.clone()),
-        }
-    }
-}
-
-/// How the idempotency layer treated a call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdempotencyUse {
-    /// The call had no key (read-only tool, or implicit keys off).
-    #[default]
-    None,
-    /// First attempt under its key: the guest ran.
-    Miss,
-    /// A stored outcome was replayed: the guest did not run.
-    Hit,
-    /// Run again after a retryable failure under the same key.
-    Retry,
-    /// Run again because an earlier attempt was cut off by a crash.
-    Recovery,
-    /// Refused: the key was used before with other arguments.
-    Reused,
-}
-
-impl IdempotencyUse {
-    /// The name written to logs and the audit file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Miss => "miss",
-            Self::Hit => "hit",
-            Self::Retry => "retry",
-            Self::Recovery => "recovery",
-            Self::Reused => "reused",
-        }
-    }
-
-    /// From the store's answer to a claim.
-    pub fn from_claimed(claimed: &crate::idempotency::store::Claimed) -> Self {
-        use crate::idempotency::store::Claimed;
-        match claimed {
-            Claimed::Run { recovery: true, .. } => Self::Recovery,
-            Claimed::Run { attempt, .. } if *attempt > 1 => Self::Retry,
-            Claimed::Run { .. } => Self::Miss,
-            Claimed::Done(_) => Self::Hit,
-            Claimed::Mismatch => Self::Reused,
-            // Never the outcome of a claim that began a call: a busy key is waited for.
-            Claimed::Busy => Self::Miss,
         }
     }
 }
@@ -432,7 +386,7 @@ pub struct AuditLog {
     writer_done: Option<Mutex<Receiver<()>>>,
     health: Arc<Health>,
     /// The PostgreSQL audit index, when the store is shared (`store::audit_index`).
-    index: Option<crate::store::audit_index::AuditIndex>,
+    index: Option<cordon_state::audit_index::AuditIndex>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -486,7 +440,7 @@ impl AuditLog {
     }
 
     /// Also sends every line to `index` (a shared store's audit index).
-    pub fn with_index(mut self, index: Option<crate::store::audit_index::AuditIndex>) -> AuditLog {
+    pub fn with_index(mut self, index: Option<cordon_state::audit_index::AuditIndex>) -> AuditLog {
         self.index = index;
         self
     }

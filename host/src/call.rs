@@ -21,32 +21,22 @@
 //! [`Ticket::cancelled`]: crate::idempotency::Ticket::cancelled
 
 use crate::app::Cordon;
-use crate::audit::{self, AuditRecord, IdempotencyUse};
+use crate::audit::{self, AuditRecord};
 use crate::auth::Caller;
-use crate::error::{ErrorType, ToolError};
-use crate::grants::http::{EgressRecord, Refusal};
 use crate::idempotency::{Begin, KeyedCall, ProvidedKey, ToolKeying};
 use crate::metrics::CallSample;
-use crate::notify::CallLink;
 use crate::ratelimit;
 use crate::registry::{LoadedPlugin, ToolEntry};
-use crate::sandbox::bindings::CallContext;
-use crate::sandbox::{CallGrants, GuestReply, Invocation};
+use cordon_core::{CallOutcome, IdempotencyUse, Principal, ToolSuccess};
+use cordon_core::{ErrorType, ToolError};
+use cordon_sandbox::bindings::CallContext;
+use cordon_sandbox::grants::http::{EgressRecord, Refusal};
+use cordon_sandbox::link::CallLink;
+use cordon_sandbox::{CallGrants, GuestReply, Invocation};
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{SemaphorePermit, TryAcquireError};
-
-/// The authenticated caller of a tool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal(pub Arc<str>);
-
-impl Principal {
-    /// A principal with the given name.
-    pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self(name.into())
-    }
-}
 
 /// One tool call as a transport received it.
 pub struct CallRequest {
@@ -60,17 +50,6 @@ pub struct CallRequest {
     pub idempotency_key: Option<ProvidedKey>,
     /// The client's cancellation, and where the guest's progress and log lines go.
     pub link: CallLink,
-}
-
-/// A successful call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolSuccess {
-    /// Text content the tool returned.
-    pub text: Option<String>,
-    /// Structured content, checked against the output schema when one is declared.
-    pub structured: Option<Value>,
-    /// Content blocks the guest attached (`host.attach`), as MCP JSON ([`crate::content`]).
-    pub attached: Vec<Value>,
 }
 
 /// A call the protocol layer must refuse (a JSON-RPC error, not a tool result).
@@ -98,9 +77,6 @@ struct CallTrace {
     /// The client's cancellation ended the call (not a guest that said `cancelled`).
     cancelled: bool,
 }
-
-/// The outcome of a call that reached a tool.
-pub type CallOutcome = Result<ToolSuccess, ToolError>;
 
 impl Cordon {
     /// Runs one tool call through the whole path (see the module docs).
@@ -287,7 +263,7 @@ impl Cordon {
         trace.arguments_sha256 = keyed.fingerprint().to_string();
         let ticket = match self.idempotency.begin(&keyed, &link.cancel).await {
             Ok((begin, claimed)) => {
-                trace.idempotency = IdempotencyUse::from_claimed(&claimed);
+                trace.idempotency = claimed.idempotency_use();
                 match begin {
                     Begin::Replay(stored) => return stored,
                     Begin::Run(ticket) => ticket,
@@ -384,7 +360,7 @@ impl Cordon {
                 format!("the plugin attached more than the {} bytes this tool may return", limits.max_output_bytes),
             ));
         };
-        let attached_size = attached.iter().map(crate::sandbox::content_size).sum::<usize>();
+        let attached_size = attached.iter().map(cordon_sandbox::content_size).sum::<usize>();
         let size =
             output.text.as_ref().map_or(0, String::len) + output.json.as_ref().map_or(0, String::len) + attached_size;
         if size > limits.max_output_bytes {
@@ -423,7 +399,7 @@ impl Cordon {
 /// One guest run and what it sent out: [`Cordon::run_guest`]'s answer.
 pub(crate) struct GuestRun {
     /// The sandbox's outcome.
-    pub(crate) run: crate::sandbox::Run,
+    pub(crate) run: cordon_sandbox::Run,
     /// The outbound requests it made and had refused, for the audit line.
     pub(crate) egress: Arc<Mutex<EgressRecord>>,
 }

@@ -4,8 +4,8 @@
 //! Blocks are kept as MCP JSON (`{"type": "image", "data": …, "mimeType": …}`) rather than rmcp
 //! types: a keyed call's result is stored and replayed as it was sent, and JSON is what is stored.
 
-use crate::sandbox::bindings::{Content, ResourceBody, ResourceContents};
 use base64::Engine as _;
+use cordon_sandbox::bindings::{Content, ResourceBody, ResourceContents};
 use serde_json::{json, Value};
 
 fn base64(bytes: &[u8]) -> String {
@@ -38,7 +38,7 @@ pub fn resource_contents(contents: &ResourceContents) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::bindings::Media;
+    use cordon_sandbox::bindings::Media;
 
     #[test]
     fn bytes_are_base64_and_fields_use_mcp_names() {

@@ -23,7 +23,8 @@
 //! (or on another replica) the client's state no longer opens and it starts the call over. The
 //! state is signed, not encrypted: it holds only answers the client itself gave.
 
-use crate::notify::{AskCapabilities, ClientNeeds, InputRound};
+use cordon_core::ClientNeeds;
+use cordon_sandbox::link::{AskCapabilities, InputRound};
 use rmcp::model::{
     ClientCapabilities, InputRequest, InputRequests, InputRequiredResult, InputResponses, ProtocolVersion,
     RequestStateCodec, SealOptions,

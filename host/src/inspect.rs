@@ -5,13 +5,12 @@
 //! no grants, and is never run otherwise.
 
 use crate::config::Config;
-use crate::grants::credentials::Credentials;
-use crate::grants::dirs::ProtectedPaths;
-use crate::registry::cache::CompileCache;
 use crate::registry::lint::{Finding, Severity};
 use crate::registry::{self, LoadContext, LoadedPlugin, ToolEntry};
-use crate::sandbox::Sandbox;
 use anyhow::Result;
+use cordon_sandbox::cache::CompileCache;
+use cordon_sandbox::grants::credentials::Credentials;
+use cordon_sandbox::Sandbox;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +23,7 @@ pub struct Examined {
     pub tools: Vec<Arc<ToolEntry>>,
     /// Quality-gate findings.
     pub findings: Vec<Finding>,
-    engine: wasmtime::Engine,
+    sandbox: Sandbox,
 }
 
 impl Examined {
@@ -41,7 +40,7 @@ pub async fn examine(config: &Config, data_dir: &Path, file: &Path) -> Result<Ex
     let sandbox = Sandbox::new(&config.pool)?;
     let cache = Arc::new(CompileCache::new(&data_dir.join("compile-cache"), sandbox.engine()));
     let credentials = Credentials::load(&config.credentials).unwrap_or_default();
-    let protected = ProtectedPaths::for_host(data_dir, file.parent().unwrap_or(Path::new(".")), None, config);
+    let protected = config.protected_paths(data_dir, file.parent().unwrap_or(Path::new(".")), None);
     let cx = LoadContext {
         sandbox: &sandbox,
         cache: &cache,
@@ -52,16 +51,14 @@ pub async fn examine(config: &Config, data_dir: &Path, file: &Path) -> Result<Ex
     };
     let (plugin, tools) = registry::load_file(&cx, file).await?;
     let findings = registry::lint(&tools, &config.lint);
-    Ok(Examined { plugin, tools, findings, engine: sandbox.engine().clone() })
+    Ok(Examined { plugin, tools, findings, sandbox })
 }
 
 /// `cordon inspect` as JSON. `plugin_section` is the file's `[plugins.NAME]` table as written
 /// (references to secrets, never their values).
 pub fn inspection(examined: &Examined, config: &Config, plugin_section: Option<Value>) -> Value {
     let plugin = &examined.plugin;
-    let component = plugin.prepared.component().component_type();
-    let imports: Vec<String> = component.imports(&examined.engine).map(|(name, _)| name.to_string()).collect();
-    let exports: Vec<String> = component.exports(&examined.engine).map(|(name, _)| name.to_string()).collect();
+    let (imports, exports) = plugin.prepared.world(examined.sandbox.engine());
     let limits = &plugin.limits;
     let section = config.plugin(&plugin.name);
     json!({

@@ -12,13 +12,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use cordon_core::Principal;
 use cordon_host::auth::Caller;
-use cordon_host::call::{CallRequest, Principal, ProtocolError};
+use cordon_host::call::{CallRequest, ProtocolError};
 use cordon_host::idempotency::{KeySource, ProvidedKey};
 use cordon_host::server::HttpOptions;
-use cordon_host::store::Shared;
 use cordon_host::tls::TlsFiles;
 use cordon_host::{auth, mcp, Config, Cordon, Paths};
+use cordon_state::Shared;
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -305,7 +306,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Wrap { input, output } => {
             let core =
                 std::fs::read(&input).with_context(|| format!("cannot read {}", input.display())).map_err(usage)?;
-            let component = cordon_host::wrap::wrap(&core).map_err(runtime)?;
+            let component = cordon_sandbox::wrap::wrap(&core).map_err(runtime)?;
             std::fs::write(&output, &component)
                 .with_context(|| format!("cannot write {}", output.display()))
                 .map_err(runtime)?;
@@ -424,7 +425,7 @@ async fn maintenance_store(config: &cordon_host::Config, paths: &Paths) -> Resul
     match config.store.postgres_url().map_err(usage)? {
         None => Ok(Shared::Local(paths.data.clone())),
         Some(url) => {
-            let pg = cordon_host::store::postgres::Postgres::connect_for_maintenance(&url, &config.store)
+            let pg = cordon_state::postgres::Postgres::connect_for_maintenance(&url, &config.store)
                 .await
                 .map_err(runtime)?;
             Ok(Shared::Postgres(pg))

@@ -29,13 +29,14 @@
 
 use crate::app::Cordon;
 use crate::auth::Caller;
-use crate::call::{CallRequest, ProtocolError, ToolSuccess};
-use crate::error::ToolError;
+use crate::call::{CallRequest, ProtocolError};
 use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
 use crate::inputs;
-use crate::notify::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
 use crate::offers::{CompletionRef, OfferError};
-use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
+use cordon_core::ToolError;
+use cordon_core::ToolSuccess;
+use cordon_sandbox::bindings::cordon::plugin::host::LogLevel;
+use cordon_sandbox::link::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
 use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientResult, ContentBlock, CustomRequest,
@@ -546,9 +547,9 @@ async fn ask_client(context: &RequestContext<RoleServer>, ask: Ask) -> Result<Va
         Ask::Sample(params) | Ask::Elicit(params) | Ask::ListRoots(params) => params,
     };
     let request = ServerRequest::CustomRequest(CustomRequest::new(method, Some(params)));
-    let answer = tokio::time::timeout(crate::notify::ASK_TIMEOUT, context.peer.send_request(request)).await;
+    let answer = tokio::time::timeout(cordon_sandbox::link::ASK_TIMEOUT, context.peer.send_request(request)).await;
     match answer {
-        Err(_elapsed) => Err(AskError::Timeout(method, crate::notify::ASK_TIMEOUT.as_secs())),
+        Err(_elapsed) => Err(AskError::Timeout(method, cordon_sandbox::link::ASK_TIMEOUT.as_secs())),
         Ok(Err(e)) => Err(AskError::Client { method, message: e.to_string() }),
         Ok(Ok(result)) => {
             let value = match result {
@@ -634,7 +635,7 @@ pub fn error_result(error: &ToolError) -> CallToolResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorType;
+    use cordon_core::ErrorType;
     use serde_json::json;
 
     fn texts(result: &CallToolResult) -> Vec<String> {

@@ -28,9 +28,9 @@
 //! the per-tool label values are interned once ([`Metrics::tool`]), so a call costs a few atomic
 //! updates and hash look-ups, and no allocation.
 
-use crate::audit::IdempotencyUse;
-use crate::error::ToolError;
-use crate::registry::cache::CompileCache;
+use cordon_core::IdempotencyUse;
+use cordon_core::ToolError;
+use cordon_sandbox::cache::CompileCache;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -64,6 +64,15 @@ struct ToolLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     plugin: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfferLabels {
+    /// `resources/read`, `prompts/get` or `completion/complete`: never the URI or argument,
+    /// which a caller chooses.
+    method: &'static str,
+    plugin: Arc<str>,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +117,8 @@ pub struct Snapshot {
     pub tools_served: usize,
     /// Calls inside `Cordon::call`.
     pub calls_in_flight: usize,
+    /// Audit lines lost since start (queue full, file unwritable): the audit log's own count.
+    pub audit_lines_dropped: u64,
 }
 
 /// The host's metrics, owned by `Cordon`.
@@ -117,12 +128,18 @@ pub struct Metrics {
     latency: Family<ToolLabels, Histogram, fn() -> Histogram>,
     fuel: Family<ToolLabels, Counter>,
     egress_denied: Family<PluginLabels, Counter>,
+    offers: Family<OfferLabels, Counter>,
+    offer_fuel: Family<PluginLabels, Counter>,
     idempotency: Family<ResultLabels, Counter>,
     instances_in_use: Gauge,
     calls_in_flight: Gauge,
     plugins_loaded: Gauge,
     plugins_refused: Gauge,
     tools_served: Gauge,
+    audit_lines_dropped: Counter,
+    /// Held while a scrape brings `audit_lines_dropped` up to the audit log's count, so that two
+    /// scrapes at once never add the same lines twice.
+    scrape: std::sync::Mutex<()>,
     tools: RwLock<HashMap<String, Arc<ToolSeries>>>,
 }
 
@@ -148,6 +165,18 @@ impl Metrics {
             "Outbound requests refused before connecting (no grant, budget, credential)",
             egress_denied.clone(),
         );
+        let offers = Family::<OfferLabels, Counter>::default();
+        registry.register(
+            "offer_calls",
+            "Resource reads, prompt renders and completions run in a guest, by plugin and outcome",
+            offers.clone(),
+        );
+        let offer_fuel = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "offer_fuel_consumed",
+            "Fuel used by guests for resource reads, prompt renders and completions",
+            offer_fuel.clone(),
+        );
         let idempotency = Family::<ResultLabels, Counter>::default();
         registry.register(
             "idempotency",
@@ -168,6 +197,12 @@ impl Metrics {
         registry.register("plugins_refused", "Plugin files refused at load", plugins_refused.clone());
         let tools_served = Gauge::default();
         registry.register("tools_served", "Tools being published", tools_served.clone());
+        let audit_lines_dropped = Counter::default();
+        registry.register(
+            "audit_lines_dropped",
+            "Audit lines lost: the queue was full or the audit file could not be written",
+            audit_lines_dropped.clone(),
+        );
         registry.register_collector(Box::new(CompileCacheCounts(cache)));
         Metrics {
             registry,
@@ -175,12 +210,16 @@ impl Metrics {
             latency,
             fuel,
             egress_denied,
+            offers,
+            offer_fuel,
             idempotency,
             instances_in_use,
             calls_in_flight,
             plugins_loaded,
             plugins_refused,
             tools_served,
+            audit_lines_dropped,
+            scrape: std::sync::Mutex::new(()),
             tools: RwLock::new(HashMap::new()),
         }
     }
@@ -229,6 +268,30 @@ impl Metrics {
         }
     }
 
+    /// Records one resource read, prompt render or completion that reached its guest's slot.
+    pub fn record_offer(
+        &self,
+        method: &'static str,
+        plugin: &str,
+        outcome: Result<(), &ToolError>,
+        fuel_used: u64,
+        egress_denied: usize,
+    ) {
+        let plugin: Arc<str> = plugin.into();
+        let outcome = match outcome {
+            Ok(()) => "ok",
+            Err(error) => outcome_label(error),
+        };
+        self.offers.get_or_create(&OfferLabels { method, plugin: plugin.clone(), outcome }).inc();
+        let labels = PluginLabels { plugin };
+        if fuel_used > 0 {
+            self.offer_fuel.get_or_create(&labels).inc_by(fuel_used);
+        }
+        if egress_denied > 0 {
+            self.egress_denied.get_or_create(&labels).inc_by(egress_denied as u64);
+        }
+    }
+
     /// Counts a guest instance as running until the guard is dropped.
     pub fn instance(&self) -> InstanceGuard {
         self.instances_in_use.inc();
@@ -244,6 +307,12 @@ impl Metrics {
         gauge(&self.plugins_refused, snapshot.plugins_refused);
         gauge(&self.tools_served, snapshot.tools_served);
         gauge(&self.calls_in_flight, snapshot.calls_in_flight);
+        let _scrape = self.scrape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The audit log counts its losses itself; the counter follows it (it only grows).
+        let seen = self.audit_lines_dropped.get();
+        if snapshot.audit_lines_dropped > seen {
+            self.audit_lines_dropped.inc_by(snapshot.audit_lines_dropped - seen);
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -300,7 +369,7 @@ impl Collector for CompileCacheCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorType;
+    use cordon_core::ErrorType;
 
     #[test]
     fn host_error_types_are_labels_and_guest_kinds_are_not() {

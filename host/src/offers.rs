@@ -24,11 +24,11 @@
 use crate::app::Cordon;
 use crate::audit::{self, AuditRecord};
 use crate::auth::Caller;
-use crate::error::{ErrorType, ToolError};
-use crate::notify::CallLink;
 use crate::registry::{offers, LoadedPlugin};
-use crate::sandbox::bindings::{CallError, CompletionTarget, Role};
-use crate::sandbox::{GuestReply, Invocation};
+use cordon_core::{ErrorType, ToolError};
+use cordon_sandbox::bindings::{CallError, CompletionTarget, Role};
+use cordon_sandbox::link::CallLink;
+use cordon_sandbox::{GuestReply, Invocation};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -199,7 +199,10 @@ impl Cordon {
             Ok(reply)
         }
         .await;
-        let error = outcome.as_ref().err();
+        // A guest that answered with its own error failed the request as surely as a trap: the
+        // audit line and the metrics say so.
+        let guest_failure = outcome.as_ref().ok().and_then(guest_failure);
+        let error = outcome.as_ref().err().or(guest_failure.as_ref());
         let mut record = AuditRecord {
             time: audit::timestamp(std::time::SystemTime::now()),
             call_id,
@@ -216,11 +219,30 @@ impl Cordon {
             fuel_used,
             ..Default::default()
         };
+        let mut egress_denied = 0;
         if let Some(egress) = egress.as_ref().and_then(|e| e.lock().ok()) {
+            egress_denied = egress.refused.len();
             record.egress(&egress);
         }
+        self.metrics.record_offer(
+            offer_method(what),
+            &plugin.name,
+            error.map_or(Ok(()), Err),
+            fuel_used,
+            egress_denied,
+        );
         self.audit.record(record);
         outcome
+    }
+}
+
+/// The method of an offer's audit name (`resources/read <uri>` → `resources/read`), as a
+/// metrics label from a fixed set.
+fn offer_method(what: &str) -> &'static str {
+    match what.split(' ').next() {
+        Some("resources/read") => "resources/read",
+        Some("prompts/get") => "prompts/get",
+        _ => "completion/complete",
     }
 }
 
@@ -243,7 +265,7 @@ impl CompletionRef {
 
 /// MCP's `completion` object: at most [`MAX_COMPLETION_VALUES`] values; when the plugin gave
 /// more, the rest are cut, `hasMore` is set and `total` says how many there were.
-fn completion_json(completion: crate::sandbox::bindings::Completion) -> Value {
+fn completion_json(completion: cordon_sandbox::bindings::Completion) -> Value {
     let given = completion.values.len();
     let mut values = completion.values;
     values.truncate(MAX_COMPLETION_VALUES);
@@ -264,9 +286,18 @@ fn guest_error(e: CallError) -> ToolError {
     ToolError::from_guest(e.kind, e.message, e.retryable)
 }
 
+/// The guest's own error, when it answered a read, render or completion with one.
+fn guest_failure(reply: &GuestReply) -> Option<ToolError> {
+    let error = match reply {
+        GuestReply::Resource(Err(e)) | GuestReply::Prompt(Err(e)) | GuestReply::Completion(Err(e)) => e,
+        _ => return None,
+    };
+    Some(ToolError::from_guest(error.kind.clone(), error.message.clone(), error.retryable))
+}
+
 /// Bytes a read or render returns, for the output cap.
 fn reply_size(reply: &GuestReply) -> usize {
-    use crate::sandbox::bindings::{Content, ResourceBody, ResourceContents};
+    use cordon_sandbox::bindings::{Content, ResourceBody, ResourceContents};
     let contents_size = |c: &ResourceContents| {
         c.uri.len()
             + match &c.body {
@@ -282,7 +313,7 @@ fn reply_size(reply: &GuestReply) -> usize {
             .iter()
             .map(|m| match &m.content {
                 Content::Resource(c) => contents_size(c),
-                other => crate::sandbox::content_size(other),
+                other => cordon_sandbox::content_size(other),
             })
             .sum(),
         _ => 0,
@@ -292,7 +323,7 @@ fn reply_size(reply: &GuestReply) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::bindings::Completion;
+    use cordon_sandbox::bindings::Completion;
 
     #[test]
     fn completions_are_cut_at_the_mcp_limit_and_say_so() {

@@ -8,8 +8,8 @@
 //! `additionalProperties` or `unevaluatedProperties` itself. The strict schema is the one
 //! published in `tools/list`, so clients see exactly what the host enforces.
 
-use crate::error::{ToolError, Violation};
 use anyhow::{bail, Context, Result};
+use cordon_core::{ToolError, Violation};
 use jsonschema::Validator;
 use serde_json::{Map, Value};
 

@@ -12,7 +12,6 @@
 use crate::app::Cordon;
 use crate::auth::Caller;
 use crate::auth::{self, Authenticator};
-use crate::call::Principal;
 use crate::connections::{self, ConnectionBounds};
 use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::mcp::McpService;
@@ -26,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
+use cordon_core::Principal;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::ServiceExt;
@@ -143,7 +143,7 @@ impl HttpOptions {
         self,
         config: &crate::Config,
         data_dir: &std::path::Path,
-        revocations: Arc<auth::signed::Revocations>,
+        revocations: Arc<cordon_state::revocations::Revocations>,
     ) -> Result<HttpPlan> {
         let HttpOptions { listen, stateless, allow_unauthenticated, tls } = self;
         let addr: SocketAddr = listen
@@ -167,7 +167,7 @@ fn authenticator_for(
     config: &crate::Config,
     allow_unauthenticated: bool,
     data_dir: &std::path::Path,
-    revocations: Arc<auth::signed::Revocations>,
+    revocations: Arc<cordon_state::revocations::Revocations>,
     addr: SocketAddr,
 ) -> Result<Arc<Authenticator>> {
     let authenticator = Arc::new(Authenticator::new(&config.auth, allow_unauthenticated, data_dir, revocations)?);
@@ -211,8 +211,8 @@ struct Probe {
     drain: Arc<Drain>,
 }
 
-/// Serves Streamable HTTP (or HTTPS) until SIGTERM or SIGINT, then drains (see the README,
-/// "Run it as a service"):
+/// Serves Streamable HTTP (or HTTPS) until SIGTERM or SIGINT, then drains (see
+/// `docs/operations.md`, "Run it as a service"):
 ///
 /// 1. `/readyz` answers 503 at once, and new `/mcp` requests get 503 with `Connection: close`;
 ///    the listener stays open meanwhile so probes and load balancers see "not ready" rather than

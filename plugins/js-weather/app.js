@@ -1,7 +1,7 @@
 // Example Cordon plugin in JavaScript: temperature conversion and current weather from an HTTP API.
 //
-// Built by `make plugins` into `plugins/dist/js-weather.wasm` (see README, "Write a plugin in
-// JavaScript"). `current` reads the API's base URL from the operator's settings; the host decides
+// Built by `make plugins` into `plugins/dist/js-weather.wasm` (see
+// `docs/plugins-javascript.md`). `current` reads the API's base URL from the operator's settings; the host decides
 // whether the request may leave:
 //
 //     [plugins.js-weather.config]

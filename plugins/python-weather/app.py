@@ -1,7 +1,7 @@
 """Example Cordon plugin in Python: temperature conversion and current weather from an HTTP API.
 
-Built by `make plugins` into `plugins/dist/python-weather.wasm` (see README, "Write a plugin in
-Python"). `current` reads the API's base URL from the operator's settings; the host decides
+Built by `make plugins` into `plugins/dist/python-weather.wasm` (see
+`docs/plugins-python.md`). `current` reads the API's base URL from the operator's settings; the host decides
 whether the request may leave:
 
     [plugins.python-weather.config]

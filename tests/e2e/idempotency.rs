@@ -932,6 +932,13 @@ async fn a_full_disk_refuses_keyed_calls_before_they_run() {
         }
     })
     .await;
+    // ... and `/metrics` counts them, so an operator can alert on lost audit lines.
+    let metrics = get(&format!("{}/metrics", server.base), &[]).await.text().await.expect("read /metrics");
+    let dropped = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("cordon_audit_lines_dropped_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert!(dropped.is_some_and(|n| n > 0), "{metrics}");
 
     in_mount_namespace(server.pid(), &format!("rm {data}/filler"));
     let after = result_of(&post_text(&server.url, &charge_request(9, "acct_full", "k-full"), &[]).await);

@@ -122,3 +122,44 @@ async fn metrics_need_a_bearer_token_when_auth_is_on() {
     let rebound = get(&url, &[("authorization", &bearer), ("host", "evil.example")]).await;
     assert_eq!(rebound.status(), 403, "a Host outside [server] allowed_hosts");
 }
+
+/// Resource reads and prompt renders run guests like tool calls, and are counted like them: by
+/// method, plugin and outcome (never by URI, which the caller picks), with their fuel and the
+/// outbound requests their grants refused.
+#[tokio::test]
+async fn reads_and_renders_are_counted() {
+    let (base, _seen) = counting_upstream().await;
+    let config = format!(
+        "[plugins.fetcher.config]\nbase_url = \"{base}\"\n\n\
+         [[plugins.fetcher.http.grants]]\nurl = \"{base}/api/granted\"\nmethods = [\"GET\"]\n"
+    );
+    let env = Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config);
+    let server = env.spawn_http(&[]).await;
+    let client = server.client().await;
+    let read = |uri: &str| {
+        let params: rmcp::model::ReadResourceRequestParams = serde_json::from_value(json!({"uri": uri})).unwrap();
+        client.read_resource(params)
+    };
+    guard("a granted read", read("fetch://page/granted")).await.expect("the read succeeds");
+    assert!(guard("a refused read", read("fetch://page/secret")).await.is_err());
+    let params: rmcp::model::GetPromptRequestParams =
+        serde_json::from_value(json!({"name": "fetcher_fetch", "arguments": {"name": "granted"}})).unwrap();
+    guard("a render", client.get_prompt(params)).await.expect("the render succeeds");
+
+    let text = scrape(&server, &[]).await;
+    let offers = |method: &str, outcome: &str| {
+        sample(&text, "cordon_offer_calls_total", &[("method", method), ("plugin", "fetcher"), ("outcome", outcome)])
+    };
+    assert_eq!(offers("resources/read", "ok"), 1.0, "{text}");
+    assert_eq!(offers("prompts/get", "ok"), 1.0, "{text}");
+    let failed_reads: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("cordon_offer_calls_total{") && l.contains("method=\"resources/read\""))
+        .filter(|l| !l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum();
+    assert_eq!(failed_reads, 1.0, "{text}");
+    assert!(!text.contains("fetch://"), "no URI is a label: {text}");
+    assert_eq!(sample(&text, "cordon_egress_denied_total", &[("plugin", "fetcher")]), 1.0, "{text}");
+    assert!(sample(&text, "cordon_offer_fuel_consumed_total", &[("plugin", "fetcher")]) > 0.0, "{text}");
+}

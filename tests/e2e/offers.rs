@@ -536,21 +536,6 @@ async fn a_keyed_call_that_asks_stores_only_its_final_outcome() {
     server.log.wait_for("idempotency=\"hit\"").await;
 }
 
-/// An upstream on `127.0.0.1:0` that answers 200 to everything and counts the requests.
-async fn counting_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let seen = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    let app = axum::Router::new().fallback(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async { "ok" }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
-    let base = format!("http://{}", listener.local_addr().expect("upstream address"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("the upstream serves") });
-    (base, seen)
-}
-
 /// A resource read and a prompt render reach out under the plugin's grants like a tool call,
 /// and their audit lines say so: the request that went out (method, host, status), and the one
 /// the grants refused (before it connected: the upstream saw only the granted ones).
@@ -582,6 +567,8 @@ async fn reads_and_renders_are_audited_with_their_outbound_requests() {
     assert!(granted["fuel_used"].as_u64() > Some(0), "{granted}");
     let denied = line("resources/read fetch://page/secret");
     assert_eq!(denied["outbound"], json!([]), "{denied}");
+    assert_eq!(denied["outcome"], "error", "the guest failed the read: {denied}");
+    assert_eq!(granted["outcome"], "ok", "{granted}");
     assert_eq!(denied["refused"].as_array().map(Vec::len), Some(1), "{denied}");
     assert_eq!(line("prompts/get fetcher_fetch")["outbound"][0]["status"], 200);
 }

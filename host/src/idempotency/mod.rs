@@ -14,7 +14,7 @@
 //! flight in [`Idempotency::begin`]). A retryable failure is recorded and run again by the next
 //! attempt. A claim left `in_progress` by a process that died is never treated as new: the next
 //! attempt re-runs it as a *recovery*, and because the outbound `Idempotency-Key` of each request
-//! derives from the call's key and the request's ordinal ([`upstream_key`]), upstreams that
+//! derives from the call's key and the request's ordinal ([`cordon_sandbox::grants::http::upstream_key`]), upstreams that
 //! honour keys see the same keys again and act once.
 //!
 //! **Cancellation** ([`Ticket::cancelled`]): a keyed call the client cancels is never left
@@ -26,19 +26,15 @@
 //! with the same upstream keys, so an upstream that honours keys acts once. A duplicate waiting
 //! for the cancelled run wakes up and runs the call itself.
 
-pub mod postgres;
-pub mod sqlite;
-pub mod store;
-
-use crate::call::Principal;
-use crate::error::{ErrorType, ToolError, Violation};
+use cordon_core::Principal;
+use cordon_core::{ErrorType, ToolError, Violation};
+use cordon_state::records::{self as store, Claim, Claimed, RecordStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use store::{Claim, Claimed, RecordStore};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -123,7 +119,7 @@ pub struct KeyedCall {
     claim: Claim,
     /// Where the key came from.
     pub source: KeySource,
-    /// Base for the outbound `Idempotency-Key` of each request (see [`upstream_key`]).
+    /// Base for the outbound `Idempotency-Key` of each request (see [`cordon_sandbox::grants::http::upstream_key`]).
     pub upstream_base: String,
 }
 
@@ -144,7 +140,7 @@ pub enum Begin {
     /// Run the call, then [`Ticket::finish`] it.
     Run(Box<Ticket>),
     /// The stored outcome of an earlier run: return it without running anything.
-    Replay(Result<crate::call::ToolSuccess, ToolError>),
+    Replay(Result<cordon_core::ToolSuccess, ToolError>),
 }
 
 /// The idempotency layer: the store plus in-process single flight.
@@ -290,7 +286,7 @@ impl Idempotency {
                         tokio::select! {
                             biased;
                             () = cancel.cancelled() => return Err(ToolError::cancelled()),
-                            () = tokio::time::sleep(crate::store::busy_backoff(looks)) => looks += 1,
+                            () = tokio::time::sleep(cordon_state::busy_backoff(looks)) => looks += 1,
                         }
                         continue;
                     }
@@ -332,7 +328,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// Records the outcome durably; only then may the reply be sent.
-    pub async fn finish(mut self, outcome: &Result<crate::call::ToolSuccess, ToolError>) -> Result<(), ToolError> {
+    pub async fn finish(mut self, outcome: &Result<cordon_core::ToolSuccess, ToolError>) -> Result<(), ToolError> {
         let retryable = matches!(outcome, Err(e) if e.retryable);
         let encoded = encode(outcome);
         let Some(leader) = self.leader.take() else { return Ok(()) };
@@ -381,11 +377,6 @@ impl Drop for Ticket {
             leader.idempotency.store.abandon(claim, self.attempt, outcome);
         }
     }
-}
-
-/// The outbound `Idempotency-Key` of the `ordinal`-th request (from 1) of a keyed call.
-pub fn upstream_key(base: &str, ordinal: u32) -> String {
-    hex::encode(&Sha256::digest(format!("{base}:{ordinal}").as_bytes())[..20])
 }
 
 /// SHA-256 (hex) of the canonical arguments: the idempotency fingerprint, also the audit log's
@@ -448,7 +439,7 @@ enum Stored {
     },
 }
 
-fn encode(outcome: &Result<crate::call::ToolSuccess, ToolError>) -> String {
+fn encode(outcome: &Result<cordon_core::ToolSuccess, ToolError>) -> String {
     let stored = match outcome {
         Ok(s) => Stored::Ok { text: s.text.clone(), structured: s.structured.clone(), attached: s.attached.clone() },
         Err(e) => Stored::Error {
@@ -461,10 +452,10 @@ fn encode(outcome: &Result<crate::call::ToolSuccess, ToolError>) -> String {
     serde_json::to_string(&stored).unwrap_or_default()
 }
 
-fn decode(stored: &str) -> Result<Result<crate::call::ToolSuccess, ToolError>, ToolError> {
+fn decode(stored: &str) -> Result<Result<cordon_core::ToolSuccess, ToolError>, ToolError> {
     match serde_json::from_str::<Stored>(stored) {
         Ok(Stored::Ok { text, structured, attached }) => {
-            Ok(Ok(crate::call::ToolSuccess { text, structured, attached }))
+            Ok(Ok(cordon_core::ToolSuccess { text, structured, attached }))
         }
         Ok(Stored::Error { r#type, message, retryable, violations }) => {
             Ok(Err(ToolError { kind: r#type.into(), message, retryable, violations, client_needs: None }))
@@ -487,14 +478,6 @@ mod tests {
         assert_eq!(canonical_json(&a), r#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#);
     }
 
-    #[test]
-    fn upstream_keys_are_deterministic_per_ordinal() {
-        assert_eq!(upstream_key("base", 1), upstream_key("base", 1));
-        assert_ne!(upstream_key("base", 1), upstream_key("base", 2));
-        assert_ne!(upstream_key("base", 1), upstream_key("other", 1));
-        assert_eq!(upstream_key("base", 1).len(), 40);
-    }
-
     fn keyed(idempotency: &Idempotency, key: &str) -> KeyedCall {
         let config = IdempotencyConfig::default();
         let tool = ToolKeying { plugin: "p", tool: "p_t", read_only: false, key_argument: None, config: &config };
@@ -514,13 +497,15 @@ mod tests {
     #[tokio::test]
     async fn only_finished_keys_are_read_without_the_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
+        let idempotency = Idempotency::new(Arc::new(
+            cordon_state::records::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap(),
+        ));
         let call = keyed(&idempotency, "k9");
         let (namespace, key) = (&call.claim.namespace, &call.claim.key);
         assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint).await, None, "absent");
         let (ticket, _) = run(&idempotency, &call).await;
         assert_eq!(idempotency.store().finished(namespace, key, &call.claim.fingerprint).await, None, "in progress");
-        let outcome = Ok(crate::call::ToolSuccess { text: Some("t".into()), structured: None, attached: vec![] });
+        let outcome = Ok(cordon_core::ToolSuccess { text: Some("t".into()), structured: None, attached: vec![] });
         ticket.finish(&outcome).await.unwrap();
         let stored = idempotency.store().finished(namespace, key, &call.claim.fingerprint).await;
         assert!(matches!(stored, Some(Claimed::Done(_))), "{stored:?}");
@@ -533,7 +518,9 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_first_attempt_that_did_not_act_forgets_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
+        let idempotency = Idempotency::new(Arc::new(
+            cordon_state::records::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap(),
+        ));
         let call = keyed(&idempotency, "k1");
         let (ticket, _) = run(&idempotency, &call).await;
         assert!(ticket.cancelled(false).await.unwrap(), "released");
@@ -545,7 +532,9 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_call_that_may_have_acted_stays_bound_and_retryable() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
+        let idempotency = Idempotency::new(Arc::new(
+            cordon_state::records::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap(),
+        ));
         let call = keyed(&idempotency, "k2");
         let (ticket, _) = run(&idempotency, &call).await;
         assert!(!ticket.cancelled(true).await.unwrap(), "kept");
@@ -562,7 +551,9 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_waiting_for_a_run_in_flight_can_be_cancelled() {
         let dir = tempfile::tempdir().unwrap();
-        let idempotency = Idempotency::new(Arc::new(sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
+        let idempotency = Idempotency::new(Arc::new(
+            cordon_state::records::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap(),
+        ));
         let call = keyed(&idempotency, "k3");
         let (_leader, _) = run(&idempotency, &call).await;
         let cancel = CancellationToken::new();
@@ -573,14 +564,14 @@ mod tests {
 
     #[test]
     fn outcomes_round_trip_exactly() {
-        let ok = Ok(crate::call::ToolSuccess {
+        let ok = Ok(cordon_core::ToolSuccess {
             text: Some("t".into()),
             structured: Some(json!({"z": 1.5, "a": [1, 2]})),
             attached: vec![json!({"type": "image", "data": "AQID", "mimeType": "image/png"})],
         });
         let text = encode(&ok);
         assert_eq!(decode(&text).unwrap(), ok);
-        let err: Result<crate::call::ToolSuccess, ToolError> =
+        let err: Result<cordon_core::ToolSuccess, ToolError> =
             Err(ToolError::from_guest("declined".into(), "no".into(), false));
         assert_eq!(decode(&encode(&err)).unwrap(), err);
     }

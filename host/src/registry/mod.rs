@@ -9,22 +9,22 @@
 //! [`MAX_DESCRIBED_ITEMS`] items of a kind, [`MAX_SCHEMA_BYTES`] in one schema or
 //! [`MAX_DESCRIPTION_BYTES`] in all is refused before anything in it is compiled.
 
-pub mod cache;
 pub mod compat;
 pub mod lint;
 mod names;
 pub mod offers;
 
-use crate::call::Principal;
-use crate::config::{Config, Limits};
-use crate::grants::credentials::Credentials;
-use crate::grants::PluginGrants;
-use crate::notify::CallLink;
-use crate::sandbox::bindings::{Annotations, ToolDescriptor};
-use crate::sandbox::{CallGrants, Description, GuestReply, Invocation, Prepared, Sandbox};
+use crate::config::Config;
 use crate::schema::Schema;
 use anyhow::{anyhow, bail, Context, Result};
-use cache::{CacheOutcome, CompileCache};
+use cordon_core::Limits;
+use cordon_core::Principal;
+use cordon_sandbox::bindings::{Annotations, ToolDescriptor};
+use cordon_sandbox::cache::{CacheOutcome, CompileCache};
+use cordon_sandbox::grants::credentials::Credentials;
+use cordon_sandbox::grants::PluginGrants;
+use cordon_sandbox::link::CallLink;
+use cordon_sandbox::{CallGrants, Description, GuestReply, Invocation, Prepared, Sandbox};
 use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -50,7 +50,7 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4 << 20;
 
 // A description at the caps must lift: the sandbox's `describe` budget covers the strings twice
 // over, for the records that hold them.
-const _: () = assert!(crate::sandbox::DESCRIBE_LIFT_BYTES >= 2 * MAX_DESCRIPTION_BYTES);
+const _: () = assert!(cordon_sandbox::DESCRIBE_LIFT_BYTES >= 2 * MAX_DESCRIPTION_BYTES);
 
 /// One loaded plugin.
 pub struct LoadedPlugin {
@@ -156,7 +156,7 @@ pub struct LoadContext<'a> {
     /// Loaded credentials, to check grants against.
     pub credentials: &'a Credentials,
     /// What no directory grant may reach.
-    pub protected: &'a crate::grants::dirs::ProtectedPaths,
+    pub protected: &'a cordon_sandbox::grants::dirs::ProtectedPaths,
     /// Whether `[lint]` findings are logged and, under `mode = "refuse"`, refuse the plugin (the
     /// server); `cordon lint` and `cordon inspect` report them instead.
     pub lint_refuses: bool,
@@ -348,8 +348,9 @@ async fn load_plugin(
             );
         }
     }
-    let grants = PluginGrants::from_config(&plugin_config, credentials, protected)
-        .with_context(|| format!("[plugins.{name}] grants"))?;
+    let grants =
+        PluginGrants::new(&plugin_config.http, &plugin_config.dirs, &plugin_config.config, credentials, protected)
+            .with_context(|| format!("[plugins.{name}] grants"))?;
 
     // Compiling takes from milliseconds to many seconds (a Python component); keep it off the
     // async runtime's threads. A core module (Zig, C, Go) is made a component first; the cache
@@ -358,10 +359,11 @@ async fn load_plugin(
         let (engine, cache) = (sandbox.engine().clone(), cache.clone());
         let file_digest = digest.clone();
         tokio::task::spawn_blocking(move || {
-            let (bytes, code_digest) = match crate::wrap::kind(&bytes)? {
-                crate::wrap::WasmKind::Component => (bytes, file_digest),
-                crate::wrap::WasmKind::CoreModule => {
-                    let component = crate::wrap::wrap(&bytes).context("a core module that cannot be wrapped")?;
+            let (bytes, code_digest) = match cordon_sandbox::wrap::kind(&bytes)? {
+                cordon_sandbox::wrap::WasmKind::Component => (bytes, file_digest),
+                cordon_sandbox::wrap::WasmKind::CoreModule => {
+                    let component =
+                        cordon_sandbox::wrap::wrap(&bytes).context("a core module that cannot be wrapped")?;
                     let code_digest = hex::encode(Sha256::digest(&component));
                     (component, code_digest)
                 }

@@ -12,8 +12,8 @@
 
 use super::names::published_name;
 use super::{Catalog, LoadedPlugin};
-use crate::sandbox::bindings::{PromptDescriptor, ResourceDescriptor, TemplateDescriptor};
 use anyhow::{bail, Result};
+use cordon_sandbox::bindings::{PromptDescriptor, ResourceDescriptor, TemplateDescriptor};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 

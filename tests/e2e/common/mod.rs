@@ -779,3 +779,18 @@ pub fn messages(content_type: &str, body: &str) -> Vec<Value> {
         vec![serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))]
     }
 }
+
+/// An upstream on `127.0.0.1:0` that answers 200 to everything and counts the requests.
+pub async fn counting_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "ok" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+    let base = format!("http://{}", listener.local_addr().expect("upstream address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("the upstream serves") });
+    (base, seen)
+}

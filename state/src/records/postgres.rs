@@ -12,8 +12,8 @@
 //! and release match the owner *and* the attempt, so a replica that lost its claim to a
 //! takeover can never overwrite the run of record.
 
-use super::store::{millis, rfc3339, Claim, Claimed, Record, RecordStore, StoredState};
-use crate::store::postgres::Postgres;
+use super::{millis, rfc3339, Claim, Claimed, Record, RecordStore, StoredState};
+use crate::postgres::Postgres;
 use anyhow::{bail, Result};
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -5,7 +5,7 @@
 //! has a fixed `type` from [`ErrorType`]; errors a guest reports keep the guest's own kind.
 //! Messages are written for the caller: they never carry a host path, a stack trace or a secret.
 
-pub use crate::notify::ClientNeeds;
+use crate::ClientNeeds;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;

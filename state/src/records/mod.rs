@@ -1,6 +1,6 @@
 //! The durable idempotency records: what a store must do ([`RecordStore`]), whichever backend
-//! keeps them — SQLite for one host ([`super::sqlite`]), PostgreSQL for replicas
-//! ([`super::postgres`]). Both are held to one contract, tested against both in
+//! keeps them — SQLite for one host ([`sqlite`]), PostgreSQL for replicas
+//! ([`postgres`]). Both are held to one contract, tested against both in
 //! `tests/e2e/store_contract.rs`:
 //!
 //! - a claim that answers `Run` is durable before it returns, and so is every outcome;
@@ -8,6 +8,9 @@
 //!   longer holds it (another took the claim over) fails and changes nothing;
 //! - a completed record never changes until it expires and is purged;
 //! - `in_progress` records are never purged: their run may have acted upstream.
+
+pub mod postgres;
+pub mod sqlite;
 
 use anyhow::Result;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,6 +56,22 @@ pub enum Claimed {
     /// Another live replica is running the key now: look again shortly (never from SQLite,
     /// which serves one host).
     Busy,
+}
+
+impl Claimed {
+    /// How a call that got this answer used its key, for the audit line and metrics.
+    pub fn idempotency_use(&self) -> cordon_core::IdempotencyUse {
+        use cordon_core::IdempotencyUse;
+        match self {
+            Claimed::Run { recovery: true, .. } => IdempotencyUse::Recovery,
+            Claimed::Run { attempt, .. } if *attempt > 1 => IdempotencyUse::Retry,
+            Claimed::Run { .. } => IdempotencyUse::Miss,
+            Claimed::Done(_) => IdempotencyUse::Hit,
+            Claimed::Mismatch => IdempotencyUse::Reused,
+            // Never the outcome of a claim that began a call: a busy key is waited for.
+            Claimed::Busy => IdempotencyUse::Miss,
+        }
+    }
 }
 
 /// One stored record, for `cordon idempotency`.

@@ -13,22 +13,35 @@
 //! - any other trap → `plugin_crashed`.
 //!
 //! Instances come from a pooling allocator sized by `[pool]`; a full pool is `busy`.
+//!
+//! The crate's other parts are what an instance is given: [`grants`] (outbound HTTP, the
+//! credentials attached to it, directories), [`link`] (the call's cancellation, and the events
+//! and questions a guest sends its client), [`cache`] (compiled components on disk) and [`wrap`]
+//! (core modules made components). It knows wasmtime and WASI, never the protocol a transport
+//! speaks: a guest's question leaves it as a neutral [`link::Ask`], a call that needs its client
+//! first as [`cordon_core::ClientNeeds`].
+
+#![warn(missing_docs)]
 
 pub mod bindings;
+pub mod cache;
+pub mod grants;
+pub mod link;
 pub mod plain;
 mod state;
+pub mod wrap;
 
 pub use state::{content_size, CallGrants};
 
-use crate::config::{Limits, PoolConfig};
-use crate::error::{ErrorType, ToolError};
-use crate::notify::CallLink;
+use crate::link::CallLink;
 use anyhow::{Context as _, Result};
 use bindings::exports::cordon::plugin::{completions, prompts, resources, tools};
 use bindings::{
     CallContext, Completion, CompletionTarget, Content, PluginCompletions, PromptDescriptor, PromptResult,
     ResourceContents, ResourceDescriptor, TemplateDescriptor, ToolDescriptor, ToolOutput,
 };
+use cordon_core::{ErrorType, ToolError};
+use cordon_core::{Limits, PoolConfig};
 use state::CallState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,7 +121,15 @@ enum PreparedKind {
 }
 
 impl Prepared {
-    /// The compiled component (for `cordon inspect`: its imports and exports).
+    /// The names of the component's imports and of its exports (for `cordon inspect`).
+    pub fn world(&self, engine: &Engine) -> (Vec<String>, Vec<String>) {
+        let component = self.component().component_type();
+        let imports = component.imports(engine).map(|(name, _)| name.to_string()).collect();
+        let exports = component.exports(engine).map(|(name, _)| name.to_string()).collect();
+        (imports, exports)
+    }
+
+    /// The compiled component.
     pub fn component(&self) -> &Component {
         match &self.kind {
             PreparedKind::Plugin(plugin) => plugin.pre.component(),

@@ -12,7 +12,6 @@ pub mod credentials;
 pub mod dirs;
 pub mod http;
 
-use crate::config::PluginConfig;
 use anyhow::Result;
 use credentials::Credentials;
 use std::collections::BTreeMap;
@@ -30,20 +29,19 @@ pub struct PluginGrants {
 }
 
 impl PluginGrants {
-    /// Parses and checks a plugin's grants; no directory grant may reach `protected`.
-    pub fn from_config(
-        config: &PluginConfig,
+    /// Checks a plugin's grants as configured (`[plugins.NAME.http]`, `[[plugins.NAME.dirs]]`
+    /// and `[plugins.NAME.config]`); no directory grant may reach `protected`.
+    pub fn new(
+        http: &http::HttpPolicyConfig,
+        dirs: &[dirs::DirGrant],
+        settings: &BTreeMap<String, String>,
         credentials: &Credentials,
         protected: &dirs::ProtectedPaths,
     ) -> Result<PluginGrants> {
-        let http = http::HttpPolicy::from_config(&config.http, credentials)?;
-        for dir in &config.dirs {
+        let http = http::HttpPolicy::from_config(http, credentials)?;
+        for dir in dirs {
             dir.check(protected)?;
         }
-        Ok(PluginGrants {
-            http: Arc::new(http),
-            dirs: config.dirs.clone().into(),
-            settings: Arc::new(config.config.clone()),
-        })
+        Ok(PluginGrants { http: Arc::new(http), dirs: dirs.into(), settings: Arc::new(settings.clone()) })
     }
 }

@@ -36,12 +36,13 @@
 //! ```
 
 use super::credentials::Credentials;
-use crate::call::Principal;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
+use cordon_core::Principal;
 use http::{Method, Uri};
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -393,7 +394,7 @@ impl EgressHooks {
         if let (Some(base), true) = (&self.upstream_key_base, grant.idempotency_key) {
             // The same call key and ordinal give the same upstream key on every attempt, so an
             // upstream that honours keys acts once even across host crashes.
-            let key = crate::idempotency::upstream_key(base, self.attempts);
+            let key = upstream_key(base, self.attempts);
             if let Ok(value) = http::HeaderValue::from_str(&key) {
                 request.headers_mut().insert("idempotency-key", value);
             }
@@ -477,9 +478,22 @@ fn limit_body(body: impl http_body::Body<Data = Bytes, Error = HttpError> + Send
         .boxed_unsync()
 }
 
+/// The outbound `Idempotency-Key` of the `ordinal`-th request (from 1) of a keyed call.
+pub fn upstream_key(base: &str, ordinal: u32) -> String {
+    hex::encode(&Sha256::digest(format!("{base}:{ordinal}").as_bytes())[..20])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_keys_are_deterministic_per_ordinal() {
+        assert_eq!(upstream_key("base", 1), upstream_key("base", 1));
+        assert_ne!(upstream_key("base", 1), upstream_key("base", 2));
+        assert_ne!(upstream_key("base", 1), upstream_key("other", 1));
+        assert_eq!(upstream_key("base", 1).len(), 40);
+    }
 
     fn grant(url: &str, methods: &[&str]) -> HttpGrant {
         HttpGrant::parse(&GrantConfig {

@@ -8,20 +8,22 @@
 //! |---|---|---|
 //! | idempotency records | `idempotency.sqlite3` | `cordon_idempotency`, single flight across replicas by leases (`cordon_replicas`) |
 //! | token revocations | `tokens.sqlite3` | `cordon_revoked_tokens`, seen by every replica within a second |
-//! | rate-limit buckets | in memory | in memory, each replica allowing its share of the live replicas (see [`crate::ratelimit`]) |
-//! | audit log | `audit.jsonl` per host | `audit.jsonl` per replica, plus the index `cordon_audit` ([`audit_index`]) |
+//! | rate-limit buckets | in memory (not here) | in memory, each replica allowing its share of the live replicas ([`Shared::live_replicas`]) |
+//! | audit log | `audit.jsonl` per host (not here) | `audit.jsonl` per replica, plus the index `cordon_audit` ([`audit_index`]) |
 //!
-//! Each capability defines what it needs as a trait or type of its own ([`RecordStore`] for
-//! idempotency, [`crate::auth::signed::Revocations`]); this module chooses the backend from
-//! config and hands each capability its narrow view.
-//!
-//! [`RecordStore`]: crate::idempotency::store::RecordStore
+//! Each store is a narrow type of its own ([`records::RecordStore`] for idempotency,
+//! [`revocations::Revocations`]); [`Shared`] chooses the backend from config and hands each
+//! user only its view. This crate knows nothing of WebAssembly or of MCP.
+
+#![warn(missing_docs)]
 
 pub mod audit_index;
 pub mod postgres;
+pub mod records;
+pub mod revocations;
 
-use crate::idempotency::store::RecordStore;
 use anyhow::{bail, Context, Result};
+use records::RecordStore;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,18 +143,16 @@ impl Shared {
     /// The idempotency records, stamped with `owner` (this process's boot id).
     pub fn records(&self) -> Result<Arc<dyn RecordStore>> {
         match self {
-            Shared::Local(dir) => {
-                Ok(Arc::new(crate::idempotency::sqlite::SqliteStore::open(&dir.join(crate::app::IDEMPOTENCY_DB))?))
-            }
-            Shared::Postgres(pg) => Ok(Arc::new(crate::idempotency::postgres::PostgresStore::new(pg.clone()))),
+            Shared::Local(dir) => Ok(Arc::new(records::sqlite::SqliteStore::open(&dir.join(records::sqlite::FILE))?)),
+            Shared::Postgres(pg) => Ok(Arc::new(records::postgres::PostgresStore::new(pg.clone()))),
         }
     }
 
     /// The token revocation list.
-    pub async fn revocations(&self) -> Result<Arc<crate::auth::signed::Revocations>> {
+    pub async fn revocations(&self) -> Result<Arc<revocations::Revocations>> {
         Ok(Arc::new(match self {
-            Shared::Local(dir) => crate::auth::signed::Revocations::open(dir)?,
-            Shared::Postgres(pg) => crate::auth::signed::Revocations::postgres(pg.clone()).await?,
+            Shared::Local(dir) => revocations::Revocations::open(dir)?,
+            Shared::Postgres(pg) => revocations::Revocations::postgres(pg.clone()).await?,
         }))
     }
 

@@ -13,7 +13,7 @@
 //! its process is gone. While the owner lives, the claim is `Busy` and the caller waits for its
 //! outcome, exactly as for another replica on PostgreSQL.
 
-use super::store::{millis, rfc3339, Claim, Claimed, Record, RecordStore, StoredState};
+use super::{millis, rfc3339, Claim, Claimed, Record, RecordStore, StoredState};
 use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
+
+/// The records' file in the data directory.
+pub const FILE: &str = "idempotency.sqlite3";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &["CREATE TABLE records (

@@ -30,7 +30,7 @@
 //! as `unsupported`; a guest that then fails with that error makes the call fail with
 //! [`ClientNeeds::Capability`] (`-32021` on the wire).
 
-use crate::sandbox::bindings::cordon::plugin::host::LogLevel;
+use crate::bindings::cordon::plugin::host::LogLevel;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,21 +70,6 @@ pub struct InputRound {
     pub answers: BTreeMap<String, Value>,
     /// What the client declared with this request.
     pub capabilities: AskCapabilities,
-}
-
-/// What a call needs from its client before it can finish (see the module docs).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientNeeds {
-    /// Answers to `requests` (key → `{"method", "params"}`); `answered` are the answers this try
-    /// used, which the next try needs again.
-    Input {
-        /// The unanswered questions.
-        requests: BTreeMap<String, Value>,
-        /// The answers used so far.
-        answered: BTreeMap<String, Value>,
-    },
-    /// A capability the client did not declare: `sampling`, `elicitation` or `roots`.
-    Capability(&'static str),
 }
 
 /// Something a running guest reported.

@@ -9,12 +9,13 @@
 
 use super::bindings::cordon::plugin::host::{self, InputRequest, LogLevel};
 use super::bindings::{CallError, Content, ResourceBody};
-use crate::call::Principal;
-use crate::config::Limits;
 use crate::grants::credentials::Credentials;
 use crate::grants::http::{EgressHooks, EgressRecord};
 use crate::grants::PluginGrants;
-use crate::notify::{self, Ask, AskError, CallEvent, ClientNeeds, EventSink, InputRound, ProgressGate};
+use crate::link::{self as notify, Ask, AskError, CallEvent, EventSink, InputRound, ProgressGate};
+use cordon_core::ClientNeeds;
+use cordon_core::Limits;
+use cordon_core::Principal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io;

@@ -78,32 +78,6 @@ impl ProtectedPaths {
         self
     }
 
-    /// What a host serving `plugins` with its data in `data` (and `config_file`, if it read one)
-    /// protects under `config`.
-    pub fn for_host(
-        data: &Path,
-        plugins: &Path,
-        config_file: Option<&Path>,
-        config: &crate::config::Config,
-    ) -> ProtectedPaths {
-        let mut protected = ProtectedPaths::none().with(data, "the data directory").with(plugins, "the plugins folder");
-        if let Some(file) = config_file {
-            protected = protected.with(file, "the config file");
-        }
-        if let Some(audit) = config.audit.file_in(data) {
-            protected = protected.with(&audit, "the audit file");
-        }
-        for file in [&config.server.tls_cert, &config.server.tls_key].into_iter().flatten() {
-            protected = protected.with(file, "a TLS file");
-        }
-        for credential in config.credentials.values() {
-            for file in credential.principals.values().filter_map(|source| source.file.as_ref()) {
-                protected = protected.with(file, "a credential file");
-            }
-        }
-        protected
-    }
-
     /// The first protected path that `granted` (resolved) contains or lies inside.
     fn overlapping(&self, granted: &Path) -> Option<&(PathBuf, &'static str)> {
         self.paths.iter().find(|(path, _)| path.starts_with(granted) || granted.starts_with(path))

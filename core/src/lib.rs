@@ -1,0 +1,96 @@
+//! The types every part of Cordon shares: who calls ([`Principal`]), what a call returns
+//! ([`ToolSuccess`], [`ToolError`] and its wire shape), what it still needs from its client
+//! ([`ClientNeeds`]), the limits the operator sets ([`Limits`]) and how a call used its idempotency
+//! key ([`IdempotencyUse`]).
+//!
+//! They live here, with serde as the only dependency, so that the sandbox, the state stores and
+//! the host can all name them without depending on one another.
+
+#![warn(missing_docs)]
+
+pub mod error;
+mod limits;
+
+pub use error::{ErrorType, ToolError, Violation};
+pub use limits::{Limits, LimitsOverride, PoolConfig};
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The authenticated caller of a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub Arc<str>);
+
+impl Principal {
+    /// A principal with the given name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+}
+
+/// A successful call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSuccess {
+    /// Text content the tool returned.
+    pub text: Option<String>,
+    /// Structured content, checked against the output schema when one is declared.
+    pub structured: Option<Value>,
+    /// Content blocks the guest attached (`host.attach`), as MCP content JSON.
+    pub attached: Vec<Value>,
+}
+
+/// The outcome of a call that reached a tool.
+pub type CallOutcome = Result<ToolSuccess, ToolError>;
+
+/// What a call needs from its client before it can finish.
+///
+/// A guest may ask its client something during a call (the `sample`, `elicit` and
+/// `input-requests` imports of `cordon:plugin`). A client that cannot be sent a request answers
+/// on its next try instead; until then the call has no outcome, only this.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientNeeds {
+    /// Answers to `requests` (key → `{"method", "params"}`, the method as the guest named it);
+    /// `answered` are the answers this try used, which the next try needs again.
+    Input {
+        /// The unanswered questions.
+        requests: BTreeMap<String, Value>,
+        /// The answers used so far.
+        answered: BTreeMap<String, Value>,
+    },
+    /// A capability the client did not declare: `sampling`, `elicitation` or `roots`.
+    Capability(&'static str),
+}
+
+/// How a call used its idempotency key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdempotencyUse {
+    /// The call had no key (read-only tool, or implicit keys off).
+    #[default]
+    None,
+    /// First attempt under its key: the guest ran.
+    Miss,
+    /// A stored outcome was replayed: the guest did not run.
+    Hit,
+    /// Run again after a retryable failure under the same key.
+    Retry,
+    /// Run again because an earlier attempt was cut off by a crash.
+    Recovery,
+    /// Refused: the key was used before with other arguments.
+    Reused,
+}
+
+impl IdempotencyUse {
+    /// The name written to logs and the audit file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Miss => "miss",
+            Self::Hit => "hit",
+            Self::Retry => "retry",
+            Self::Recovery => "recovery",
+            Self::Reused => "reused",
+        }
+    }
+}
