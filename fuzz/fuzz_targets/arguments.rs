@@ -12,8 +12,8 @@
 //! - WIT → JSON → WIT → JSON is stable after one round.
 #![no_main]
 
-use cordon_sandbox::plain;
 use cordon_host::schema::Schema;
+use cordon_sandbox::plain;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;

@@ -10,10 +10,9 @@
 
 use cordon_host::auth::ToolScope;
 use cordon_host::config::Config;
-use cordon_sandbox::grants::credentials::Credentials;
-use cordon_sandbox::grants::dirs::ProtectedPaths;
-use cordon_sandbox::grants::PluginGrants;
 use cordon_host::ratelimit::RateLimits;
+use cordon_sandbox::grants::credentials::Credentials;
+use cordon_sandbox::grants::PluginGrants;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

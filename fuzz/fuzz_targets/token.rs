@@ -58,7 +58,7 @@ fn fixture() -> &'static Fixture {
                 &config,
                 false,
                 dir.path(),
-                std::sync::Arc::new(cordon_host::cordon_state::revocations::Revocations::open(dir.path()).expect("revocations")),
+                std::sync::Arc::new(cordon_state::revocations::Revocations::open(dir.path()).expect("revocations")),
             )
             .expect("authenticator"),
             runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
