@@ -91,7 +91,13 @@ fn fixture() -> &'static Fixture {
             assert_eq!(cordon.catalog().tools.len(), 5, "the plain component's functions are served");
             let gate = Arc::new(Gate::new(auth, cordon.clone()));
             let sessions = tokio_util::sync::CancellationToken::new();
-            let router = cordon_host::server::mcp_router(cordon.clone(), gate, true, sessions);
+            let router = cordon_host::server::mcp_router(
+                cordon.clone(),
+                gate,
+                true,
+                cordon_host::sessions::Sessions::follow(&cordon),
+                sessions,
+            );
             (router, cordon)
         });
         Fixture { runtime, router, cordon, calls: Mutex::new(BTreeMap::new()), _dir: dir }

@@ -14,11 +14,9 @@ use cordon_sandbox::grants::credentials::Credentials;
 use cordon_sandbox::Sandbox;
 use cordon_state::revocations::Revocations;
 use cordon_state::Shared;
-use rmcp::model::ServerNotification;
-use rmcp::service::{Peer, SubscriptionSendError, SubscriptionSink};
-use rmcp::RoleServer;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
 
 /// Where Cordon reads plugins and keeps its data.
 #[derive(Debug, Clone)]
@@ -50,40 +48,15 @@ pub struct Cordon {
     /// Calls inside [`Cordon::call`]: what a graceful drain waits for, and a gauge in `/metrics`.
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) metrics: Metrics,
-    /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with.
-    catalog: RwLock<Arc<Catalog>>,
+    /// Swapped whole on reload, so a call keeps the snapshot (and plugin versions) it started with;
+    /// published on a watch channel, which the transports follow to tell their clients.
+    catalog: watch::Sender<Arc<Catalog>>,
     /// One reload at a time (file events and SIGHUP may coincide).
     reloading: tokio::sync::Mutex<()>,
     /// Where shared state lives (SQLite here, or PostgreSQL shared with other replicas).
     store: Shared,
     /// The token revocation list, shared across config reloads.
     revocations: Arc<Revocations>,
-    /// Connected MCP sessions, told when the tool list changes.
-    sessions: Mutex<Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)>>,
-    /// Open `subscriptions/listen` streams (the 2026-07-28 wire's sessionless notifications),
-    /// by a key of their own (request ids repeat across clients), with the scope of the caller
-    /// that opened each; each is removed when its stream ends ([`Listening`]).
-    listeners: Mutex<Listeners>,
-}
-
-/// Open listen streams by key, and the next key.
-#[derive(Default)]
-struct Listeners {
-    open: std::collections::BTreeMap<u64, (SubscriptionSink, crate::auth::ToolScope)>,
-    next: u64,
-}
-
-/// An open listen stream's place in [`Cordon`]; dropping it (the stream ended, or its request
-/// was dropped) removes the stream.
-pub struct Listening<'a> {
-    cordon: &'a Cordon,
-    key: u64,
-}
-
-impl Drop for Listening<'_> {
-    fn drop(&mut self) {
-        self.cordon.listeners.lock().unwrap_or_else(|p| p.into_inner()).open.remove(&self.key);
-    }
 }
 
 /// What SIGHUP replaces as one unit.
@@ -96,7 +69,7 @@ pub(crate) struct Settings {
 /// What a reload changed.
 #[derive(Debug, Default)]
 pub struct ReloadReport {
-    /// Whether the tool list changed (connected clients were notified).
+    /// Whether the tool list changed (the transports tell their clients).
     pub tools_changed: bool,
     /// Files refused in this pass (their previous versions, if any, keep serving).
     pub refused: Vec<String>,
@@ -150,10 +123,8 @@ impl Cordon {
             paths,
             in_flight: InFlight::new(),
             metrics,
-            catalog: RwLock::new(Arc::new(catalog)),
+            catalog: watch::Sender::new(Arc::new(catalog)),
             reloading: tokio::sync::Mutex::new(()),
-            sessions: Mutex::new(Vec::new()),
-            listeners: Mutex::new(Listeners::default()),
         }))
     }
 
@@ -228,122 +199,20 @@ impl Cordon {
             tools_changed: catalog.lists_differ(&old),
             refused: catalog.failures.iter().map(|f| format!("{}: {}", f.file, f.reason)).collect(),
         };
-        let catalog = Arc::new(catalog);
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog.clone();
-        if report.tools_changed {
-            self.notify_tools_changed().await;
-        }
-        self.notify_resources_updated(&old, &catalog).await;
+        // Published once: whoever follows the catalog (the MCP sessions and listen streams) sees
+        // the swap and decides what its clients are told.
+        self.catalog.send_replace(Arc::new(catalog));
         Ok(report)
-    }
-
-    /// Remembers a connected session, to tell it when the tool list or a resource it subscribed
-    /// to changes.
-    pub fn add_session(&self, peer: Peer<RoleServer>, subscriptions: crate::mcp::Subscriptions) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|(p, _)| !p.is_transport_closed());
-        sessions.push((peer, subscriptions));
-    }
-
-    /// Remembers an open `subscriptions/listen` stream for as long as the returned guard lives.
-    pub fn add_listener(&self, sink: SubscriptionSink, scope: crate::auth::ToolScope) -> Listening<'_> {
-        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        let key = listeners.next;
-        listeners.next += 1;
-        listeners.open.insert(key, (sink, scope));
-        Listening { cordon: self, key }
-    }
-
-    /// How many listen streams are open.
-    pub fn listeners(&self) -> usize {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).open.len()
-    }
-
-    /// Sends `notification` to every open listen stream that accepted it (`wanted`); forgets
-    /// the streams that closed.
-    async fn notify_listeners(
-        &self,
-        notification: ServerNotification,
-        wanted: impl Fn(&SubscriptionSink, &crate::auth::ToolScope) -> bool,
-    ) {
-        let listeners: Vec<_> =
-            self.listeners.lock().unwrap_or_else(|p| p.into_inner()).open.values().cloned().collect();
-        for (sink, _) in listeners.iter().filter(|(sink, scope)| wanted(sink, scope)) {
-            match sink.send(notification.clone()).await {
-                // A closed stream is removed by its own `Listening` guard.
-                Ok(()) | Err(SubscriptionSendError::SubscriptionClosed) => {}
-                Err(e) => tracing::debug!(error = %e, "cannot notify a listen stream"),
-            }
-        }
-    }
-
-    fn live_sessions(&self) -> Vec<(Peer<RoleServer>, crate::mcp::Subscriptions)> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|(p, _)| !p.is_transport_closed());
-        sessions.clone()
-    }
-
-    /// Tells each session about the subscribed resources whose plugin was replaced or removed.
-    async fn notify_resources_updated(&self, old: &Catalog, new: &Catalog) {
-        for (peer, subscriptions) in self.live_sessions() {
-            let uris: Vec<String> = subscriptions.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-            for uri in uris {
-                if !served_by_another_plugin(old, new, &uri) {
-                    continue;
-                }
-                let param = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
-                if let Err(e) = peer.notify_resource_updated(param).await {
-                    tracing::debug!(error = %e, "cannot send resources/updated");
-                }
-            }
-        }
-        // Listen streams name their URIs in the filter they were accepted with.
-        let watched: std::collections::BTreeSet<String> = {
-            let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            listeners
-                .open
-                .values()
-                .flat_map(|(sink, _)| sink.accepted().resource_subscriptions.clone().unwrap_or_default())
-                .collect()
-        };
-        for uri in watched {
-            if !served_by_another_plugin(old, new, &uri) {
-                continue;
-            }
-            let resolved = registry::offers::resolve(new, &uri).or_else(|| registry::offers::resolve(old, &uri));
-            let scope_name = resolved.map(|(_, name)| name.to_string()).unwrap_or_default();
-            let notification =
-                ServerNotification::ResourceUpdatedNotification(rmcp::model::ResourceUpdatedNotification::new(
-                    rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone()),
-                ));
-            self.notify_listeners(notification, |sink, scope| {
-                scope.allows(&scope_name)
-                    && sink.accepted().resource_subscriptions.as_ref().is_some_and(|uris| uris.contains(&uri))
-            })
-            .await;
-        }
-    }
-
-    async fn notify_tools_changed(&self) {
-        let sessions: Vec<Peer<RoleServer>> = self.live_sessions().into_iter().map(|(p, _)| p).collect();
-        tracing::info!(sessions = sessions.len(), "tool list changed; notifying connected clients");
-        for peer in sessions {
-            // A session that went away meanwhile is not an error worth more than a debug line.
-            if let Err(e) = peer.notify_tool_list_changed().await {
-                tracing::debug!(error = %e, "cannot send tools/list_changed");
-            }
-        }
-        let notification =
-            ServerNotification::ToolListChangedNotification(rmcp::model::ToolListChangedNotification::default());
-        self.notify_listeners(notification, |sink, _| sink.accepted().tools_list_changed == Some(true)).await;
     }
 
     /// The catalog now being served.
     pub fn catalog(&self) -> Arc<Catalog> {
-        match self.catalog.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.catalog.borrow().clone()
+    }
+
+    /// The catalog now being served, and every one that replaces it.
+    pub fn catalog_changes(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.catalog.subscribe()
     }
 
     /// The rate limits, shared with the HTTP layer.
@@ -414,14 +283,4 @@ fn spawn_cleanup(idempotency: Arc<Idempotency>) {
             }
         }
     });
-}
-
-/// Whether the plugin serving `uri` was replaced, added or removed between two catalogs.
-fn served_by_another_plugin(old: &Catalog, new: &Catalog, uri: &str) -> bool {
-    let before = registry::offers::resolve(old, uri).map(|(p, _)| p);
-    let after = registry::offers::resolve(new, uri).map(|(p, _)| p);
-    match (before, after) {
-        (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
-        (a, b) => a.is_some() || b.is_some(),
-    }
 }

@@ -25,6 +25,7 @@ pub mod reload;
 pub mod scaffold;
 pub mod schema;
 pub mod server;
+pub mod sessions;
 pub mod tls;
 
 pub use app::{Cordon, Paths};

@@ -33,11 +33,12 @@ use crate::call::{CallRequest, ProtocolError};
 use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
 use crate::inputs;
 use crate::offers::{CompletionRef, OfferError};
+use crate::registry::ToolEntry;
+use crate::sessions::{Sessions, Subscriptions};
 use cordon_core::ToolError;
 use cordon_core::ToolSuccess;
 use cordon_sandbox::bindings::cordon::plugin::host::LogLevel;
 use cordon_sandbox::link::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
-use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientResult, ContentBlock, CustomRequest,
     GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
@@ -45,6 +46,7 @@ use rmcp::model::{
     ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     ResultType, ServerCapabilities, ServerConfig, ServerRequest, SubscribeRequestParams, UnsubscribeRequestParams,
 };
+use rmcp::model::{SubscriptionFilter, Tool, ToolAnnotations};
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
@@ -58,6 +60,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct McpService {
     cordon: Arc<Cordon>,
+    /// The transport's sessions and listen streams, told of catalog changes.
+    sessions: Arc<Sessions>,
     /// The connection's caller (stdio); `None` over HTTP, where each request carries its own.
     caller: Option<Caller>,
     /// The session's `logging/setLevel` as a [`LogRank`]; [`LogRank::OFF`] until the client sets
@@ -67,14 +71,12 @@ pub struct McpService {
     subscriptions: Subscriptions,
 }
 
-/// A session's subscribed resource URIs.
-pub type Subscriptions = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
-
 impl McpService {
     /// A service whose calls all run as `caller` (stdio).
-    pub fn for_caller(cordon: Arc<Cordon>, caller: Caller) -> Self {
+    pub fn for_caller(cordon: Arc<Cordon>, sessions: Arc<Sessions>, caller: Caller) -> Self {
         Self {
             cordon,
+            sessions,
             caller: Some(caller),
             log_level: Arc::new(AtomicU8::new(LogRank::OFF.0)),
             subscriptions: Subscriptions::default(),
@@ -82,9 +84,10 @@ impl McpService {
     }
 
     /// A service whose calls run as the principal the HTTP auth layer attached to each request.
-    pub fn per_request(cordon: Arc<Cordon>) -> Self {
+    pub fn per_request(cordon: Arc<Cordon>, sessions: Arc<Sessions>) -> Self {
         Self {
             cordon,
+            sessions,
             caller: None,
             log_level: Arc::new(AtomicU8::new(LogRank::OFF.0)),
             subscriptions: Subscriptions::default(),
@@ -272,14 +275,14 @@ impl ServerHandler for McpService {
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let caller = self.caller(context.request_context())?;
         // Held until the stream ends, or this future is dropped with its connection.
-        let _listening = self.cordon.add_listener(context.sink().clone(), caller.scope);
+        let _listening = self.sessions.add_listener(context.sink().clone(), caller.scope);
         context.cancelled().await;
         Ok(())
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         // Stateless HTTP has no session to notify; every other client hears of tool changes.
-        self.cordon.add_session(context.peer, self.subscriptions.clone());
+        self.sessions.add_session(context.peer, self.subscriptions.clone());
     }
 
     async fn list_tools(
@@ -290,7 +293,7 @@ impl ServerHandler for McpService {
         // Each caller sees only the tools its token allows.
         let scope = self.caller(&context)?.scope;
         let catalog = self.cordon.catalog();
-        let visible = catalog.tools.iter().filter(|t| scope.allows(&t.name)).map(|t| t.descriptor.clone()).collect();
+        let visible = catalog.tools.iter().filter(|t| scope.allows(&t.name)).map(|t| mcp_tool(t)).collect();
         Ok(ListToolsResult::with_all_items(visible))
     }
 
@@ -630,6 +633,27 @@ pub fn error_result(error: &ToolError) -> CallToolResult {
     let mut result = CallToolResult::error(vec![ContentBlock::text(body.to_string())]);
     result.structured_content = Some(body);
     result
+}
+
+/// A catalog tool as an MCP `Tool`.
+fn mcp_tool(entry: &ToolEntry) -> Tool {
+    let listing = &entry.listing;
+    let hints = &listing.hints;
+    let mut tool = Tool::new(entry.name.clone(), listing.description.clone(), listing.input_schema.clone())
+        .with_annotations(ToolAnnotations::from_raw(
+            None,
+            hints.read_only_hint,
+            hints.destructive_hint,
+            hints.idempotent_hint,
+            hints.open_world_hint,
+        ));
+    if let Some(title) = &listing.title {
+        tool = tool.with_title(title.clone());
+    }
+    if let Some(output) = &listing.output_schema {
+        tool = tool.with_raw_output_schema(output.clone());
+    }
+    tool
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::auth::{self, Authenticator};
 use crate::connections::{self, ConnectionBounds};
 use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::mcp::McpService;
+use crate::sessions::Sessions;
 use crate::tls::{self, SharedAcceptor, TlsFiles, TlsListener};
 use anyhow::{bail, Context, Result};
 use axum::body::Body;
@@ -45,7 +46,7 @@ pub async fn serve_stdio(cordon: Arc<Cordon>) -> Result<()> {
     crate::reload::reload_on_sighup(cordon.clone(), Box::new(|_| Ok(Box::new(|| ()))));
     let mut signals = ShutdownSignals::listen();
     let principal = Principal::new(cordon.config().server.stdio_principal.as_str());
-    let service = McpService::for_caller(cordon.clone(), Caller::unrestricted(principal))
+    let service = McpService::for_caller(cordon.clone(), Sessions::follow(&cordon), Caller::unrestricted(principal))
         // Both streams are pipes when an MCP client launches us: then reads and writes run on
         // the I/O reactor, without a hand-off to a blocking-pool thread per message (BENCHMARKS.md,
         // "What each change bought"). Anything else (a terminal, a file, a socket pair) falls
@@ -208,6 +209,7 @@ impl Drain {
 #[derive(Clone)]
 struct Probe {
     cordon: Arc<Cordon>,
+    clients: Arc<Sessions>,
     drain: Arc<Drain>,
 }
 
@@ -232,7 +234,8 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     let server = &cordon.config().server;
     let drain = Arc::new(Drain { draining: AtomicBool::new(false), exchanges: InFlight::new() });
     let gate = Arc::new(auth::Gate::new(authenticator.clone(), cordon.clone()));
-    let mcp = mcp_router(cordon.clone(), gate.clone(), stateless, sessions.child_token())
+    let clients = Sessions::follow(&cordon);
+    let mcp = mcp_router(cordon.clone(), gate.clone(), stateless, clients.clone(), sessions.child_token())
         // Outermost: a draining server refuses before spending anything on authentication.
         .layer(axum::middleware::from_fn_with_state(drain.clone(), track_exchanges));
     let _watcher = crate::reload::watch_plugins(cordon.clone())?;
@@ -265,10 +268,11 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
             require_metrics_access,
         ))
         .with_state(cordon.clone());
-    let probes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(Probe { cordon: cordon.clone(), drain: drain.clone() });
+    let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(Probe {
+        cordon: cordon.clone(),
+        clients: clients.clone(),
+        drain: drain.clone(),
+    });
     let mut app = Router::new().merge(mcp).merge(metrics).merge(probes);
     if let Some(oauth) = authenticator.oauth() {
         // Unauthenticated by design: it is how a client learns where to get a token.
@@ -352,10 +356,16 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
 
 /// The `/mcp` route: rmcp's Streamable HTTP service (`[server]` hosts, origins and body cap;
 /// sessions with SSE, or `stateless` plain JSON), behind `gate` ([`auth::require_bearer`]).
-/// `sessions` closes every session and stream when cancelled. [`serve_http`] puts the drain
+/// `clients` hears of catalog changes; `close` ends every session and stream when cancelled. [`serve_http`] puts the drain
 /// middleware around it; it is public so the fuzz targets (`fuzz/`) and tests can drive the real
 /// request path in-process, without a socket.
-pub fn mcp_router(cordon: Arc<Cordon>, gate: Arc<auth::Gate>, stateless: bool, sessions: CancellationToken) -> Router {
+pub fn mcp_router(
+    cordon: Arc<Cordon>,
+    gate: Arc<auth::Gate>,
+    stateless: bool,
+    clients: Arc<Sessions>,
+    close: CancellationToken,
+) -> Router {
     let server = &cordon.config().server;
     let mcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server.allowed_hosts.clone())
@@ -364,11 +374,15 @@ pub fn mcp_router(cordon: Arc<Cordon>, gate: Arc<auth::Gate>, stateless: bool, s
         .with_legacy_session_mode(!stateless)
         .with_json_response(stateless)
         .with_max_request_body_bytes(server.max_request_bytes)
-        .with_cancellation_token(sessions);
+        .with_cancellation_token(close);
     let manager = Arc::new(LocalSessionManager::default());
     let mcp = {
         let cordon = cordon.clone();
-        StreamableHttpService::new(move || Ok(McpService::per_request(cordon.clone())), manager.clone(), mcp_config)
+        StreamableHttpService::new(
+            move || Ok(McpService::per_request(cordon.clone(), clients.clone())),
+            manager.clone(),
+            mcp_config,
+        )
     };
     let mut router = Router::new().nest_service("/mcp", mcp);
     if !stateless {
@@ -509,7 +523,8 @@ async fn metrics(State(cordon): State<Arc<Cordon>>) -> Response {
     }
 }
 
-fn probe_body(cordon: &Cordon, status: &str) -> Value {
+fn probe_body(probe: &Probe, status: &str) -> Value {
+    let cordon = &probe.cordon;
     let catalog = cordon.catalog();
     json!({
         "status": status,
@@ -517,21 +532,21 @@ fn probe_body(cordon: &Cordon, status: &str) -> Value {
         "tools": catalog.tools.len(),
         "refused": catalog.failures.len(),
         "calls_in_flight": cordon.in_flight().count(),
-        "listen_streams": cordon.listeners(),
+        "listen_streams": probe.clients.listeners(),
     })
 }
 
 /// Liveness: 200 for as long as the process runs, draining or not.
 async fn healthz(State(probe): State<Probe>) -> Json<Value> {
-    Json(probe_body(&probe.cordon, "ok"))
+    Json(probe_body(&probe, "ok"))
 }
 
 /// Readiness: 200 while serving; 503 `{"status": "draining"}` from the shutdown signal on.
 async fn readyz(State(probe): State<Probe>) -> Response {
     if probe.drain.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(probe_body(&probe.cordon, "draining"))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(probe_body(&probe, "draining"))).into_response()
     } else {
-        Json(probe_body(&probe.cordon, "ok")).into_response()
+        Json(probe_body(&probe, "ok")).into_response()
     }
 }
 

@@ -19,13 +19,12 @@ use crate::schema::Schema;
 use anyhow::{anyhow, bail, Context, Result};
 use cordon_core::Limits;
 use cordon_core::Principal;
-use cordon_sandbox::bindings::{Annotations, ToolDescriptor};
+use cordon_sandbox::bindings::ToolDescriptor;
 use cordon_sandbox::cache::{CacheOutcome, CompileCache};
 use cordon_sandbox::grants::credentials::Credentials;
 use cordon_sandbox::grants::PluginGrants;
 use cordon_sandbox::link::CallLink;
 use cordon_sandbox::{CallGrants, Description, GuestReply, Invocation, Prepared, Sandbox};
-use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -87,12 +86,47 @@ pub struct ToolEntry {
     pub input: Schema,
     /// The output schema, if the tool declares one.
     pub output: Option<Schema>,
-    /// The tool's `tools/list` entry, built once.
-    pub descriptor: Tool,
+    /// What `tools/list` says of the tool, built once.
+    pub listing: ToolListing,
     /// Whether the tool declares itself read-only (not keyed unless configured).
     pub read_only: bool,
     /// The argument whose schema property says `"x-idempotency-key": true`.
     pub key_argument: Option<String>,
+}
+
+/// What a tool's `tools/list` entry says besides its name: the description and title after the
+/// operator's overrides, the schemas as published, and the plugin's hints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolListing {
+    /// Title, if any.
+    pub title: Option<String>,
+    /// Description.
+    pub description: String,
+    /// The published (strict) input schema, shared by every listing.
+    pub input_schema: Arc<serde_json::Map<String, Value>>,
+    /// The output schema, if the tool declares one.
+    pub output_schema: Option<Arc<serde_json::Map<String, Value>>>,
+    /// What the plugin says of the tool's effects.
+    pub hints: ToolHints,
+}
+
+/// A tool's behaviour hints as the plugin declares them (MCP's tool annotations); untrusted,
+/// for clients to show, never for the host to rely on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolHints {
+    /// It changes nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    /// Its changes may destroy something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    /// Repeating it with the same arguments changes nothing more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    /// It reaches outside systems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
 }
 
 /// A plugin file that could not be loaded, and why.
@@ -134,11 +168,11 @@ impl Catalog {
             "tools": self.tools.iter().map(|t| json!({
                 "name": t.name,
                 "plugin": t.plugin.name,
-                "title": t.descriptor.title,
-                "description": t.descriptor.description,
-                "inputSchema": t.descriptor.input_schema,
-                "outputSchema": t.descriptor.output_schema,
-                "annotations": t.descriptor.annotations,
+                "title": t.listing.title,
+                "description": t.listing.description,
+                "inputSchema": t.listing.input_schema,
+                "outputSchema": t.listing.output_schema,
+                "annotations": t.listing.hints,
             })).collect::<Vec<_>>(),
             "errors": self.failures.iter().map(|f| json!({"file": f.file, "error": f.reason})).collect::<Vec<_>>(),
         })
@@ -304,11 +338,11 @@ impl Catalog {
     /// Whether a client's `tools/list` could differ between the two catalogs.
     pub fn lists_differ(&self, other: &Catalog) -> bool {
         self.tools.len() != other.tools.len()
-            || self.tools.iter().zip(&other.tools).any(|(a, b)| {
-                a.name != b.name
-                    || (!Arc::ptr_eq(&a.plugin, &b.plugin)
-                        && serde_json::to_value(&a.descriptor).ok() != serde_json::to_value(&b.descriptor).ok())
-            })
+            || self
+                .tools
+                .iter()
+                .zip(&other.tools)
+                .any(|(a, b)| a.name != b.name || (!Arc::ptr_eq(&a.plugin, &b.plugin) && a.listing != b.listing))
     }
 }
 
@@ -324,7 +358,7 @@ pub fn lint(tools: &[Arc<ToolEntry>], config: &lint::LintConfig) -> Vec<lint::Fi
     tools
         .iter()
         .flat_map(|t| {
-            let description = t.descriptor.description.as_deref().unwrap_or("");
+            let description = t.listing.description.as_str();
             lint::lint_tool(&t.name, description, &t.input.json, config)
         })
         .collect()
@@ -527,14 +561,18 @@ fn publish_tools(
         let input = Schema::input(&d.input_schema).with_context(|| format!("tool {:?}", d.name))?;
         let output =
             d.output_schema.as_deref().map(Schema::output).transpose().with_context(|| format!("tool {:?}", d.name))?;
-        let mut descriptor = Tool::new(name.clone(), d.description, Arc::new(input.json.clone()))
-            .with_annotations(annotations(&d.annotations));
-        if let Some(title) = d.title {
-            descriptor = descriptor.with_title(title);
-        }
-        if let Some(output) = &output {
-            descriptor = descriptor.with_raw_output_schema(Arc::new(output.json.clone()));
-        }
+        let listing = ToolListing {
+            title: d.title,
+            description: d.description,
+            input_schema: Arc::new(input.json.clone()),
+            output_schema: output.as_ref().map(|output| Arc::new(output.json.clone())),
+            hints: ToolHints {
+                read_only_hint: d.annotations.read_only,
+                destructive_hint: d.annotations.destructive,
+                idempotent_hint: d.annotations.idempotent,
+                open_world_hint: d.annotations.open_world,
+            },
+        };
         let key_argument = key_argument(&input.json);
         let read_only = d.annotations.read_only == Some(true);
         tools.push(Arc::new(ToolEntry {
@@ -543,7 +581,7 @@ fn publish_tools(
             plugin: plugin.clone(),
             input,
             output,
-            descriptor,
+            listing,
             read_only,
             key_argument,
         }));
@@ -561,8 +599,4 @@ fn key_argument(schema: &serde_json::Map<String, Value>) -> Option<String> {
         .iter()
         .find(|(_, p)| p.get("x-idempotency-key").and_then(Value::as_bool) == Some(true))
         .map(|(name, _)| name.clone())
-}
-
-fn annotations(a: &Annotations) -> ToolAnnotations {
-    ToolAnnotations::from_raw(None, a.read_only, a.destructive, a.idempotent, a.open_world)
 }
