@@ -130,13 +130,13 @@ $(ZIG_PLUGINS): plugins/dist/%.wasm: $$(wildcard plugins/%/*.zig) $(C_SDK) plugi
 	mv -f $(LANG_DIR)/build/$*.wasm $@
 
 build:
-	$(CARGO) build -p cordon-host -p cordon-bench
+	$(CARGO) build -p cordon -p cordon-bench
 
 # A debug host is fine for trying Cordon (wasm is compiled by an optimized Cranelift either way);
 # `make run PROFILE=release` for the release build.
 PROFILE ?= dev
 run: plugins
-	$(CARGO) run --profile $(PROFILE) -p cordon-host --bin cordon -- serve --plugins plugins/dist --allow-unauthenticated
+	$(CARGO) run --profile $(PROFILE) -p cordon --bin cordon -- serve --plugins plugins/dist --allow-unauthenticated
 
 test: plugins conformance-plugins build postgres $(PYVENV)/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON) plugins/python-sdk/test_cordon.py
@@ -159,7 +159,7 @@ postgres:
 
 # Benchmarks (release build): one table, and bench/results.json. See BENCHMARKS.md.
 bench: plugins
-	$(CARGO) build --release -p cordon-host -p cordon-bench
+	$(CARGO) build --release -p cordon -p cordon-bench
 	target/release/cordon-bench run --cordon target/release/cordon --plugin plugins/dist/demo.wasm --out bench/results.json
 
 # Soak (release build, not in CI): SOAK_SECONDS of good calls, hot reloads and hostile calls
@@ -167,7 +167,7 @@ bench: plugins
 # file descriptors grow past their bounds. Writes target/soak.json. See BENCHMARKS.md (## Soak).
 SOAK_SECONDS ?= 300
 soak: plugins
-	$(CARGO) build --release -p cordon-host -p cordon-bench
+	$(CARGO) build --release -p cordon -p cordon-bench
 	target/release/cordon-bench soak --seconds $(SOAK_SECONDS) --cordon target/release/cordon \
 		--demo plugins/dist/demo.wasm --hostile tests/plugins/dist/hostile.wasm --out target/soak.json
 

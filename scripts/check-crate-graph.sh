@@ -4,6 +4,7 @@
 #   cordon-core     serde and serde_json only (with the crates they are built from)
 #   cordon-state    no wasmtime, no MCP or HTTP server
 #   cordon-sandbox  no MCP, no HTTP server framework, no database
+#   cordon-host     no MCP (the protocol is the `cordon` crate's)
 set -eu
 CARGO=${CARGO:-cargo}
 
@@ -33,5 +34,7 @@ refuse cordon-state "wasmtime or an MCP/HTTP server" \
 refuse cordon-sandbox "MCP, an HTTP server framework or a database" \
     "$(deps cordon-sandbox | grep -E '^(rmcp|axum|tower-http|cordon-state|cordon-host|rusqlite|tokio-postgres|deadpool)' || true)"
 
-[ "$status" -eq 0 ] && echo "crate graph: core, state and sandbox keep their arrows"
+refuse cordon-host "MCP (rmcp) or the cordon crate" "$(deps cordon-host | grep -E '^(rmcp|cordon)$' || true)"
+
+[ "$status" -eq 0 ] && echo "crate graph: core, state, sandbox and host keep their arrows"
 exit "$status"

@@ -35,7 +35,7 @@ node_bin=$(cd "$dir/node/node_modules/node/bin" && pwd)
 export PATH="$node_bin:$PATH"
 node --version | grep -q "^v$NODE_VERSION\." || { echo "conformance: node $NODE_VERSION is not first on PATH" >&2; exit 1; }
 
-[[ -x $cordon ]] || { echo "conformance: $cordon is missing (cargo build -p cordon-host)" >&2; exit 1; }
+[[ -x $cordon ]] || { echo "conformance: $cordon is missing (cargo build -p cordon)" >&2; exit 1; }
 [[ -f tests/conformance/dist/everything.wasm ]] || { echo "conformance: run make conformance-plugins first" >&2; exit 1; }
 
 data=$(mktemp -d)

@@ -91,11 +91,11 @@ fn fixture() -> &'static Fixture {
             assert_eq!(cordon.catalog().tools.len(), 5, "the plain component's functions are served");
             let gate = Arc::new(Gate::new(auth, cordon.clone()));
             let sessions = tokio_util::sync::CancellationToken::new();
-            let router = cordon_host::server::mcp_router(
+            let router = cordon::server::mcp_router(
                 cordon.clone(),
                 gate,
                 true,
-                cordon_host::sessions::Sessions::follow(&cordon),
+                cordon::sessions::Sessions::follow(&cordon),
                 sessions,
             );
             (router, cordon)

@@ -611,7 +611,7 @@ impl<'de> Deserialize<'de> for AnyString {
 }
 
 /// The 401 for a request without a valid token, with the challenge its authenticator issues.
-pub(crate) fn unauthorized(auth: &Authenticator, error: AuthError) -> Response {
+pub fn unauthorized(auth: &Authenticator, error: AuthError) -> Response {
     let challenge = auth.challenge(error);
     let message = match error {
         AuthError::Missing => "missing bearer token",

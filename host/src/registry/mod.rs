@@ -67,7 +67,8 @@ pub struct LoadedPlugin {
     pub grants: PluginGrants,
     /// Its idempotency settings.
     pub idempotency: crate::idempotency::IdempotencyConfig,
-    pub(crate) prepared: Prepared,
+    /// The compiled, linked component.
+    pub prepared: Prepared,
     /// Its resources, resource templates and prompts.
     pub offers: offers::Offers,
     /// Instance slots: at most `limits.max_concurrency` calls run at once.

@@ -48,7 +48,7 @@ pub fn cordon_bin() -> PathBuf {
         std::env::var_os("CORDON_BIN").map(PathBuf::from).unwrap_or_else(|| workspace().join("target/debug/cordon"));
     assert!(
         path.is_file(),
-        "{} not found: build it first: cargo build -p cordon-host (make test does this)",
+        "{} not found: build it first: cargo build -p cordon (make test does this)",
         path.display()
     );
     path

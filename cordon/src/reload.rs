@@ -12,9 +12,9 @@
 //! renaming it over the old one (what `install`, `mv` and most deploy tools do) is atomic and
 //! never shows a half-written file.
 
-use crate::app::Cordon;
-use crate::config::Config;
 use anyhow::{Context, Result};
+use cordon_host::app::Cordon;
+use cordon_host::config::Config;
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use std::sync::Arc;

@@ -57,7 +57,7 @@ const JS: &[(&str, &str)] = &[
 /// Writes a new project for plugin `name` into `dir` (which must not exist, or be empty).
 /// Returns the files written.
 pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
-    if !crate::registry::is_valid_tool_name(name) || name.len() > 40 {
+    if !cordon_host::registry::is_valid_tool_name(name) || name.len() > 40 {
         bail!("plugin name {name:?} must be 1 to 40 of [a-zA-Z0-9_-] (it becomes the tool prefix)");
     }
     if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {

@@ -7,9 +7,9 @@
 //! the task that compares each catalog with the one before and sends what changed. The host
 //! itself never holds a client connection.
 
-use crate::app::Cordon;
-use crate::auth::ToolScope;
-use crate::registry::{self, Catalog};
+use cordon_host::app::Cordon;
+use cordon_host::auth::ToolScope;
+use cordon_host::registry::{self, Catalog};
 use rmcp::model::{
     ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification, ToolListChangedNotification,
 };

@@ -1,19 +1,15 @@
 //! Transports: MCP over stdio, and Streamable HTTP (or HTTPS, [`crate::tls`]) at `/mcp` with
-//! `/healthz` (liveness), `/readyz` (readiness) and `/metrics` ([`crate::metrics`]).
+//! `/healthz` (liveness), `/readyz` (readiness) and `/metrics` ([`cordon_host::metrics`]).
 //!
 //! Both transports drain on SIGTERM or SIGINT: calls in flight get `[server] drain_timeout_s`
 //! to finish (counted by [`Cordon::in_flight`]), then the process exits.
 //!
 //! HTTP checks `Host` (DNS-rebinding protection) and `Origin` against `[server]` lists, which
-//! default to loopback, and authenticates every `/mcp` request ([`crate::auth`]). Serving
+//! default to loopback, and authenticates every `/mcp` request ([`cordon_host::auth`]). Serving
 //! without bearer tokens needs an explicit opt-in and a loopback address; with no tokens and no
 //! opt-in, `cordon serve` refuses to start and says why.
 
-use crate::app::Cordon;
-use crate::auth::Caller;
-use crate::auth::{self, Authenticator};
 use crate::connections::{self, ConnectionBounds};
-use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::mcp::McpService;
 use crate::sessions::Sessions;
 use crate::tls::{self, SharedAcceptor, TlsFiles, TlsListener};
@@ -27,6 +23,10 @@ use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use cordon_core::Principal;
+use cordon_host::app::Cordon;
+use cordon_host::auth::Caller;
+use cordon_host::auth::{self, Authenticator};
+use cordon_host::lifecycle::{InFlight, InFlightGuard};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::ServiceExt;
@@ -142,7 +142,7 @@ impl HttpOptions {
     /// loaded.
     pub fn plan(
         self,
-        config: &crate::Config,
+        config: &cordon_host::Config,
         data_dir: &std::path::Path,
         revocations: Arc<cordon_state::revocations::Revocations>,
     ) -> Result<HttpPlan> {
@@ -165,7 +165,7 @@ impl HttpOptions {
 /// The token table for `config`, refused when it would leave a non-loopback address open or
 /// let nobody in (at start, and again on every config reload).
 fn authenticator_for(
-    config: &crate::Config,
+    config: &cordon_host::Config,
     allow_unauthenticated: bool,
     data_dir: &std::path::Path,
     revocations: Arc<cordon_state::revocations::Revocations>,
@@ -515,7 +515,7 @@ fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 
 async fn metrics(State(cordon): State<Arc<Cordon>>) -> Response {
     match cordon.metrics_text() {
-        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, cordon_host::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -4,10 +4,10 @@
 //! grant it. The file is compiled and described exactly as the server would, in a sandbox with
 //! no grants, and is never run otherwise.
 
-use crate::config::Config;
-use crate::registry::lint::{Finding, Severity};
-use crate::registry::{self, LoadContext, LoadedPlugin, ToolEntry};
 use anyhow::Result;
+use cordon_host::config::Config;
+use cordon_host::registry::lint::{Finding, Severity};
+use cordon_host::registry::{self, LoadContext, LoadedPlugin, ToolEntry};
 use cordon_sandbox::cache::CompileCache;
 use cordon_sandbox::grants::credentials::Credentials;
 use cordon_sandbox::Sandbox;

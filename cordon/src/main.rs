@@ -12,13 +12,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use cordon::mcp;
+use cordon::server::HttpOptions;
+use cordon::tls::TlsFiles;
 use cordon_core::Principal;
 use cordon_host::auth::Caller;
 use cordon_host::call::{CallRequest, ProtocolError};
 use cordon_host::idempotency::{KeySource, ProvidedKey};
-use cordon_host::server::HttpOptions;
-use cordon_host::tls::TlsFiles;
-use cordon_host::{auth, mcp, Config, Cordon, Paths};
+use cordon_host::{auth, Config, Cordon, Paths};
 use cordon_state::Shared;
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -99,7 +100,7 @@ enum Command {
         name: String,
         /// The language.
         #[arg(long, value_enum, default_value = "rust")]
-        lang: cordon_host::scaffold::Lang,
+        lang: cordon::scaffold::Lang,
         /// Where to create it [default: ./NAME].
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -279,8 +280,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             let cordon = Cordon::start_with_store(config, paths, store, revocations).await.map_err(runtime)?;
             let served = match plan {
-                None => cordon_host::server::serve_stdio(cordon.clone()).await,
-                Some(plan) => cordon_host::server::serve_http(cordon.clone(), plan).await,
+                None => cordon::server::serve_stdio(cordon.clone()).await,
+                Some(plan) => cordon::server::serve_http(cordon.clone(), plan).await,
             };
             cordon.flush_audit(std::time::Duration::from_secs(5));
             if let Shared::Postgres(pg) = cordon.store() {
@@ -292,14 +293,14 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Idempotency(command) => idempotency_command(command).await,
         Command::Inspect { file, common } => {
             let (config, paths) = resolve(&common).map_err(usage)?;
-            let examined = cordon_host::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
+            let examined = cordon::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
             let section = paths.config_file.as_deref().and_then(|path| plugin_section(path, &examined.plugin.name));
-            print_json(&cordon_host::inspect::inspection(&examined, &config, section));
+            print_json(&cordon::inspect::inspection(&examined, &config, section));
             Ok(0)
         }
         Command::New { name, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let files = cordon_host::scaffold::create(&name, lang, &dir).map_err(usage)?;
+            let files = cordon::scaffold::create(&name, lang, &dir).map_err(usage)?;
             eprintln!("created {} ({} files); build it with: make -C {}", dir.display(), files.len(), dir.display());
             Ok(0)
         }
@@ -315,7 +316,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Lint { file, common } => {
             let (config, paths) = resolve(&common).map_err(usage)?;
-            let examined = cordon_host::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
+            let examined = cordon::inspect::examine(&config, &paths.data, &file).await.map_err(runtime)?;
             for finding in &examined.findings {
                 print_line(&serde_json::to_string(finding).unwrap_or_default());
             }

@@ -22,21 +22,21 @@
 //! Events are forwarded from the handler's own task, and all of a call's events before its reply.
 //!
 //! Resources and prompts that plugins export are served through `resources/*` and `prompts/*`
-//! ([`crate::offers`]). `resources/subscribe` is accepted for any URI the caller can read and
+//! ([`cordon_host::offers`]). `resources/subscribe` is accepted for any URI the caller can read and
 //! remembered for the session; Cordon sends `notifications/resources/updated` for a subscribed
 //! URI when the plugin serving it is reloaded (guests keep no state between calls, so a reload
 //! is the only way their resources change).
 
-use crate::app::Cordon;
-use crate::auth::Caller;
-use crate::call::{CallRequest, ProtocolError};
-use crate::idempotency::{KeySource, ProvidedKey, META_KEY};
 use crate::inputs;
-use crate::offers::{CompletionRef, OfferError};
-use crate::registry::ToolEntry;
 use crate::sessions::{Sessions, Subscriptions};
 use cordon_core::ToolError;
 use cordon_core::ToolSuccess;
+use cordon_host::app::Cordon;
+use cordon_host::auth::Caller;
+use cordon_host::call::{CallRequest, ProtocolError};
+use cordon_host::idempotency::{KeySource, ProvidedKey, META_KEY};
+use cordon_host::offers::{CompletionRef, OfferError};
+use cordon_host::registry::ToolEntry;
 use cordon_sandbox::bindings::cordon::plugin::host::LogLevel;
 use cordon_sandbox::link::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
 use rmcp::model::{
@@ -367,7 +367,7 @@ impl ServerHandler for McpService {
     ) -> Result<(), McpError> {
         let caller = self.caller(&context)?;
         let catalog = self.cordon.catalog();
-        match crate::registry::offers::resolve(&catalog, &request.uri) {
+        match cordon_host::registry::offers::resolve(&catalog, &request.uri) {
             Some((_, scope_name)) if caller.scope.allows(scope_name) => {
                 self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).insert(request.uri);
                 Ok(())
@@ -613,7 +613,7 @@ pub fn success_result(success: ToolSuccess) -> CallToolResult {
         content.push(ContentBlock::text(text));
     }
     for block in success.attached {
-        // Built by `crate::content`, so always MCP content; a block that were not is dropped.
+        // Built by `cordon_host::content`, so always MCP content; a block that were not is dropped.
         match serde_json::from_value::<ContentBlock>(block) {
             Ok(block) => content.push(block),
             Err(e) => tracing::warn!(error = %e, "an attached content block is not MCP content; dropped"),
