@@ -60,7 +60,8 @@ pub enum ProtocolError {
     UnknownTool(String),
 }
 
-/// What a call did, collected along the path for its audit line.
+/// What a call did, for its audit line and its metrics. Each step of [`Cordon::call`] returns its
+/// part; `call` puts them together.
 #[derive(Default)]
 struct CallTrace {
     idempotency: IdempotencyUse,
@@ -78,186 +79,116 @@ struct CallTrace {
     cancelled: bool,
 }
 
+/// Who calls which tool, fixed when the call arrives: what every step and the audit line name.
+struct Arrival<'a> {
+    id: String,
+    tool: &'a ToolEntry,
+    caller: &'a Caller,
+}
+
+/// What steps 5 to 8 made of one run.
+struct Executed {
+    outcome: CallOutcome,
+    fuel_used: u64,
+    egress: Option<Arc<Mutex<EgressRecord>>>,
+    /// The client's cancellation ended it.
+    cancelled: bool,
+}
+
 impl Cordon {
-    /// Runs one tool call through the whole path (see the module docs).
+    /// Runs one tool call through the whole path (see the module docs): each numbered step is
+    /// one call below, returning what the next needs and what the audit line records.
     pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, ProtocolError> {
         let started = Instant::now();
         // Counted until the outcome is known (a dropped call too): what a graceful drain waits for.
         let _in_flight = self.in_flight.enter();
         // 1. authenticate: `request.caller` was established by the transport.
         // 2. resolve, in one snapshot: the call runs on the plugin version it started with.
-        let catalog = self.catalog();
-        let tool = catalog.tool(&request.tool).ok_or_else(|| ProtocolError::UnknownTool(request.tool.clone()))?.clone();
-        drop(catalog);
-
-        let call_id = uuid::Uuid::new_v4().simple().to_string();
-        let principal = request.caller.principal.clone();
+        let tool = self.catalog().tool(&request.tool).cloned().ok_or(ProtocolError::UnknownTool(request.tool))?;
+        let CallRequest { arguments, caller, idempotency_key, link, .. } = request;
+        let call = Arrival { id: uuid::Uuid::new_v4().simple().to_string(), tool: &tool, caller: &caller };
         // ... and authorize: a tool outside the caller's scope is refused before anything runs.
-        if !request.caller.scope.allows(&tool.name) {
-            let message =
-                format!("this token may not call {}; its scope is {}", tool.name, request.caller.scope.describe());
-            self.audit_denial(&request.caller, &tool.name, &message);
-            let error = ToolError::new(ErrorType::Forbidden, message);
-            self.metrics.record_call(CallSample {
-                tool: &tool.name,
-                plugin: &tool.plugin.name,
-                outcome: Err(&error),
-                latency: started.elapsed(),
-                fuel_used: 0,
-                idempotency: IdempotencyUse::None,
-                egress_denied: 0,
-            });
-            return Ok(Err(error));
+        if !caller.scope.allows(&tool.name) {
+            let message = format!("this token may not call {}; its scope is {}", tool.name, caller.scope.describe());
+            self.audit_denial(&caller, &tool.name, &message);
+            let outcome = Err(ToolError::new(ErrorType::Forbidden, message));
+            self.record_metrics(&call, &outcome, &CallTrace::default(), started);
+            return Ok(outcome);
         }
-        let token_id = request.caller.token_id.clone();
-        let mut trace = CallTrace::default();
-        let outcome = self.run_call(&tool, request, &call_id, &mut trace).await;
-        let latency = started.elapsed();
-        let latency_us = latency.as_micros() as u64;
-        // Metrics from the same trace as the audit line, once per call.
-        self.metrics.record_call(CallSample {
-            tool: &tool.name,
-            plugin: &tool.plugin.name,
-            outcome: outcome.as_ref().map(|_| ()),
-            latency,
-            fuel_used: trace.fuel_used,
-            idempotency: trace.idempotency,
-            egress_denied: trace.egress.as_ref().and_then(|e| e.lock().ok().map(|e| e.refused.len())).unwrap_or(0),
-        });
+        let arguments = Value::Object(arguments.unwrap_or_default());
+        let (outcome, mut trace) = self.run_steps(&call, &arguments, idempotency_key, link).await;
+        // The audit line's hash of the arguments, unless a keyed call or a refusal already has it.
+        if trace.arguments_sha256.is_empty() {
+            trace.unhashed_arguments = Some(arguments);
+        }
+        self.record_metrics(&call, &outcome, &trace, started);
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         // `debug`, not `info`: the audit line already records every call, and a second line per
         // call on stderr costs a write and a reader's wake-up per call (BENCHMARKS.md).
         tracing::debug!(
-            call = %call_id, tool = %tool.name, principal = %principal.0,
+            call = %call.id, tool = %tool.name, principal = %caller.principal.0,
             outcome = match &outcome { Ok(_) => "ok", Err(e) => &e.kind },
             idempotency = trace.idempotency.as_str(),
             latency_us,
             "tool call"
         );
-        self.audit(&tool, &principal, token_id.as_deref(), &call_id, &outcome, trace, latency_us);
-        Ok(outcome)
-    }
-
-    /// The audit line of a call refused before the call path (an out-of-scope call over HTTP).
-    pub fn audit_denial(&self, caller: &Caller, tool: &str, message: &str) {
-        tracing::info!(tool, principal = %caller.principal.0, "tool call outside the token's scope refused");
-        let catalog = self.catalog();
-        let entry = catalog.tool(tool);
-        self.audit.record(AuditRecord {
-            time: audit::timestamp(std::time::SystemTime::now()),
-            call_id: uuid::Uuid::new_v4().simple().to_string(),
-            principal: caller.principal.0.to_string(),
-            token_id: caller.token_id.as_deref().map(str::to_string),
-            tool: tool.to_string(),
-            plugin: entry.map(|t| t.plugin.name.clone()).unwrap_or_default(),
-            plugin_digest: entry.map(|t| t.plugin.digest.clone()).unwrap_or_default(),
-            outcome: audit::Outcome::Error,
-            error_type: Some(ErrorType::Forbidden.as_str().to_string()),
-            error_message: Some(message.to_string()),
-            retryable: Some(false),
-            ..Default::default()
-        });
-    }
-
-    /// One audit line per call that reached a tool.
-    #[allow(clippy::too_many_arguments)]
-    fn audit(
-        &self,
-        tool: &ToolEntry,
-        principal: &Principal,
-        token_id: Option<&str>,
-        call_id: &str,
-        outcome: &CallOutcome,
-        trace: CallTrace,
-        latency_us: u64,
-    ) {
-        let mut record = AuditRecord {
-            time: audit::timestamp(std::time::SystemTime::now()),
-            call_id: call_id.to_string(),
-            principal: principal.0.to_string(),
-            token_id: token_id.map(str::to_string),
-            tool: tool.name.clone(),
-            plugin: tool.plugin.name.clone(),
-            plugin_digest: tool.plugin.digest.clone(),
-            arguments_sha256: trace.arguments_sha256,
-            unhashed_arguments: trace.unhashed_arguments,
-            arguments: trace.arguments,
-            arguments_len: trace.arguments_len,
-            idempotency_key: trace.key,
-            idempotency: trace.idempotency,
-            outcome: if outcome.is_ok() { audit::Outcome::Ok } else { audit::Outcome::Error },
-            error_type: outcome.as_ref().err().map(|e| e.kind.to_string()),
-            error_message: outcome.as_ref().err().map(|e| e.message.clone()),
-            retryable: outcome.as_ref().err().map(|e| e.retryable),
-            latency_us,
-            fuel_used: trace.fuel_used,
-            ..Default::default()
-        };
+        let mut record =
+            audit_line(&call.id, &caller, &tool.name, Some(&tool.plugin), outcome.as_ref().err(), latency_us);
+        record.arguments_sha256 = trace.arguments_sha256;
+        record.unhashed_arguments = trace.unhashed_arguments;
+        record.arguments = trace.arguments;
+        record.arguments_len = trace.arguments_len;
+        record.idempotency_key = trace.key;
+        record.idempotency = trace.idempotency;
+        record.fuel_used = trace.fuel_used;
         if let Some(egress) = trace.egress.as_ref().and_then(|e| e.lock().ok()) {
             record.egress(&egress);
         }
         self.audit.record(record);
+        Ok(outcome)
     }
 
-    /// Steps 3 and 4.
-    async fn run_call(
+    /// Steps 3 to 8, each returning its part of the trace.
+    async fn run_steps(
         &self,
-        tool: &ToolEntry,
-        request: CallRequest,
-        call_id: &str,
-        trace: &mut CallTrace,
-    ) -> CallOutcome {
-        let CallRequest { arguments, caller, idempotency_key, link, .. } = request;
-        let arguments = Value::Object(arguments.unwrap_or_default());
-        let outcome =
-            self.validate_and_run(tool, &arguments, caller.principal, idempotency_key, link, call_id, trace).await;
-        // The audit line's hash of the arguments, unless a keyed call already has it.
-        if trace.arguments_sha256.is_empty() {
-            trace.unhashed_arguments = Some(arguments);
-        }
-        outcome
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn validate_and_run(
-        &self,
-        tool: &ToolEntry,
+        call: &Arrival<'_>,
         arguments: &Value,
-        principal: Principal,
-        idempotency_key: Option<ProvidedKey>,
+        provided_key: Option<ProvidedKey>,
         link: CallLink,
-        call_id: &str,
-        trace: &mut CallTrace,
-    ) -> CallOutcome {
-        let limits = &tool.plugin.limits;
-
-        // 3. validate
-        let serialized = serde_json::to_string(arguments)
-            .map_err(|e| ToolError::new(ErrorType::InvalidArguments, format!("bad arguments: {e}")))?;
-        if serialized.len() > limits.max_input_bytes {
-            let message = format!(
-                "arguments are {} bytes; this tool accepts at most {}",
-                serialized.len(),
-                limits.max_input_bytes
-            );
-            // Refused arguments are not kept for the audit writer: their hash is taken here, at
-            // the caller's expense, and their values are never logged.
-            trace.arguments_sha256 = audit::arguments_sha256(arguments);
-            return Err(ToolError::new(ErrorType::InputTooLarge, message));
-        }
+    ) -> (CallOutcome, CallTrace) {
+        let mut trace = CallTrace::default();
+        // 3. validate: the size cap, then the strict input schema.
+        let serialized = match serialized_within_cap(call.tool, arguments) {
+            Ok(serialized) => serialized,
+            Err(error) => {
+                if error.is(ErrorType::InputTooLarge) {
+                    // Refused arguments are not kept for the audit writer: their hash is taken
+                    // here, at the caller's expense, and their values are never logged.
+                    trace.arguments_sha256 = audit::arguments_sha256(arguments);
+                }
+                return (Err(error), trace);
+            }
+        };
         trace.arguments = self.audit.arguments(arguments);
         trace.arguments_len = serialized.len();
-        tool.input.check_arguments(arguments)?;
+        if let Err(error) = call.tool.input.check_arguments(arguments) {
+            return (Err(error), trace);
+        }
 
-        // 4. idempotency
-        let keying = ToolKeying {
-            plugin: &tool.plugin.name,
-            tool: &tool.name,
-            read_only: tool.read_only,
-            key_argument: tool.key_argument.as_deref(),
-            config: &tool.plugin.idempotency,
+        // 4. idempotency: the key, then a replay, a wait, or a durable claim.
+        let keyed = match self.idempotency.key_for(
+            provided_key.as_ref(),
+            &keying(call.tool),
+            arguments,
+            &call.caller.principal,
+        ) {
+            Ok(keyed) => keyed,
+            Err(error) => return (Err(error), trace),
         };
-        let Some(keyed) = self.idempotency.key_for(idempotency_key.as_ref(), &keying, arguments, &principal)? else {
-            return self.execute(tool, serialized, &principal, call_id, None, link, trace).await;
+        let Some(keyed) = keyed else {
+            let executed = self.execute(call, serialized, None, link).await;
+            let trace = trace_of(trace, &executed);
+            return (executed.outcome, trace);
         };
         trace.key = Some(keyed.key().to_string());
         trace.arguments_sha256 = keyed.fingerprint().to_string();
@@ -265,135 +196,239 @@ impl Cordon {
             Ok((begin, claimed)) => {
                 trace.idempotency = claimed.idempotency_use();
                 match begin {
-                    Begin::Replay(stored) => return stored,
+                    Begin::Replay(stored) => return (stored, trace),
                     Begin::Run(ticket) => ticket,
                 }
             }
-            Err(e) => {
-                if e.is(ErrorType::IdempotencyKeyReused) {
+            Err(error) => {
+                if error.is(ErrorType::IdempotencyKeyReused) {
                     trace.idempotency = IdempotencyUse::Reused;
                 }
-                trace.cancelled = e.is(ErrorType::Cancelled);
-                return Err(e);
+                trace.cancelled = error.is(ErrorType::Cancelled);
+                return (Err(error), trace);
             }
         };
         if trace.idempotency == IdempotencyUse::Recovery {
-            tracing::warn!(call = %call_id, tool = %tool.name, key = %keyed.key(),
+            tracing::warn!(call = %call.id, tool = %call.tool.name, key = %keyed.key(),
                 "recovering a keyed call cut off by a crash: re-running with the same upstream keys");
         }
-        let outcome = self.execute(tool, serialized, &principal, call_id, Some(&keyed), link, trace).await;
+
+        // 5.–8.
+        let executed = self.execute(call, serialized, Some(&keyed), link).await;
+        let trace = trace_of(trace, &executed);
+        // ... and the claim settled: the outcome is durable before anyone sees it.
+        let outcome = self.settle(call, &keyed, ticket, executed).await;
+        (outcome, trace)
+    }
+
+    /// After step 8 of a keyed call: the outcome stored, or the claim released or kept when the
+    /// run has no outcome yet (cancelled, or waiting for a stateless client's input).
+    async fn settle(
+        &self,
+        call: &Arrival<'_>,
+        keyed: &KeyedCall,
+        ticket: Box<crate::idempotency::Ticket>,
+        executed: Executed,
+    ) -> CallOutcome {
+        let outcome = executed.outcome;
         // A try that stopped to ask a stateless client has no outcome yet: like a cancelled run,
         // it releases or keeps its claim, and the client's next try (with its answers) runs again.
         let needs_input = outcome.as_ref().is_err_and(|e| e.is(ErrorType::InputRequired));
-        if trace.cancelled || needs_input {
+        if executed.cancelled || needs_input {
             // Could the run have acted outside the sandbox? An admitted request may have reached
             // its upstream; a writable directory may have been written.
-            let requested = trace.egress.as_ref().is_some_and(|e| e.lock().map_or(true, |r| r.admitted > 0));
-            let acted = requested || tool.plugin.grants.dirs.iter().any(|d| d.writable);
+            let requested = executed.egress.as_ref().is_some_and(|e| e.lock().map_or(true, |r| r.admitted > 0));
+            let acted = requested || call.tool.plugin.grants.dirs.iter().any(|d| d.writable);
             // A store failure is logged by the ticket; the outcome stays `cancelled` (the client
             // gets no answer either way), and the claim left `in_progress` is recovered later.
             if let Ok(released) = ticket.cancelled(acted).await {
                 let settled = if released { "key released" } else { "key kept, retryable" };
                 let why =
                     if needs_input { "keyed call waiting for the client's input" } else { "cancelled keyed call" };
-                tracing::info!(call = %call_id, tool = %tool.name, key = %keyed.key(), acted, "{why}: {settled}");
+                tracing::info!(call = %call.id, tool = %call.tool.name, key = %keyed.key(), acted, "{why}: {settled}");
             }
             return outcome;
         }
-        // The outcome is durable before anyone sees it.
         ticket.finish(&outcome).await?;
         outcome
     }
 
     /// Steps 5 to 8: a slot, a fresh instance with the grants, the checked result.
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
-        tool: &ToolEntry,
+        call: &Arrival<'_>,
         arguments: String,
-        principal: &Principal,
-        call_id: &str,
         keyed: Option<&KeyedCall>,
         link: CallLink,
-        trace: &mut CallTrace,
-    ) -> CallOutcome {
-        let plugin = &tool.plugin;
-        let limits = &plugin.limits;
-
+    ) -> Executed {
+        let (tool, principal) = (call.tool, &call.caller.principal);
         // 5.–7. the plugin's rate and a slot, then a fresh instance with the grants.
         let context = CallContext {
             principal: principal.0.to_string(),
-            call_id: call_id.to_string(),
+            call_id: call.id.clone(),
             idempotency_key: keyed.map(|k| k.key().to_string()),
         };
         let invocation = Invocation::Call { tool: tool.local_name.clone(), arguments, context };
         let upstream_key_base = keyed.map(|k| k.upstream_base.clone());
         let GuestRun { run, egress } =
-            match self.run_guest(plugin, principal, upstream_key_base, call_id, link, invocation).await {
+            match self.run_guest(&tool.plugin, principal, upstream_key_base, &call.id, link, invocation).await {
                 Ok(ran) => ran,
                 Err(error) => {
-                    trace.cancelled = error.is(ErrorType::Cancelled);
-                    return Err(error);
+                    let cancelled = error.is(ErrorType::Cancelled);
+                    return Executed { outcome: Err(error), fuel_used: 0, egress: None, cancelled };
                 }
             };
-        trace.egress = Some(egress.clone());
-        trace.fuel_used = run.fuel_used;
-        trace.cancelled = run.cancelled;
-        let reply = run.reply.and_then(|reply| match reply {
-            GuestReply::Output(Ok(output)) => Ok(output),
-            GuestReply::Output(Err(e)) => Err(ToolError::from_guest(e.kind, e.message, e.retryable)),
-            _ => Err(ToolError::new(ErrorType::Internal, "unexpected guest reply")),
-        });
-        let output = reply.map_err(|error| {
-            // A cancelled call stays `cancelled`: the refusal did not end it, the client did; one
-            // that waits for the client's input has not failed.
-            if run.cancelled || error.client_needs.is_some() {
-                return error;
-            }
-            explain_refusal(&egress, principal).unwrap_or(error)
-        })?;
-
+        let cancelled = run.cancelled;
+        let fuel_used = run.fuel_used;
         // 8. result
-        let Some(attached) = run.attached else {
-            return Err(ToolError::new(
-                ErrorType::OutputTooLarge,
-                format!("the plugin attached more than the {} bytes this tool may return", limits.max_output_bytes),
-            ));
-        };
-        let attached_size = attached.iter().map(cordon_sandbox::content_size).sum::<usize>();
-        let size =
-            output.text.as_ref().map_or(0, String::len) + output.json.as_ref().map_or(0, String::len) + attached_size;
-        if size > limits.max_output_bytes {
-            return Err(ToolError::new(
-                ErrorType::OutputTooLarge,
-                format!("the result is {size} bytes; this tool may return at most {}", limits.max_output_bytes),
-            ));
+        let outcome = checked_result(tool, run, &egress, principal);
+        Executed { outcome, fuel_used, egress: Some(egress), cancelled }
+    }
+
+    /// The call's metrics, once per call, from the same trace as its audit line.
+    fn record_metrics(&self, call: &Arrival<'_>, outcome: &CallOutcome, trace: &CallTrace, started: Instant) {
+        self.metrics.record_call(CallSample {
+            tool: &call.tool.name,
+            plugin: &call.tool.plugin.name,
+            outcome: outcome.as_ref().map(|_| ()),
+            latency: started.elapsed(),
+            fuel_used: trace.fuel_used,
+            idempotency: trace.idempotency,
+            egress_denied: trace.egress.as_ref().and_then(|e| e.lock().ok().map(|e| e.refused.len())).unwrap_or(0),
+        });
+    }
+
+    /// The audit line of a call refused before the call path (an out-of-scope call over HTTP).
+    pub fn audit_denial(&self, caller: &Caller, tool: &str, message: &str) {
+        tracing::info!(tool, principal = %caller.principal.0, "tool call outside the token's scope refused");
+        let catalog = self.catalog();
+        let plugin = catalog.tool(tool).map(|t| &t.plugin);
+        let error = ToolError::new(ErrorType::Forbidden, message);
+        let call_id = uuid::Uuid::new_v4().simple().to_string();
+        self.audit.record(audit_line(&call_id, caller, tool, plugin, Some(&error), 0));
+    }
+}
+
+/// Step 3's first half: the arguments as the guest receives them, within the tool's
+/// `max_input_bytes`.
+fn serialized_within_cap(tool: &ToolEntry, arguments: &Value) -> Result<String, ToolError> {
+    let limit = tool.plugin.limits.max_input_bytes;
+    let serialized = serde_json::to_string(arguments)
+        .map_err(|e| ToolError::new(ErrorType::InvalidArguments, format!("bad arguments: {e}")))?;
+    if serialized.len() > limit {
+        return Err(ToolError::new(
+            ErrorType::InputTooLarge,
+            format!("arguments are {} bytes; this tool accepts at most {limit}", serialized.len()),
+        ));
+    }
+    Ok(serialized)
+}
+
+/// How step 4 keys a call to `tool`.
+fn keying(tool: &ToolEntry) -> ToolKeying<'_> {
+    ToolKeying {
+        plugin: &tool.plugin.name,
+        tool: &tool.name,
+        read_only: tool.read_only,
+        key_argument: tool.key_argument.as_deref(),
+        config: &tool.plugin.idempotency,
+    }
+}
+
+/// `trace` with what the run did.
+fn trace_of(trace: CallTrace, executed: &Executed) -> CallTrace {
+    CallTrace { fuel_used: executed.fuel_used, egress: executed.egress.clone(), cancelled: executed.cancelled, ..trace }
+}
+
+/// The audit line every guest run starts from — a tool call, a refused one, a resource read, a
+/// prompt render, a completion: who asked for `what`, served by `plugin`, and how it ended.
+pub(crate) fn audit_line(
+    call_id: &str,
+    caller: &Caller,
+    what: &str,
+    plugin: Option<&Arc<LoadedPlugin>>,
+    error: Option<&ToolError>,
+    latency_us: u64,
+) -> AuditRecord {
+    AuditRecord {
+        time: audit::timestamp(std::time::SystemTime::now()),
+        call_id: call_id.to_string(),
+        principal: caller.principal.0.to_string(),
+        token_id: caller.token_id.as_deref().map(str::to_string),
+        tool: what.to_string(),
+        plugin: plugin.map(|p| p.name.clone()).unwrap_or_default(),
+        plugin_digest: plugin.map(|p| p.digest.clone()).unwrap_or_default(),
+        outcome: if error.is_none() { audit::Outcome::Ok } else { audit::Outcome::Error },
+        error_type: error.map(|e| e.kind.to_string()),
+        error_message: error.map(|e| e.message.clone()),
+        retryable: error.map(|e| e.retryable),
+        latency_us,
+        ..Default::default()
+    }
+}
+
+/// Step 8: the guest's answer as the caller gets it — a refused request explained, the output
+/// cap, JSON and the tool's output schema checked.
+fn checked_result(
+    tool: &ToolEntry,
+    run: cordon_sandbox::Run,
+    egress: &Mutex<EgressRecord>,
+    principal: &Principal,
+) -> CallOutcome {
+    let limits = &tool.plugin.limits;
+    let reply = run.reply.and_then(|reply| match reply {
+        GuestReply::Output(Ok(output)) => Ok(output),
+        GuestReply::Output(Err(e)) => Err(ToolError::from_guest(e.kind, e.message, e.retryable)),
+        _ => Err(ToolError::new(ErrorType::Internal, "unexpected guest reply")),
+    });
+    let output = reply.map_err(|error| {
+        // A cancelled call stays `cancelled`: the refusal did not end it, the client did; one
+        // that waits for the client's input has not failed.
+        if run.cancelled || error.client_needs.is_some() {
+            return error;
         }
-        let structured = match output.json {
+        explain_refusal(egress, principal).unwrap_or(error)
+    })?;
+    let Some(attached) = run.attached else {
+        return Err(ToolError::new(
+            ErrorType::OutputTooLarge,
+            format!("the plugin attached more than the {} bytes this tool may return", limits.max_output_bytes),
+        ));
+    };
+    let attached_size = attached.iter().map(cordon_sandbox::content_size).sum::<usize>();
+    let size =
+        output.text.as_ref().map_or(0, String::len) + output.json.as_ref().map_or(0, String::len) + attached_size;
+    if size > limits.max_output_bytes {
+        return Err(ToolError::new(
+            ErrorType::OutputTooLarge,
+            format!("the result is {size} bytes; this tool may return at most {}", limits.max_output_bytes),
+        ));
+    }
+    let structured =
+        match output.json {
             Some(json) => Some(serde_json::from_str::<Value>(&json).map_err(|e| {
                 ToolError::new(ErrorType::InvalidOutput, format!("the plugin returned invalid JSON: {e}"))
             })?),
             None => None,
         };
-        if let Some(schema) = &tool.output {
-            let Some(value) = &structured else {
-                return Err(ToolError::new(
-                    ErrorType::InvalidOutput,
-                    "the tool declares an output schema but returned no structured result",
-                ));
-            };
-            let violations = schema.violations(value);
-            if !violations.is_empty() {
-                return Err(ToolError::schema_violations(
-                    ErrorType::InvalidOutput,
-                    "the result does not match the tool's output schema",
-                    violations,
-                ));
-            }
+    if let Some(schema) = &tool.output {
+        let Some(value) = &structured else {
+            return Err(ToolError::new(
+                ErrorType::InvalidOutput,
+                "the tool declares an output schema but returned no structured result",
+            ));
+        };
+        let violations = schema.violations(value);
+        if !violations.is_empty() {
+            return Err(ToolError::schema_violations(
+                ErrorType::InvalidOutput,
+                "the result does not match the tool's output schema",
+                violations,
+            ));
         }
-        let attached = attached.iter().map(crate::content::block).collect();
-        Ok(ToolSuccess { text: output.text, structured, attached })
     }
+    let attached = attached.iter().map(crate::content::block).collect();
+    Ok(ToolSuccess { text: output.text, structured, attached })
 }
 
 /// One guest run and what it sent out: [`Cordon::run_guest`]'s answer.

@@ -22,8 +22,8 @@
 //! `completions` answers every completion with no suggestions, without running.
 
 use crate::app::Cordon;
-use crate::audit::{self, AuditRecord};
 use crate::auth::Caller;
+use crate::call::audit_line;
 use crate::registry::{offers, LoadedPlugin};
 use cordon_core::{ErrorType, ToolError};
 use cordon_sandbox::bindings::{CallError, CompletionTarget, Role};
@@ -203,22 +203,9 @@ impl Cordon {
         // audit line and the metrics say so.
         let guest_failure = outcome.as_ref().ok().and_then(guest_failure);
         let error = outcome.as_ref().err().or(guest_failure.as_ref());
-        let mut record = AuditRecord {
-            time: audit::timestamp(std::time::SystemTime::now()),
-            call_id,
-            principal: caller.principal.0.to_string(),
-            token_id: caller.token_id.as_deref().map(str::to_string),
-            tool: what.to_string(),
-            plugin: plugin.name.clone(),
-            plugin_digest: plugin.digest.clone(),
-            outcome: if error.is_none() { audit::Outcome::Ok } else { audit::Outcome::Error },
-            error_type: error.map(|e| e.kind.to_string()),
-            error_message: error.map(|e| e.message.clone()),
-            retryable: error.map(|e| e.retryable),
-            latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            fuel_used,
-            ..Default::default()
-        };
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut record = audit_line(&call_id, caller, what, Some(plugin), error, latency_us);
+        record.fuel_used = fuel_used;
         let mut egress_denied = 0;
         if let Some(egress) = egress.as_ref().and_then(|e| e.lock().ok()) {
             egress_denied = egress.refused.len();

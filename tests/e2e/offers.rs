@@ -572,3 +572,75 @@ async fn reads_and_renders_are_audited_with_their_outbound_requests() {
     assert_eq!(denied["refused"].as_array().map(Vec::len), Some(1), "{denied}");
     assert_eq!(line("prompts/get fetcher_fetch")["outbound"][0]["status"], 200);
 }
+
+/// A read waiting for its plugin's only slot ends when the client cancels it, long before the
+/// queue timeout, and is audited `cancelled`; the read holding the slot is not disturbed.
+#[tokio::test]
+async fn cancelling_a_queued_read_ends_it_at_once() {
+    use rmcp::model::{ClientRequest, ReadResourceRequest};
+    use rmcp::service::PeerRequestOptions;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // An upstream whose `/api/slow` answers only when the test lets it.
+    let arrived = std::sync::Arc::new(AtomicUsize::new(0));
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let app = {
+        let (arrived, release) = (arrived.clone(), release.clone());
+        axum::Router::new().fallback(move || {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            async move {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                "ok"
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+    let base = format!("http://{}", listener.local_addr().expect("upstream address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("the upstream serves") });
+    // One slot, and a queue timeout far longer than the test may take.
+    let config = format!(
+        "[plugins.fetcher.config]\nbase_url = \"{base}\"\n\n\
+         [plugins.fetcher.limits]\nmax_concurrency = 1\nqueue_timeout_ms = 600000\ntimeout_ms = 600000\n\n\
+         [[plugins.fetcher.http.grants]]\nurl = \"{base}/api/slow\"\nmethods = [\"GET\"]\n"
+    );
+    let env = Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config);
+    let (client, _log) = env.stdio_client().await;
+    let read = |uri: &str| {
+        let params: ReadResourceRequestParams = serde_json::from_value(json!({"uri": uri})).unwrap();
+        client.send_cancellable_request(
+            ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+    };
+    let holding = guard("the first read to be sent", read("fetch://page/slow")).await.expect("send a read");
+    guard("the first read to reach its upstream", async {
+        while arrived.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let queued = guard("the second read to be sent", read("fetch://page/queued")).await.expect("send a read");
+    // Give the second read time to reach the slot's queue, then give up on it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    queued.cancel(Some("the user gave up".into())).await.expect("send notifications/cancelled");
+    let cancelled = guard("the queued read's audit line", async {
+        loop {
+            let records = env.audit_records(0).await;
+            if let Some(record) = records.into_iter().find(|r| r["tool"] == "resources/read fetch://page/queued") {
+                return record;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(cancelled["error_type"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["fuel_used"], 0, "the queued read never ran: {cancelled}");
+    assert_eq!(arrived.load(Ordering::SeqCst), 1, "only the first read reached the upstream");
+
+    release.notify_one();
+    let answer = guard("the first read's answer", holding.await_response()).await.expect("the first read succeeds");
+    assert!(format!("{answer:?}").contains("status 200"), "{answer:?}");
+    let records = env.audit_records(2).await;
+    let slow = records.iter().find(|r| r["tool"] == "resources/read fetch://page/slow").expect("the first read's line");
+    assert_eq!(slow["outcome"], "ok", "{slow}");
+}
