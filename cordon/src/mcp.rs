@@ -35,7 +35,7 @@ use cordon_host::app::Cordon;
 use cordon_host::auth::Caller;
 use cordon_host::call::{CallRequest, ProtocolError};
 use cordon_host::idempotency::{KeySource, ProvidedKey, META_KEY};
-use cordon_host::offers::{CompletionRef, OfferError};
+use cordon_host::reads::{CompletionRef, OfferError};
 use cordon_host::registry::ToolEntry;
 use cordon_sandbox::bindings::cordon::plugin::host::LogLevel;
 use cordon_sandbox::link::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};

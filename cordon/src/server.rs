@@ -289,7 +289,7 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     let acceptor = match tls_config {
         Some((files, config)) => {
             let acceptor = SharedAcceptor::new(config);
-            tls::reload_on_sighup(files, acceptor.clone());
+            tls::reload_certificates_on_sighup(files, acceptor.clone());
             Some(acceptor)
         }
         // Without TLS, SIGHUP is the config reload alone (`reload::reload_on_sighup`).

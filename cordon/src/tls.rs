@@ -152,7 +152,7 @@ impl axum::serve::Listener for TlsListener {
 
 /// Reloads `files` into `acceptor` on every SIGHUP, for as long as the process runs. A pair that
 /// does not load is logged, and the previous one keeps serving.
-pub fn reload_on_sighup(files: TlsFiles, acceptor: SharedAcceptor) {
+pub fn reload_certificates_on_sighup(files: TlsFiles, acceptor: SharedAcceptor) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -14,8 +14,8 @@ pub mod content;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod metrics;
-pub mod offers;
 pub mod ratelimit;
+pub mod reads;
 pub mod registry;
 pub mod schema;
 

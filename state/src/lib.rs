@@ -95,14 +95,14 @@ impl StoreConfig {
             (None, None) => return Ok(None),
         };
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            bail!("[store] url must start with postgres:// (got {})", redact(&url));
+            bail!("[store] url must start with postgres:// (got {})", redact_url(&url));
         }
         Ok(Some(url))
     }
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
     let (authority, tail) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -204,11 +204,11 @@ mod tests {
 
     #[test]
     fn urls_are_redacted_for_logs() {
-        assert_eq!(redact("postgres://cordon:s3cret@db:5432/cordon"), "postgres://cordon:***@db:5432/cordon");
-        assert_eq!(redact("postgres://cordon@db/cordon"), "postgres://cordon@db/cordon");
-        assert_eq!(redact("postgres://db/cordon"), "postgres://db/cordon");
-        assert_eq!(redact("postgres://u:p@ss@db/x"), "postgres://u:***@db/x");
-        assert_eq!(redact("nonsense"), "***");
+        assert_eq!(redact_url("postgres://cordon:s3cret@db:5432/cordon"), "postgres://cordon:***@db:5432/cordon");
+        assert_eq!(redact_url("postgres://cordon@db/cordon"), "postgres://cordon@db/cordon");
+        assert_eq!(redact_url("postgres://db/cordon"), "postgres://db/cordon");
+        assert_eq!(redact_url("postgres://u:p@ss@db/x"), "postgres://u:***@db/x");
+        assert_eq!(redact_url("nonsense"), "***");
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Postgres {
     }
 
     fn build(url: &str, config: &StoreConfig, replica: String, pool_size: usize) -> Result<Arc<Postgres>> {
-        let redacted_url = super::redact(url);
+        let redacted_url = super::redact_url(url);
         let timeout = Duration::from_secs(config.timeout_s);
         // The parse error never echoes the URL, so no password reaches a log through it.
         let mut pg_config: tokio_postgres::Config =
