@@ -96,7 +96,7 @@ impl Cordon {
         tracing::info!(store = %store.describe(), "shared state");
         let idempotency = Idempotency::new(store.records()?);
         spawn_cleanup(idempotency.clone());
-        let audit = AuditLog::start(&config.audit, &paths.data)?.with_index(store.audit_index(&config.store));
+        let audit = AuditLog::start_with_index(&config.audit, &paths.data, store.audit_index(&config.store))?;
         let rate_limits = Arc::new(RateLimits::new(&config.rate_limits)?.shared_by(store.live_replicas()));
         let sandbox = Sandbox::new(&config.pool)?;
         let cache = Arc::new(CompileCache::new(&paths.data.join("compile-cache"), sandbox.engine()));
@@ -259,6 +259,7 @@ impl Cordon {
             tools_served: catalog.tools.len(),
             calls_in_flight: self.in_flight.count(),
             audit_lines_dropped: self.audit.dropped(),
+            audit_index_rows_dropped: self.audit.index_dropped(),
         })
     }
 

@@ -119,6 +119,8 @@ pub struct Snapshot {
     pub calls_in_flight: usize,
     /// Audit lines lost since start (queue full, file unwritable): the audit log's own count.
     pub audit_lines_dropped: u64,
+    /// Audit lines the shared store's index lost since start (the audit index's own count).
+    pub audit_index_rows_dropped: u64,
 }
 
 /// The host's metrics, owned by `Cordon`.
@@ -137,6 +139,7 @@ pub struct Metrics {
     plugins_refused: Gauge,
     tools_served: Gauge,
     audit_lines_dropped: Counter,
+    audit_index_rows_dropped: Counter,
     /// Held while a scrape brings `audit_lines_dropped` up to the audit log's count, so that two
     /// scrapes at once never add the same lines twice.
     scrape: std::sync::Mutex<()>,
@@ -203,6 +206,12 @@ impl Metrics {
             "Audit lines lost: the queue was full or the audit file could not be written",
             audit_lines_dropped.clone(),
         );
+        let audit_index_rows_dropped = Counter::default();
+        registry.register(
+            "audit_index_rows_dropped",
+            "Audit lines the shared store's index (cordon_audit) lost: its queue was full or the database failed",
+            audit_index_rows_dropped.clone(),
+        );
         registry.register_collector(Box::new(CompileCacheCounts(cache)));
         Metrics {
             registry,
@@ -219,6 +228,7 @@ impl Metrics {
             plugins_refused,
             tools_served,
             audit_lines_dropped,
+            audit_index_rows_dropped,
             scrape: std::sync::Mutex::new(()),
             tools: RwLock::new(HashMap::new()),
         }
@@ -308,10 +318,16 @@ impl Metrics {
         gauge(&self.tools_served, snapshot.tools_served);
         gauge(&self.calls_in_flight, snapshot.calls_in_flight);
         let _scrape = self.scrape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The audit log counts its losses itself; the counter follows it (it only grows).
-        let seen = self.audit_lines_dropped.get();
-        if snapshot.audit_lines_dropped > seen {
-            self.audit_lines_dropped.inc_by(snapshot.audit_lines_dropped - seen);
+        // The audit log and its index count their losses themselves; the counters follow them
+        // (they only grow).
+        for (counter, count) in [
+            (&self.audit_lines_dropped, snapshot.audit_lines_dropped),
+            (&self.audit_index_rows_dropped, snapshot.audit_index_rows_dropped),
+        ] {
+            let seen = counter.get();
+            if count > seen {
+                counter.inc_by(count - seen);
+            }
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;

@@ -1,9 +1,14 @@
 //! The batching writer: a bounded queue to a thread that appends what is waiting in one write
 //! and rotates the file by size; lines that cannot be queued or written are dropped and counted.
+//!
+//! With a shared store the same batches go on to the audit index (`cordon_audit`): the line is
+//! serialized once, by this thread, and the index inserts what each write carried; the call path
+//! never serializes for it.
 
 use super::config::AuditConfig;
 use super::record::AuditRecord;
 use anyhow::{Context, Result};
+use cordon_state::audit_index::AuditIndex;
 use serde_json::Value;
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
@@ -73,8 +78,9 @@ pub struct AuditLog {
     /// mutex only so the log can be shared across threads; only `Drop` touches it.)
     writer_done: Option<Mutex<Receiver<()>>>,
     health: Arc<Health>,
-    /// The PostgreSQL audit index, when the store is shared (`store::audit_index`).
-    index: Option<cordon_state::audit_index::AuditIndex>,
+    /// The PostgreSQL audit index, when the store is shared: fed by the writer thread, or here
+    /// when there is no file (and so no writer).
+    index: Option<AuditIndex>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -92,6 +98,11 @@ impl AuditLog {
     /// opened is not an error: the log warns and keeps retrying, so a full or read-only disk never
     /// stops Cordon or a call. Fails only if the writer thread cannot be started.
     pub fn start(config: &AuditConfig, data_dir: &Path) -> Result<AuditLog> {
+        Self::start_with_index(config, data_dir, None)
+    }
+
+    /// [`AuditLog::start`], also sending every line to `index` (a shared store's audit index).
+    pub fn start_with_index(config: &AuditConfig, data_dir: &Path, index: Option<AuditIndex>) -> Result<AuditLog> {
         let health = Arc::new(Health {
             dropped: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -104,12 +115,12 @@ impl AuditLog {
                 writer: None,
                 writer_done: None,
                 health,
-                index: None,
+                index,
             });
         };
         let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
         let (done, writer_done) = mpsc::channel::<()>();
-        let mut sink = Sink::new(path, config.max_file_bytes, config.keep_files, health.clone());
+        let mut sink = Sink::new(path, config.max_file_bytes, config.keep_files, health.clone(), index.clone());
         let writer = std::thread::Builder::new()
             .name("cordon-audit".into())
             .spawn(move || {
@@ -123,14 +134,8 @@ impl AuditLog {
             writer: Some(writer),
             writer_done: Some(Mutex::new(writer_done)),
             health,
-            index: None,
+            index,
         })
-    }
-
-    /// Also sends every line to `index` (a shared store's audit index).
-    pub fn with_index(mut self, index: Option<cordon_state::audit_index::AuditIndex>) -> AuditLog {
-        self.index = index;
-        self
     }
 
     /// The `arguments` field for a call: `None` unless `log_arguments` is set. (Written redacted
@@ -140,17 +145,16 @@ impl AuditLog {
     }
 
     /// Logs one call. Cheap and never blocks on I/O: a non-blocking hand-off to the writer
-    /// thread. When the line goes only to the file, the writer also hashes the arguments and
-    /// serializes the record (a few microseconds off the call's path); when it is also wanted by
-    /// the log (`file = ""`, or `cordon::audit` at `debug`) or a shared store's index, it is
-    /// serialized here.
+    /// thread, which hashes the arguments and serializes the record (a few microseconds off the
+    /// call's path) for the file and a shared store's index. Only when the log wants the line too
+    /// (`file = ""`, or `cordon::audit` at `debug`) is it serialized here.
     pub fn record(&self, mut record: AuditRecord) {
         if !self.log_arguments {
             // Arguments were filled although logging them is off: leave them out.
             record.arguments = None;
         }
         let copy_to_log = self.queue.is_none() || tracing::enabled!(target: "cordon::audit", tracing::Level::DEBUG);
-        if !copy_to_log && self.index.is_none() {
+        if !copy_to_log {
             let len = record.approximate_len();
             self.enqueue(Msg::Record(Box::new(record)), len);
             return;
@@ -171,8 +175,12 @@ impl AuditLog {
         } else {
             tracing::info!(target: "cordon::audit", "{line}");
         }
-        if let Some(index) = &self.index {
-            index.add(&line);
+        if self.queue.is_none() {
+            // No file, so no writer to batch for the index: it takes the line itself.
+            if let Some(index) = &self.index {
+                index.add_batch(vec![line]);
+            }
+            return;
         }
         let len = line.len();
         self.enqueue(Msg::Line(line), len);
@@ -222,6 +230,12 @@ impl AuditLog {
     pub fn dropped(&self) -> u64 {
         self.health.dropped.load(Ordering::Relaxed)
     }
+
+    /// Lines the audit index lost since start (its queue full, the database failing); 0 without
+    /// a shared store.
+    pub fn index_dropped(&self) -> u64 {
+        self.index.as_ref().map_or(0, AuditIndex::dropped)
+    }
 }
 
 impl Drop for AuditLog {
@@ -249,11 +263,13 @@ struct Sink {
     size: u64,
     last_open_attempt: Option<Instant>,
     health: Arc<Health>,
+    /// Where each batch goes next, when the store is shared.
+    index: Option<AuditIndex>,
 }
 
 impl Sink {
-    fn new(path: PathBuf, max_bytes: u64, keep: u32, health: Arc<Health>) -> Sink {
-        Sink { path, max_bytes, keep, file: None, size: 0, last_open_attempt: None, health }
+    fn new(path: PathBuf, max_bytes: u64, keep: u32, health: Arc<Health>, index: Option<AuditIndex>) -> Sink {
+        Sink { path, max_bytes, keep, file: None, size: 0, last_open_attempt: None, health, index }
     }
 
     /// Takes one message, then whatever else is waiting, and writes the lines together.
@@ -261,29 +277,50 @@ impl Sink {
         self.ensure_open();
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut flushes = Vec::new();
+        // This batch's lines for the index, when there is one.
+        let mut indexed = Vec::new();
         while let Ok(first) = queue.recv() {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
-                match msg {
+                let line = match msg {
                     Msg::Line(line) => {
                         self.health.queued_bytes.fetch_sub(line.len(), Ordering::Relaxed);
-                        self.push(&mut buf, line.as_bytes());
+                        Some(line)
                     }
                     Msg::Record(mut record) => {
                         self.health.queued_bytes.fetch_sub(record.approximate_len(), Ordering::Relaxed);
                         record.hash_arguments();
-                        match serde_json::to_vec(&record) {
-                            Ok(line) => self.push(&mut buf, &line),
-                            Err(e) => self.health.drop_lines(1, &format_args!("cannot serialize a record: {e}")),
+                        match serde_json::to_string(&record) {
+                            Ok(line) => Some(line),
+                            Err(e) => {
+                                self.health.drop_lines(1, &format_args!("cannot serialize a record: {e}"));
+                                None
+                            }
                         }
                     }
-                    Msg::Flush(reply) => flushes.push(reply),
+                    Msg::Flush(reply) => {
+                        flushes.push(reply);
+                        None
+                    }
+                };
+                if let Some(line) = line {
+                    self.push(&mut buf, line.as_bytes());
+                    if self.index.is_some() {
+                        indexed.push(line);
+                    }
                 }
                 if buf.len() < MAX_WRITE_BYTES {
                     next = queue.try_recv().ok();
                 }
             }
             self.write(&mut buf);
+            // The index gets the batch whether or not the file took it: it is a second record,
+            // not a copy of the file.
+            if let Some(index) = &self.index {
+                if !indexed.is_empty() {
+                    index.add_batch(std::mem::take(&mut indexed));
+                }
+            }
             for reply in flushes.drain(..) {
                 let _ = reply.send(());
             }
