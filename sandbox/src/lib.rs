@@ -6,7 +6,7 @@
 //!   [`EPOCH_TICK`], so a spinning guest never holds a runtime thread, and traps once its deadline
 //!   passes (`Trap::Interrupt` → `timeout`); a tokio timeout backs this up for time the guest
 //!   spends blocked in host calls;
-//! - linear-memory cap through [`state::MemoryCap`] (→ `memory_limit`);
+//! - linear-memory cap through [`MemoryCap`] (→ `memory_limit`);
 //! - the client's cancellation ([`CallLink::cancel`]) drops the invocation (→ `cancelled`);
 //! - a string from the guest that is not UTF-8 (the canonical ABI cannot lift it) →
 //!   `invalid_output`;

@@ -1,0 +1,173 @@
+//! Per-call store state. A fresh [`CallState`] is built for every call, so nothing a guest does
+//! survives it.
+//!
+//! Each capability a guest is given keeps its per-call state in a module of its own, and
+//! `CallState` hands each only its part: the empty WASI context (no preopened directories but
+//! the granted ones, no environment, no arguments, no sockets or name lookup, empty stdin) and
+//! the egress hooks for `wasi:http` ([`crate::grants`]); the memory budget ([`memory`]); guest
+//! output and `log` lines ([`output`]); attached content ([`attachments`]); progress and log
+//! reports to a listening client ([`reports`]); and the questions a guest asks it ([`asks`]).
+
+mod asks;
+mod attachments;
+mod memory;
+mod output;
+mod reports;
+
+pub use attachments::content_size;
+pub use memory::MemoryCap;
+pub(crate) use memory::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
+use output::GuestOutput;
+
+use crate::bindings::cordon::plugin::host::{self, InputRequest, LogLevel};
+use crate::bindings::{CallError, Content};
+use crate::grants::credentials::Credentials;
+use crate::grants::http::{EgressHooks, EgressRecord};
+use crate::grants::PluginGrants;
+use crate::link::{EventSink, InputRound};
+use asks::Asks;
+use attachments::Attachments;
+use cordon_core::{ClientNeeds, Limits, Principal};
+use output::{CapturedStream, Stream};
+use reports::Reports;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// What one call is allowed to reach: the plugin's grants applied for one principal.
+pub struct CallGrants {
+    /// The plugin's grants.
+    pub grants: PluginGrants,
+    /// Loaded credentials (the sandbox only ever hands them to the egress hooks).
+    pub credentials: Arc<Credentials>,
+    /// The caller.
+    pub principal: Principal,
+    /// Where the call's outbound requests are recorded.
+    pub egress: Arc<Mutex<EgressRecord>>,
+    /// For a keyed call: the base of each outbound request's `Idempotency-Key`.
+    pub upstream_key_base: Option<String>,
+}
+
+/// Everything one call's store holds.
+pub struct CallState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    egress: EgressHooks,
+    settings: Arc<BTreeMap<String, String>>,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryCap,
+    output: Arc<Mutex<GuestOutput>>,
+    /// `plugin/call-id`, to tag the guest's log lines.
+    label: Arc<str>,
+    reports: Reports,
+    attachments: Attachments,
+    asks: Asks,
+}
+
+impl CallState {
+    /// State for one call with the given memory cap, output budget, grants, and the client's
+    /// event sink.
+    pub fn new(
+        limits: &Limits,
+        label: Arc<str>,
+        grants: CallGrants,
+        events: Option<EventSink>,
+        inputs: Option<Arc<InputRound>>,
+    ) -> anyhow::Result<Self> {
+        let output = Arc::new(Mutex::new(GuestOutput::new(limits.max_log_bytes)));
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stdout(CapturedStream { output: output.clone(), stream: Stream::Stdout })
+            .stderr(CapturedStream { output: output.clone(), stream: Stream::Stderr })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        for dir in grants.grants.dirs.iter() {
+            dir.apply(&mut builder)?;
+        }
+        let CallGrants { grants, credentials, principal, egress, upstream_key_base } = grants;
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(limits.max_header_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
+        Ok(Self {
+            wasi: builder.build(),
+            http,
+            egress: EgressHooks::new(grants.http, credentials, principal, egress, upstream_key_base),
+            settings: grants.settings,
+            table,
+            limiter: MemoryCap::new(limits.memory_bytes),
+            output,
+            reports: Reports::new(events.clone()),
+            attachments: Attachments::new(limits.max_output_bytes),
+            asks: Asks::new(events, inputs, label.clone()),
+            label,
+        })
+    }
+
+    /// What the client must give before this call can finish, if that is why the run ended
+    /// (`failed_unsupported`: the guest failed with kind `unsupported`).
+    pub fn client_needs(&mut self, failed_unsupported: bool) -> Option<ClientNeeds> {
+        self.asks.client_needs(failed_unsupported)
+    }
+
+    /// The content the guest attached, or `None` when it attached more than the output cap.
+    pub fn take_attached(&mut self) -> Option<Vec<Content>> {
+        self.attachments.take()
+    }
+
+    /// Writes what the guest printed to the host's log, once the call is over.
+    pub fn flush_output(&self) {
+        output::flush(&self.output, &self.label);
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+    }
+}
+
+/// `cordon:plugin/host`: each function goes to the one capability it concerns.
+impl host::Host for CallState {
+    fn config(&mut self, key: String) -> Option<String> {
+        self.settings.get(&key).cloned()
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) {
+        if output::log(&self.output, &self.label, level, &message) {
+            self.reports.log(level, message);
+        }
+    }
+
+    fn attach(&mut self, item: Content) {
+        self.attachments.attach(item, &self.label);
+    }
+
+    async fn sample(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
+        self.asks.sample(request).await
+    }
+
+    async fn elicit(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
+        self.asks.elicit(request).await
+    }
+
+    async fn ask(&mut self, requests: Vec<InputRequest>) -> wasmtime::Result<Vec<Result<String, CallError>>> {
+        self.asks.ask(requests).await
+    }
+
+    fn progress(&mut self, done: f64, total: Option<f64>, message: Option<String>) {
+        self.reports.progress(done, total, message);
+    }
+}
+
+impl crate::bindings::cordon::plugin::types::Host for CallState {}
