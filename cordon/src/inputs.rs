@@ -23,7 +23,7 @@
 //! (or on another replica) the client's state no longer opens and it starts the call over. The
 //! state is signed, not encrypted: it holds only answers the client itself gave.
 
-use cordon_core::ClientNeeds;
+use cordon_core::{AskKind, ClientNeeds};
 use cordon_sandbox::link::{AskCapabilities, InputRound};
 use rmcp::model::{
     ClientCapabilities, InputRequest, InputRequests, InputRequiredResult, InputResponses, ProtocolVersion,
@@ -152,14 +152,32 @@ pub fn prepare(
     Ok((StateBinding(Some(binding)), Some(round)))
 }
 
+/// The MCP method that asks a client what a guest's question asks.
+pub fn mcp_method(kind: AskKind) -> &'static str {
+    match kind {
+        AskKind::Sample => "sampling/createMessage",
+        AskKind::Elicit => "elicitation/create",
+        AskKind::ListRoots => "roots/list",
+    }
+}
+
+/// The client capability that says a client can be asked `kind`.
+pub fn mcp_capability(kind: AskKind) -> &'static str {
+    match kind {
+        AskKind::Sample => "sampling",
+        AskKind::Elicit => "elicitation",
+        AskKind::ListRoots => "roots",
+    }
+}
+
 /// The client's side of [`ClientNeeds`]: an `InputRequiredResult` whose `requestState` is bound
 /// to `binding`, or `-32021`. Questions left for the client only arise on the 2026-07-28 wire, so
 /// without a binding they are an internal error rather than a state bound to nothing.
 fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputRequiredResult, McpError> {
     let (requests, answered) = match needs {
         ClientNeeds::Input { requests, answered } => (requests, answered),
-        ClientNeeds::Capability(capability) => {
-            let required: ClientCapabilities = serde_json::from_value(json!({ capability: {} }))
+        ClientNeeds::Capability(kind) => {
+            let required: ClientCapabilities = serde_json::from_value(json!({ mcp_capability(kind): {} }))
                 .map_err(|e| McpError::internal_error(format!("cannot name the capability: {e}"), None))?;
             return Err(McpError::missing_required_client_capability(required));
         }
@@ -169,7 +187,8 @@ fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputReq
     })?;
     let asked: BTreeSet<String> = requests.keys().cloned().collect();
     let mut input_requests = InputRequests::new();
-    for (key, request) in requests {
+    for (key, pending) in requests {
+        let request = json!({"method": mcp_method(pending.kind), "params": pending.params});
         let request: InputRequest = serde_json::from_value(request).map_err(|e| {
             McpError::internal_error(
                 format!("the plugin asked question {key:?} with params MCP does not allow: {e}"),
@@ -190,12 +209,16 @@ fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputReq
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cordon_core::PendingAsk;
 
     fn needs(key: &str, answered: &[(&str, Value)]) -> ClientNeeds {
         let mut requests = BTreeMap::new();
         requests.insert(
             key.to_string(),
-            json!({"method": "elicitation/create", "params": {"message": "Name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}}),
+            PendingAsk {
+                kind: AskKind::Elicit,
+                params: json!({"message": "Name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}),
+            },
         );
         ClientNeeds::Input { requests, answered: answered.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
     }
@@ -233,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_missing_capability_is_32021_naming_it() {
-        let error = input_required(ClientNeeds::Capability("sampling"), None).unwrap_err();
+        let error = input_required(ClientNeeds::Capability(AskKind::Sample), None).unwrap_err();
         assert_eq!(error.code.0, -32021);
         assert_eq!(error.data.unwrap()["requiredCapabilities"], json!({"sampling": {}}));
     }
@@ -241,7 +264,7 @@ mod tests {
     #[test]
     fn params_mcp_does_not_allow_are_an_error_not_a_panic() {
         let mut requests = BTreeMap::new();
-        requests.insert("k".to_string(), json!({"method": "elicitation/create", "params": {"message": 3}}));
+        requests.insert("k".to_string(), PendingAsk { kind: AskKind::Elicit, params: json!({"message": 3}) });
         let error = input_required(ClientNeeds::Input { requests, answered: BTreeMap::new() }, Some(b"x")).unwrap_err();
         assert!(error.message.contains("\"k\""), "{}", error.message);
     }

@@ -545,11 +545,8 @@ impl ServerHandler for McpService {
 /// JSON. The params go as the guest wrote them (the client validates them); rmcp only adds
 /// `_meta`.
 async fn ask_client(context: &RequestContext<RoleServer>, ask: Ask) -> Result<Value, AskError> {
-    let method = ask.method();
-    let params = match ask {
-        Ask::Sample(params) | Ask::Elicit(params) | Ask::ListRoots(params) => params,
-    };
-    let request = ServerRequest::CustomRequest(CustomRequest::new(method, Some(params)));
+    let method = crate::inputs::mcp_method(ask.kind);
+    let request = ServerRequest::CustomRequest(CustomRequest::new(method, Some(ask.params)));
     let answer = tokio::time::timeout(cordon_sandbox::link::ASK_TIMEOUT, context.peer.send_request(request)).await;
     match answer {
         Err(_elapsed) => Err(AskError::Timeout(method, cordon_sandbox::link::ASK_TIMEOUT.as_secs())),

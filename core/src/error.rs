@@ -135,8 +135,8 @@ impl ToolError {
             ClientNeeds::Input { requests, .. } => {
                 format!("the call asks the client {} question(s) first", requests.len())
             }
-            ClientNeeds::Capability(capability) => {
-                format!("the call needs the client capability {capability:?}, which the client did not declare")
+            ClientNeeds::Capability(kind) => {
+                format!("the call needs its client to {}, which the client did not declare it can", kind.describe())
             }
         };
         Self { client_needs: Some(Box::new(needs)), ..Self::new(ErrorType::InputRequired, message) }

@@ -43,23 +43,56 @@ pub struct ToolSuccess {
 /// The outcome of a call that reached a tool.
 pub type CallOutcome = Result<ToolSuccess, ToolError>;
 
+/// What a guest may ask its client: the questions of the `cordon:plugin` contract (`sample`,
+/// `elicit`, and `ask` with an `input-request`), named here for what they ask, not for how a
+/// protocol carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskKind {
+    /// Have the client's model sample a message.
+    Sample,
+    /// Have the client ask its user for input.
+    Elicit,
+    /// Have the client list its roots.
+    ListRoots,
+}
+
+impl AskKind {
+    /// What the client is asked to do, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Sample => "sample a model",
+            Self::Elicit => "ask its user for input",
+            Self::ListRoots => "list its roots",
+        }
+    }
+}
+
+/// A question a guest asked and its client has not answered yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAsk {
+    /// What is asked.
+    pub kind: AskKind,
+    /// Its parameters, as the guest wrote them (a JSON object).
+    pub params: Value,
+}
+
 /// What a call needs from its client before it can finish.
 ///
-/// A guest may ask its client something during a call (the `sample`, `elicit` and
-/// `input-requests` imports of `cordon:plugin`). A client that cannot be sent a request answers
-/// on its next try instead; until then the call has no outcome, only this.
+/// A guest may ask its client something during a call. A client that cannot be sent a request
+/// answers on its next try instead; until then the call has no outcome, only this, which the
+/// transport turns into what its protocol says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientNeeds {
-    /// Answers to `requests` (key → `{"method", "params"}`, the method as the guest named it);
-    /// `answered` are the answers this try used, which the next try needs again.
+    /// Answers to `requests` (by the question's key); `answered` are the answers this try used,
+    /// which the next try needs again.
     Input {
         /// The unanswered questions.
-        requests: BTreeMap<String, Value>,
+        requests: BTreeMap<String, PendingAsk>,
         /// The answers used so far.
         answered: BTreeMap<String, Value>,
     },
-    /// A capability the client did not declare: `sampling`, `elicitation` or `roots`.
-    Capability(&'static str),
+    /// The client did not declare it can be asked this.
+    Capability(AskKind),
 }
 
 /// How a call used its idempotency key.

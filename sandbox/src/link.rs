@@ -1,5 +1,6 @@
-//! The MCP utilities around one call: cancellation coming in from the client, progress reports
-//! and guest log lines going out to it.
+//! How one call is tied to its client: cancellation coming in, progress reports, guest log
+//! lines and questions going out. Nothing here speaks a protocol: the transport turns these into
+//! messages of its own.
 //!
 //! A transport builds a [`CallLink`] for each call: the client's cancellation token, and an
 //! [`EventSink`] when the client listens for something. The guest's `progress` and `log` imports
@@ -12,25 +13,29 @@
 //! (a token bucket, so short bursts pass). The first report that reaches its `total` skips the
 //! per-second bucket, so a client sees the end even when the guest reported too fast.
 //!
-//! A guest may also *ask* the client something during a call (`sample`, `elicit`): the request
-//! travels as a [`CallEvent::Ask`] with a reply channel, the transport sends it to the client as
-//! a server-to-client request on the call's stream and passes the answer back. Unlike the
-//! notifications, an ask waits (the guest is blocked on it), for at most [`ASK_TIMEOUT`] and never
-//! past the call's own timeout. A transport that cannot reach the client with a request
-//! (stateless HTTP, `cordon call`), or a client that did not declare the capability, gets
-//! [`AskError::Unsupported`] at once.
+//! A guest may also *ask* the client something during a call (`sample`, `elicit`, `ask`): the
+//! question travels as a [`CallEvent::Ask`] carrying a neutral [`Ask`] (its [`AskKind`] and the
+//! guest's params) with a reply channel; the transport sends it to the client on the call's
+//! stream and passes the answer back. Unlike the notifications, an ask waits (the guest is
+//! blocked on it), for at most [`ASK_TIMEOUT`] and never past the call's own timeout. A
+//! transport that cannot reach the client with a request (stateless HTTP, `cordon call`), or a
+//! client that did not declare it can be asked, gets [`AskError::Unsupported`] at once.
 //!
-//! On the 2026-07-28 wire a client connects without a session and cannot be sent a request at
-//! all; it declares its capabilities with each request instead. There the transport gives the
-//! call an [`InputRound`]: the answers the client sent with this try. An ask answered there is
-//! answered at once; one that is not ends the run, and the call returns [`ClientNeeds::Input`]
-//! (every question the run asked and could not answer), which the transport sends as MCP's
-//! `InputRequiredResult`. The client calls again with its answers and the call runs again from
-//! the start in a fresh instance. An ask for a capability the client did not declare is refused
-//! as `unsupported`; a guest that then fails with that error makes the call fail with
-//! [`ClientNeeds::Capability`] (`-32021` on the wire).
+//! A client that connects without a session cannot be sent a request at all; it declares what
+//! it can be asked with each request instead. There the transport gives the call an
+//! [`InputRound`]: the answers the client sent with this try. An ask answered there is answered
+//! at once; one that is not ends the run, and the call returns [`ClientNeeds::Input`] (every
+//! question the run asked and could not answer, as [`PendingAsk`]s), which the transport sends
+//! in its protocol's terms. The client calls again with its answers and the call runs again from
+//! the start in a fresh instance. A question the client did not declare it takes is refused as
+//! `unsupported`; a guest that then fails with that error makes the call fail with
+//! [`ClientNeeds::Capability`].
+//!
+//! [`ClientNeeds::Input`]: cordon_core::ClientNeeds::Input
+//! [`ClientNeeds::Capability`]: cordon_core::ClientNeeds::Capability
 
 use crate::bindings::cordon::plugin::host::LogLevel;
+use cordon_core::{AskKind, PendingAsk};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,76 +105,65 @@ pub enum CallEvent {
     },
 }
 
-/// A request a guest makes of the client.
+/// A question a guest asks its client: what it asks, and the guest's params.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Ask {
-    /// `sampling/createMessage` with these params.
-    Sample(Value),
-    /// `elicitation/create` with these params.
-    Elicit(Value),
-    /// `roots/list` with these params.
-    ListRoots(Value),
+pub struct Ask {
+    /// What is asked.
+    pub kind: AskKind,
+    /// The params, a JSON object as the guest wrote it.
+    pub params: Value,
 }
 
+/// The names the `cordon:plugin` contract gives its questions: an `input-request`'s `method`
+/// (the contract borrowed them from MCP, so a guest author recognises them). They are the
+/// guest's vocabulary; how a transport carries a question is the transport's business.
+const CONTRACT_NAMES: [(&str, AskKind); 3] = [
+    ("sampling/createMessage", AskKind::Sample),
+    ("elicitation/create", AskKind::Elicit),
+    ("roots/list", AskKind::ListRoots),
+];
+
 impl Ask {
-    /// An ask for an MCP method by name, with its params as JSON text (empty is `{}`).
-    pub fn parse(method: &str, params: &str) -> Result<Ask, String> {
+    /// A question as a guest's `input-request` names it, with its params as JSON text (empty
+    /// is `{}`).
+    pub fn parse(name: &str, params: &str) -> Result<Ask, String> {
         let params: Value = if params.trim().is_empty() {
             json!({})
         } else {
-            serde_json::from_str(params).map_err(|e| format!("the params of {method} are not JSON: {e}"))?
+            serde_json::from_str(params).map_err(|e| format!("the params of {name} are not JSON: {e}"))?
         };
         if !params.is_object() {
-            return Err(format!("the params of {method} must be a JSON object"));
+            return Err(format!("the params of {name} must be a JSON object"));
         }
-        Ok(match method {
-            "sampling/createMessage" => Ask::Sample(params),
-            "elicitation/create" => Ask::Elicit(params),
-            "roots/list" => Ask::ListRoots(params),
-            other => {
-                return Err(format!(
-                    "cannot ask the client {other:?}: the methods are sampling/createMessage, \
-                     elicitation/create and roots/list"
-                ))
-            }
-        })
+        let Some(&(_, kind)) = CONTRACT_NAMES.iter().find(|(known, _)| *known == name) else {
+            return Err(format!(
+                "cannot ask the client {name:?}: the methods are sampling/createMessage, \
+                 elicitation/create and roots/list"
+            ));
+        };
+        Ok(Ask { kind, params })
     }
 
-    /// The MCP method.
-    pub fn method(&self) -> &'static str {
-        match self {
-            Ask::Sample(_) => "sampling/createMessage",
-            Ask::Elicit(_) => "elicitation/create",
-            Ask::ListRoots(_) => "roots/list",
-        }
+    /// The contract's name for the question, for messages to the guest.
+    pub fn name(&self) -> &'static str {
+        CONTRACT_NAMES.iter().find(|(_, kind)| *kind == self.kind).map_or("?", |(name, _)| name)
     }
 
-    /// The params.
-    pub fn params(&self) -> &Value {
-        match self {
-            Ask::Sample(params) | Ask::Elicit(params) | Ask::ListRoots(params) => params,
-        }
+    /// The question as one left for the client's next try.
+    pub fn pending(&self) -> PendingAsk {
+        PendingAsk { kind: self.kind, params: self.params.clone() }
     }
 
-    /// The client capability the method needs.
-    pub fn capability(&self) -> &'static str {
-        match self {
-            Ask::Sample(_) => "sampling",
-            Ask::Elicit(_) => "elicitation",
-            Ask::ListRoots(_) => "roots",
-        }
-    }
-
-    /// Whether `answer` has the shape of this method's result, so that a guest is never handed
-    /// something else as the client's answer.
+    /// Whether `answer` has the shape of an answer to this question, so that a guest is never
+    /// handed something else as the client's answer.
     pub fn accepts(&self, answer: &Value) -> bool {
-        match self {
-            Ask::Sample(_) => answer.get("role").is_some_and(Value::is_string) && answer.get("content").is_some(),
-            Ask::Elicit(_) => answer
+        match self.kind {
+            AskKind::Sample => answer.get("role").is_some_and(Value::is_string) && answer.get("content").is_some(),
+            AskKind::Elicit => answer
                 .get("action")
                 .and_then(Value::as_str)
                 .is_some_and(|action| matches!(action, "accept" | "decline" | "cancel")),
-            Ask::ListRoots(_) => answer.get("roots").is_some_and(Value::is_array),
+            AskKind::ListRoots => answer.get("roots").is_some_and(Value::is_array),
         }
     }
 }
@@ -184,7 +178,7 @@ pub enum AskError {
     /// The client answered with an error, or the connection failed.
     #[error("the client answered {method} with an error: {message}")]
     Client {
-        /// The MCP method asked.
+        /// The question, by its contract name.
         method: &'static str,
         /// What the client said.
         message: String,
@@ -217,10 +211,10 @@ pub struct AskCapabilities {
 impl AskCapabilities {
     /// Whether the client may be asked `ask`.
     pub fn allows(&self, ask: &Ask) -> bool {
-        match ask {
-            Ask::Sample(_) => self.sample,
-            Ask::Elicit(_) => self.elicit,
-            Ask::ListRoots(_) => self.roots,
+        match ask.kind {
+            AskKind::Sample => self.sample,
+            AskKind::Elicit => self.elicit,
+            AskKind::ListRoots => self.roots,
         }
     }
 }
@@ -240,7 +234,7 @@ impl EventSink {
 
     /// Asks the client and waits for its answer (see the module docs).
     pub async fn ask(&self, ask: Ask) -> Result<Value, AskError> {
-        let method = ask.method();
+        let method = ask.name();
         if !self.asks.allows(&ask) {
             return Err(unsupported(method));
         }
@@ -380,7 +374,7 @@ mod tests {
     #[test]
     fn asks_parse_known_methods_only_and_check_the_answer_shape() {
         let roots = Ask::parse("roots/list", "").unwrap();
-        assert_eq!((roots.method(), roots.capability()), ("roots/list", "roots"));
+        assert_eq!((roots.name(), roots.kind), ("roots/list", AskKind::ListRoots));
         assert!(roots.accepts(&json!({"roots": []})));
         assert!(!roots.accepts(&json!(12345)));
         let elicit = Ask::parse("elicitation/create", r#"{"message": "Name?"}"#).unwrap();

@@ -5,8 +5,8 @@
 use crate::bindings::cordon::plugin::host::InputRequest;
 use crate::bindings::CallError;
 use crate::link::{self, Ask, AskError, EventSink, InputRound};
-use cordon_core::ClientNeeds;
-use serde_json::{json, Value};
+use cordon_core::{AskKind, ClientNeeds, PendingAsk};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,12 +16,12 @@ pub(super) struct Asks {
     events: Option<EventSink>,
     /// On the 2026-07-28 wire, the client's answers for this try; `None` with a session.
     inputs: Option<Arc<InputRound>>,
-    /// Questions asked and not answered (key → `{"method", "params"}`).
-    pending: BTreeMap<String, Value>,
+    /// Questions asked and not answered, by key.
+    pending: BTreeMap<String, PendingAsk>,
     /// Answers used.
     answered: BTreeMap<String, Value>,
-    /// The capability of the first question refused because the client did not declare it.
-    missing_capability: Option<&'static str>,
+    /// The first question refused because the client did not declare it takes it.
+    missing_capability: Option<AskKind>,
     /// Questions asked through `sample` and `elicit`, which number their keys.
     numbered: usize,
     /// `plugin/call-id`, for the debug lines.
@@ -68,7 +68,7 @@ impl Asks {
     /// `host.sample`.
     pub(super) async fn sample(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
         match ask_params(&request, "sampling/createMessage") {
-            Ok(params) => self.ask_numbered(Ask::Sample(params)).await,
+            Ok(params) => self.ask_numbered(Ask { kind: AskKind::Sample, params }).await,
             Err(e) => Ok(Err(e)),
         }
     }
@@ -76,7 +76,7 @@ impl Asks {
     /// `host.elicit`.
     pub(super) async fn elicit(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
         match ask_params(&request, "elicitation/create") {
-            Ok(params) => self.ask_numbered(Ask::Elicit(params)).await,
+            Ok(params) => self.ask_numbered(Ask { kind: AskKind::Elicit, params }).await,
             Err(e) => Ok(Err(e)),
         }
     }
@@ -101,10 +101,10 @@ impl Asks {
     /// One question: answered from this try's inputs on the 2026-07-28 wire (or left pending),
     /// else sent to the client on the call's stream.
     async fn ask_one(&mut self, key: String, ask: Ask) -> Result<String, CallError> {
-        let method = ask.method();
+        let method = ask.name();
         if let Some(inputs) = &self.inputs {
             if !inputs.capabilities.allows(&ask) {
-                self.missing_capability.get_or_insert(ask.capability());
+                self.missing_capability.get_or_insert(ask.kind);
                 return Err(ask_error(link::unsupported(method)));
             }
             // An answer of the wrong shape is asked again rather than handed to the guest.
@@ -114,7 +114,7 @@ impl Asks {
                 return Ok(text);
             }
             tracing::debug!(call = %self.label, method, key, "the guest asks a stateless client: input required");
-            self.pending.insert(key, json!({"method": method, "params": ask.params()}));
+            self.pending.insert(key, ask.pending());
             return Ok(String::new());
         }
         let Some(events) = self.events.clone() else {
@@ -127,7 +127,7 @@ impl Asks {
     /// `sample` and `elicit`: one question with a numbered key.
     async fn ask_numbered(&mut self, ask: Ask) -> wasmtime::Result<Result<String, CallError>> {
         self.numbered += 1;
-        let key = format!("{}-{}", ask.capability(), self.numbered);
+        let key = format!("{}-{}", key_prefix(ask.kind), self.numbered);
         let answer = self.ask_one(key, ask).await;
         self.end_if_pending()?;
         Ok(answer)
@@ -140,6 +140,16 @@ impl Asks {
         } else {
             Err(wasmtime::Error::new(InputRequired))
         }
+    }
+}
+
+/// What the keys of `sample` and `elicit` questions start with (`sampling-1`, …): stable, so
+/// that a client's answers from one try find their questions in the next.
+fn key_prefix(kind: AskKind) -> &'static str {
+    match kind {
+        AskKind::Sample => "sampling",
+        AskKind::Elicit => "elicitation",
+        AskKind::ListRoots => "roots",
     }
 }
 
