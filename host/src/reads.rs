@@ -56,9 +56,8 @@ impl Cordon {
         }
         let plugin = plugin.clone();
         drop(catalog);
-        let what = format!("resources/read {uri}");
-        let reply =
-            self.run_offer(&plugin, caller, &what, Invocation::ReadResource { uri: uri.to_string() }, link).await;
+        let invocation = Invocation::ReadResource { uri: uri.to_string() };
+        let reply = self.run_offer(&plugin, caller, ("resources/read", uri), invocation, link).await;
         let contents = match reply {
             Ok(GuestReply::Resource(Ok(contents))) => contents,
             Ok(GuestReply::Resource(Err(e))) if e.kind == "not_found" => return Err(OfferError::NotFound(uri.into())),
@@ -91,9 +90,8 @@ impl Cordon {
         }
         let local_name = entry.local_name.clone();
         drop(catalog);
-        let what = format!("prompts/get {name}");
         let invocation = Invocation::GetPrompt { name: local_name, arguments: arguments.into_iter().collect() };
-        let result = match self.run_offer(&plugin, caller, &what, invocation, link).await {
+        let result = match self.run_offer(&plugin, caller, ("prompts/get", name), invocation, link).await {
             Ok(GuestReply::Prompt(Ok(result))) => result,
             Ok(GuestReply::Prompt(Err(e))) => return Err(OfferError::Failed(guest_error(e))),
             Ok(_) => return Err(OfferError::Failed(ToolError::new(ErrorType::Internal, "unexpected guest reply"))),
@@ -154,26 +152,26 @@ impl Cordon {
         }
         let invocation =
             Invocation::Complete { target: local_target, argument, value, context: context.into_iter().collect() };
-        let completion =
-            match self.run_offer(&plugin, caller, &format!("completion/complete {what}"), invocation, link).await {
-                Ok(GuestReply::Completion(Ok(completion))) => completion,
-                Ok(GuestReply::Completion(Err(e))) if e.kind == "not_found" => {
-                    return Err(OfferError::NotFound(target.name().to_string()))
-                }
-                Ok(GuestReply::Completion(Err(e))) => return Err(OfferError::Failed(guest_error(e))),
-                Ok(_) => return Err(OfferError::Failed(ToolError::new(ErrorType::Internal, "unexpected guest reply"))),
-                Err(e) => return Err(OfferError::Failed(e)),
-            };
+        let completion = match self.run_offer(&plugin, caller, ("completion/complete", &what), invocation, link).await {
+            Ok(GuestReply::Completion(Ok(completion))) => completion,
+            Ok(GuestReply::Completion(Err(e))) if e.kind == "not_found" => {
+                return Err(OfferError::NotFound(target.name().to_string()))
+            }
+            Ok(GuestReply::Completion(Err(e))) => return Err(OfferError::Failed(guest_error(e))),
+            Ok(_) => return Err(OfferError::Failed(ToolError::new(ErrorType::Internal, "unexpected guest reply"))),
+            Err(e) => return Err(OfferError::Failed(e)),
+        };
         Ok(completion_json(completion))
     }
 
     /// Steps 5 to 7 for one read, render or completion, through the same [`Cordon::run_guest`]
-    /// as a tool call, with its audit line.
+    /// as a tool call, with its audit line. `(method, subject)`: what is run, on what (the URI,
+    /// the prompt, the completion's target); the audit line names both, metrics the method only.
     async fn run_offer(
         &self,
         plugin: &Arc<LoadedPlugin>,
         caller: &Caller,
-        what: &str,
+        (method, subject): (&'static str, &str),
         invocation: Invocation,
         link: CallLink,
     ) -> Result<GuestReply, ToolError> {
@@ -204,32 +202,17 @@ impl Cordon {
         let guest_failure = outcome.as_ref().ok().and_then(guest_failure);
         let error = outcome.as_ref().err().or(guest_failure.as_ref());
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let mut record = audit_line(&call_id, caller, what, Some(plugin), error, latency_us);
+        let what = format!("{method} {subject}");
+        let mut record = audit_line(&call_id, caller, &what, Some(plugin), error, latency_us);
         record.fuel_used = fuel_used;
         let mut egress_denied = 0;
         if let Some(egress) = egress.as_ref().and_then(|e| e.lock().ok()) {
             egress_denied = egress.refused.len();
             record.egress(&egress);
         }
-        self.metrics.record_offer(
-            offer_method(what),
-            &plugin.name,
-            error.map_or(Ok(()), Err),
-            fuel_used,
-            egress_denied,
-        );
+        self.metrics.record_offer(method, &plugin.name, error.map_or(Ok(()), Err), fuel_used, egress_denied);
         self.audit.record(record);
         outcome
-    }
-}
-
-/// The method of an offer's audit name (`resources/read <uri>` → `resources/read`), as a
-/// metrics label from a fixed set.
-fn offer_method(what: &str) -> &'static str {
-    match what.split(' ').next() {
-        Some("resources/read") => "resources/read",
-        Some("prompts/get") => "prompts/get",
-        _ => "completion/complete",
     }
 }
 

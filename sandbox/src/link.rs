@@ -123,6 +123,11 @@ const CONTRACT_NAMES: [(&str, AskKind); 3] = [
     ("roots/list", AskKind::ListRoots),
 ];
 
+/// The contract's name for a question of `kind`.
+pub(crate) fn contract_name(kind: AskKind) -> &'static str {
+    CONTRACT_NAMES.iter().find(|(_, known)| *known == kind).map_or("?", |(name, _)| name)
+}
+
 impl Ask {
     /// A question as a guest's `input-request` names it, with its params as JSON text (empty
     /// is `{}`).
@@ -146,7 +151,7 @@ impl Ask {
 
     /// The contract's name for the question, for messages to the guest.
     pub fn name(&self) -> &'static str {
-        CONTRACT_NAMES.iter().find(|(_, kind)| *kind == self.kind).map_or("?", |(name, _)| name)
+        contract_name(self.kind)
     }
 
     /// The question as one left for the client's next try.

@@ -129,11 +129,7 @@ async fn metrics_need_a_bearer_token_when_auth_is_on() {
 #[tokio::test]
 async fn reads_and_renders_are_counted() {
     let (base, _seen) = counting_upstream().await;
-    let config = format!(
-        "[plugins.fetcher.config]\nbase_url = \"{base}\"\n\n\
-         [[plugins.fetcher.http.grants]]\nurl = \"{base}/api/granted\"\nmethods = [\"GET\"]\n"
-    );
-    let env = Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config);
+    let env = fetcher_env(&base, "granted", "");
     let server = env.spawn_http(&[]).await;
     let client = server.client().await;
     let read = |uri: &str| {

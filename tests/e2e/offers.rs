@@ -542,11 +542,7 @@ async fn a_keyed_call_that_asks_stores_only_its_final_outcome() {
 #[tokio::test]
 async fn reads_and_renders_are_audited_with_their_outbound_requests() {
     let (base, seen) = counting_upstream().await;
-    let config = format!(
-        "[plugins.fetcher.config]\nbase_url = \"{base}\"\n\n\
-         [[plugins.fetcher.http.grants]]\nurl = \"{base}/api/granted\"\nmethods = [\"GET\"]\n"
-    );
-    let env = Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config);
+    let env = fetcher_env(&base, "granted", "");
     let (client, _log) = env.stdio_client().await;
 
     let contents = read(&client, "fetch://page/granted").await.expect("the read succeeds");
@@ -598,12 +594,8 @@ async fn cancelling_a_queued_read_ends_it_at_once() {
     let base = format!("http://{}", listener.local_addr().expect("upstream address"));
     tokio::spawn(async move { axum::serve(listener, app).await.expect("the upstream serves") });
     // One slot, and a queue timeout far longer than the test may take.
-    let config = format!(
-        "[plugins.fetcher.config]\nbase_url = \"{base}\"\n\n\
-         [plugins.fetcher.limits]\nmax_concurrency = 1\nqueue_timeout_ms = 600000\ntimeout_ms = 600000\n\n\
-         [[plugins.fetcher.http.grants]]\nurl = \"{base}/api/slow\"\nmethods = [\"GET\"]\n"
-    );
-    let env = Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config);
+    let limits = "[plugins.fetcher.limits]\nmax_concurrency = 1\nqueue_timeout_ms = 600000\ntimeout_ms = 600000\n";
+    let env = fetcher_env(&base, "slow", limits);
     let (client, _log) = env.stdio_client().await;
     let read = |uri: &str| {
         let params: ReadResourceRequestParams = serde_json::from_value(json!({"uri": uri})).unwrap();

@@ -67,7 +67,7 @@ impl Asks {
 
     /// `host.sample`.
     pub(super) async fn sample(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
-        match ask_params(&request, "sampling/createMessage") {
+        match ask_params(&request, AskKind::Sample) {
             Ok(params) => self.ask_numbered(Ask { kind: AskKind::Sample, params }).await,
             Err(e) => Ok(Err(e)),
         }
@@ -75,7 +75,7 @@ impl Asks {
 
     /// `host.elicit`.
     pub(super) async fn elicit(&mut self, request: String) -> wasmtime::Result<Result<String, CallError>> {
-        match ask_params(&request, "elicitation/create") {
+        match ask_params(&request, AskKind::Elicit) {
             Ok(params) => self.ask_numbered(Ask { kind: AskKind::Elicit, params }).await,
             Err(e) => Ok(Err(e)),
         }
@@ -154,12 +154,12 @@ fn key_prefix(kind: AskKind) -> &'static str {
 }
 
 /// Parses the JSON params a guest passed to `sample` or `elicit`.
-fn ask_params(request: &str, method: &str) -> Result<serde_json::Value, CallError> {
+fn ask_params(request: &str, kind: AskKind) -> Result<serde_json::Value, CallError> {
     match serde_json::from_str::<serde_json::Value>(request) {
         Ok(params @ serde_json::Value::Object(_)) => Ok(params),
         _ => Err(CallError {
             kind: "invalid_request".into(),
-            message: format!("the params for {method} must be a JSON object"),
+            message: format!("the params for {} must be a JSON object", link::contract_name(kind)),
             retryable: false,
         }),
     }

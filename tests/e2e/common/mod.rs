@@ -794,3 +794,13 @@ pub async fn counting_upstream() -> (String, std::sync::Arc<std::sync::atomic::A
     tokio::spawn(async move { axum::serve(listener, app).await.expect("the upstream serves") });
     (base, seen)
 }
+
+/// The `fetcher` fixture reading from `base`, granted `GET {base}/api/{granted}`, with `extra`
+/// config after it.
+pub fn fetcher_env(base: &str, granted: &str, extra: &str) -> Env {
+    let config = format!(
+        "[plugins.fetcher.config]\nbase_url = \"{base}\"\n\n\
+         [[plugins.fetcher.http.grants]]\nurl = \"{base}/api/{granted}\"\nmethods = [\"GET\"]\n\n{extra}"
+    );
+    Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config)
+}
