@@ -136,6 +136,9 @@ enum AuditCommand {
         /// Only this tool.
         #[arg(long)]
         tool: Option<String>,
+        /// Only calls whose token carried this idempotency scope (a batch item's custom_id).
+        #[arg(long)]
+        scope: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -193,6 +196,11 @@ enum TokenCommand {
         /// Lifetime, e.g. 15m, 12h, 7d.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
         ttl: std::time::Duration,
+        /// Key the token's calls by this scope (a batch item's custom_id): a call that names no
+        /// key of its own is keyed by scope, tool and arguments, so a resubmitted item — with a
+        /// fresh token for the same scope — replays instead of acting again.
+        #[arg(long)]
+        idempotency_scope: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -327,12 +335,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             eprintln!("{}: {} tool(s), {errors} error(s), {warnings} warning(s)", file.display(), examined.tools.len());
             Ok(if examined.has_errors() { 1 } else { 0 })
         }
-        Command::Audit(AuditCommand::Errors { since, tool, common }) => {
+        Command::Audit(AuditCommand::Errors { since, tool, scope, common }) => {
             let (config, paths) = resolve(&common).map_err(usage)?;
             let Some(path) = config.audit.file_in(&paths.data) else {
                 return Err(usage(anyhow::anyhow!("the audit file is turned off ([audit] file = \"\")")));
             };
-            let report = cordon_host::audit::errors_report(&path, since, tool.as_deref()).map_err(runtime)?;
+            let filter = cordon_host::audit::ErrorsFilter { tool: tool.as_deref(), scope: scope.as_deref() };
+            let report = cordon_host::audit::errors_report(&path, since, &filter).map_err(runtime)?;
             print_json(&serde_json::to_value(&report).unwrap_or_default());
             Ok(0)
         }
@@ -351,18 +360,21 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             println!("{}", auth::hash_token(&token));
             Ok(0)
         }
-        Command::Token(TokenCommand::Issue { subject, tools, ttl, common }) => {
+        Command::Token(TokenCommand::Issue { subject, tools, ttl, idempotency_scope, common }) => {
             let (_, paths) = resolve(&common).map_err(usage)?;
             // Bad patterns are refused now rather than on first use.
             auth::ToolScope::from_patterns(&tools).map_err(usage)?;
             let signer = auth::signed::Signer::load_or_create(&paths.data).map_err(runtime)?;
-            let (token, claims) = signer.issue(&subject, &tools, ttl, std::time::SystemTime::now()).map_err(usage)?;
+            let (token, claims) = signer
+                .issue_scoped(&subject, &tools, idempotency_scope.as_deref(), ttl, std::time::SystemTime::now())
+                .map_err(usage)?;
             let expires = humantime::format_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp));
-            println!(
-                "{}",
-                serde_json::json!({ "token": token, "id": claims.jti, "subject": claims.sub,
-                "tools": claims.tools, "expires": expires.to_string() })
-            );
+            let mut printed = serde_json::json!({ "token": token, "id": claims.jti, "subject": claims.sub,
+                "tools": claims.tools, "expires": expires.to_string() });
+            if let Some(scope) = &claims.idempotency_scope {
+                printed["idempotency_scope"] = scope.as_str().into();
+            }
+            println!("{printed}");
             Ok(0)
         }
         Command::Token(TokenCommand::Revoke { id, common }) => {

@@ -297,6 +297,14 @@ impl ServerHandler for McpService {
         Ok(ListToolsResult::with_all_items(visible))
     }
 
+    /// The tool's MCP definition, for rmcp's check of SEP-2243 `Mcp-Param-*` headers against
+    /// the arguments they mirror (the `x-mcp-header` properties of its input schema). Scope is
+    /// not consulted: the auth layer has refused a call outside the caller's scope before rmcp
+    /// asks, and the schema is only compared with the request, never sent.
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.cordon.catalog().tool(name).map(|entry| mcp_tool(entry))
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,

@@ -181,6 +181,7 @@ impl Cordon {
             &keying(call.tool),
             arguments,
             &call.caller.principal,
+            call.caller.idempotency_scope.as_deref(),
         ) {
             Ok(keyed) => keyed,
             Err(error) => return (Err(error), trace),
@@ -355,6 +356,7 @@ pub(crate) fn audit_line(
         call_id: call_id.to_string(),
         principal: caller.principal.0.to_string(),
         token_id: caller.token_id.as_deref().map(str::to_string),
+        idempotency_scope: caller.idempotency_scope.as_deref().map(str::to_string),
         tool: what.to_string(),
         plugin: plugin.map(|p| p.name.clone()).unwrap_or_default(),
         plugin_digest: plugin.map(|p| p.digest.clone()).unwrap_or_default(),

@@ -135,25 +135,35 @@ async fn non_object_arguments_are_a_json_rpc_error() {
     assert_eq!(Outcome::from_wire(&body["result"]).ok(), &json!({"text": "still here"}));
 }
 
-/// Garbage bodies get a 4xx (or a JSON-RPC parse error), and the server keeps serving, in
-/// both modes.
+/// Garbage bodies get 400 with a JSON-RPC error, never 415 or a parser's message: -32700 for a
+/// body that is not JSON, -32600 for JSON that is not a JSON-RPC message; and the server keeps
+/// serving, in both modes.
 #[tokio::test]
 async fn malformed_requests_are_refused_and_the_server_keeps_serving() {
     let env = Env::demo();
     for extra in [&[][..], &["--stateless"][..]] {
         let mut server = env.spawn_http(extra).await;
         let client = server.client().await;
-        for body in ["garbage", "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ", "{\"not\": \"json-rpc\"}", ""] {
+        for (body, code) in [
+            ("garbage", -32700),
+            ("{not json", -32700),
+            ("{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ", -32700),
+            ("", -32700),
+            ("{\"not\": \"json-rpc\"}", -32600),
+            ("[1, 2]", -32600),
+            ("{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": 7}", -32600),
+        ] {
             let response = post(&server.url, body, &[]).await;
             let status = response.status();
             let text = response.text().await.unwrap();
-            if status.is_success() {
-                let reply: Value =
-                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{body:?}: 2xx without JSON ({e}): {text}"));
-                assert_eq!(reply["error"]["code"], -32700, "{body:?}: {reply}");
-            } else {
-                assert!(status.is_client_error(), "{body:?}: {status} {text}");
-            }
+            assert_eq!(status, 400, "{extra:?} {body:?}: {text}");
+            let reply: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{body:?}: not a JSON-RPC error ({e}): {text}"));
+            assert_eq!(reply["jsonrpc"], "2.0", "{body:?}: {reply}");
+            assert_eq!(reply["error"]["code"], code, "{extra:?} {body:?}: {reply}");
+            let message = reply["error"]["message"].as_str().unwrap_or_default();
+            // No parser's words reach the client ("key must be a string at line 1 column 2").
+            assert!(!message.contains("line") && !message.contains("column"), "{body:?}: {message}");
         }
         assert!(server.is_running(), "{}", server.log.text());
         assert_echo(&client, "after garbage").await;
@@ -294,8 +304,9 @@ async fn slow_clients_are_cut_off_and_others_are_served() {
 }
 
 /// A body over `[server] max_request_bytes` is refused with 413, a body that is not JSON by
-/// content type with 415, a client that accepts neither JSON nor SSE with 406; none reaches a
-/// tool, and the server keeps serving.
+/// content type with 400, a client that accepts neither JSON nor SSE with 406, each with a
+/// JSON-RPC error (-32600) saying what was wrong; none reaches a tool, and the server keeps
+/// serving.
 #[tokio::test]
 async fn oversized_and_mistyped_requests_are_refused() {
     // The per-call `tool call` line is on (`SERVE_LOG`); the good call at the end shows it.
@@ -310,10 +321,23 @@ async fn oversized_and_mistyped_requests_are_refused() {
             .header("content-type", content_type)
             .header("accept", accept)
             .body(small.clone());
-        async move { guard("HTTP response", request.send()).await.expect("HTTP request").status() }
+        async move {
+            let response = guard("HTTP response", request.send()).await.expect("HTTP request");
+            let status = response.status();
+            let body: Value = response.json().await.expect("a JSON-RPC error body");
+            assert_eq!(body["error"]["code"], -32600, "{content_type} / {accept}: {body}");
+            (status, body["error"]["message"].as_str().unwrap_or_default().to_string())
+        }
     };
-    assert_eq!(raw("text/plain", "application/json, text/event-stream").await, 415);
-    assert_eq!(raw("application/json", "text/html").await, 406);
+    let (status, message) = raw("text/plain", "application/json, text/event-stream").await;
+    assert_eq!(status, 400);
+    assert!(message.contains("Content-Type"), "{message}");
+    let (status, message) = raw("application/json", "text/html").await;
+    assert_eq!(status, 406);
+    assert!(message.contains("Accept"), "{message}");
+    let response = post(&server.url, &big, &[]).await;
+    let body: Value = response.json().await.expect("a JSON-RPC error body");
+    assert_eq!(body["error"]["code"], -32600, "{body}");
     assert!(server.is_running(), "{}", server.log.text());
     assert!(!server.log.text().contains("tool call"), "a refused request reached a tool: {}", server.log.text());
     let response = post(&server.url, &small, &[]).await;

@@ -614,6 +614,91 @@ async fn a_second_process_never_reruns_a_live_claim() {
     assert_eq!((record["state"].as_str(), record["attempts"].as_u64()), (Some("completed"), Some(1)), "{record}");
 }
 
+// ---- idempotency scopes (batch items) -----------------------------------------------------------
+
+/// `[auth]` for the scope tests: host-signed tokens only.
+const SIGNED_ONLY: &str = "\n[auth]\nsigned_tokens_only = true\n";
+/// Implicit keys off: what dedupes below is the scope, never the 60 s window.
+const NO_IMPLICIT: &str = "\n[plugins.payments.idempotency]\nimplicit_window_s = 0\n";
+
+/// `cordon token issue` for `subject`, scoped by `scope` when given: the token.
+async fn scoped_token(env: &Env, subject: &str, scope: Option<&str>) -> String {
+    let mut args = vec!["--subject", subject, "--ttl", "1h"];
+    if let Some(scope) = scope {
+        args.extend_from_slice(&["--idempotency-scope", scope]);
+    }
+    let issued = env.issue_token_with(&args).await;
+    issued["token"].as_str().unwrap_or_else(|| panic!("no token in {issued}")).to_string()
+}
+
+/// A charge without a key argument, as `token`, on a stateless server: the raw body.
+async fn charge_as(server: &HttpServer, token: &str, id: u64, account: &str, cents: u64) -> String {
+    let request = call_request(id, "payments_charge", json!({"account": account, "amount_cents": cents}));
+    post_text(&server.url, &request, &[("authorization", &format!("Bearer {token}"))]).await
+}
+
+/// A token's idempotency scope keys its calls that name no key: a resubmitted batch item with a
+/// fresh token for the same scope replays the first charge (the API charged once); the same
+/// arguments under another scope, or with no scope at all, charge again; one item charging twice
+/// with the same arguments gets the first charge back. The audit lines carry the scope, and
+/// `cordon audit errors --scope` reconciles one item.
+#[tokio::test]
+async fn a_scope_replays_a_resubmitted_item_with_a_fresh_token() {
+    let api = PaymentsApi::start().await;
+    let env = payments_env(&api, &format!("{NO_IMPLICIT}{SIGNED_ONLY}"));
+    let server = env.spawn_http_with(&[], &["--stateless"]).await;
+    let first = scoped_token(&env, "batch-job", Some("item-1")).await;
+    let resubmitted = scoped_token(&env, "batch-job", Some("item-1")).await;
+    assert_ne!(first, resubmitted);
+
+    let a = charge_as(&server, &first, 1, "acct_scope", 500).await;
+    let charged_a = result_of(&a).ok()["charge_id"].clone();
+    assert!(charged_a.is_string(), "{a}");
+    let again = charge_as(&server, &resubmitted, 2, "acct_scope", 500).await;
+    assert_eq!(result_of(&again).ok(), result_of(&a).ok(), "a resubmitted item replays");
+    assert_eq!(api.effects().len(), 1, "{:?}", api.effects());
+    // The same item charging twice with the same arguments: the first charge, not a second.
+    let twice = charge_as(&server, &first, 3, "acct_scope", 500).await;
+    assert_eq!(result_of(&twice).ok()["charge_id"], charged_a);
+    assert_eq!(api.effects().len(), 1);
+
+    // Another item with the same arguments is another charge; so is a token without a scope.
+    let other_item = scoped_token(&env, "batch-job", Some("item-2")).await;
+    let b = charge_as(&server, &other_item, 4, "acct_scope", 500).await;
+    assert_ne!(result_of(&b).ok()["charge_id"], charged_a);
+    let unscoped = scoped_token(&env, "batch-job", None).await;
+    charge_as(&server, &unscoped, 5, "acct_scope", 500).await;
+    assert_eq!(api.effects().len(), 3, "{:?}", api.effects());
+
+    // A declined charge in a third item: the reconciliation pass finds it by its scope.
+    let declined_item = scoped_token(&env, "batch-job", Some("item-3")).await;
+    let declined = charge_as(&server, &declined_item, 6, DECLINED, 100).await;
+    result_of(&declined).error();
+
+    let lines = env.audit_records(6).await;
+    let scoped: Vec<&Value> = lines.iter().filter(|l| l["idempotency_scope"] == "item-1").collect();
+    assert_eq!(scoped.len(), 3, "{lines:#?}");
+    assert!(
+        scoped.iter().all(|l| l["idempotency_key"].as_str().is_some_and(|k| k.starts_with("item-1/"))),
+        "{scoped:#?}"
+    );
+    let uses: Vec<&str> = scoped.iter().map(|l| l["idempotency"].as_str().unwrap_or_default()).collect();
+    assert_eq!(uses, ["miss", "hit", "hit"], "{scoped:#?}");
+    let errors_of = |scope: &'static str| {
+        let env = &env;
+        async move {
+            let out = env.run(&["audit", "errors", "--scope", scope]).await;
+            assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+            let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+            report["entries"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    assert!(errors_of("item-1").await.is_empty());
+    let standing = errors_of("item-3").await;
+    assert_eq!(standing.len(), 1, "{standing:?}");
+    assert_eq!(standing[0]["idempotency_scope"], "item-3");
+}
+
 // ---- crash test --------------------------------------------------------------------------------
 
 /// A tiny xorshift64, so kill points are reproducible from the seed.
@@ -804,6 +889,278 @@ async fn crash_run(seed: u64) -> String {
     format!(
         "{kills} kills, {} calls cut off and retried, {recoveries} recoveries, {rerun} keys run more than once, \
          {} upstream requests for {CRASH_KEYS} charges",
+        driven.transport_retries,
+        api.requests().len()
+    )
+}
+
+/// `examples/batch/batch.py` (docs/batch.md) against a real server: `submit --dry-run` mints one
+/// scoped token per item into a private request file; the connector's side is played by calling
+/// the charge with each item's `authorization_token`; `reconcile --results` finds the item that
+/// failed as a message and the one whose tool call failed (`cordon audit errors --scope`); the
+/// resubmission, with fresh tokens for the same `custom_id`s, charges nothing twice.
+#[tokio::test]
+async fn the_batch_script_mints_submits_and_reconciles() {
+    let api = PaymentsApi::start().await;
+    let env = payments_env(&api, &format!("{NO_IMPLICIT}{SIGNED_ONLY}"));
+    let server = env.spawn_http_with(&[], &["--stateless"]).await;
+    let dir = env.path().to_path_buf();
+    // What each item's model would charge.
+    let charges = [("order-1", "acct_batch_a", 100), ("order-2", "acct_batch_b", 200), ("order-3", DECLINED, 300)];
+    let items: String = charges
+        .iter()
+        .map(|(id, account, cents)| {
+            json!({"custom_id": id, "prompt": format!("Charge {account} {cents} cents")}).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("items.jsonl"), items).unwrap();
+    let script = |args: Vec<String>| {
+        let (env, dir) = (&env, &dir);
+        async move {
+            let mut command = tokio::process::Command::new("python3");
+            command
+                .arg(workspace().join("examples/batch/batch.py"))
+                .args(&args)
+                .arg("--config")
+                .arg(env.config_path())
+                .env("CORDON", cordon_bin())
+                .env("CORDON_DATA", env.data_dir())
+                .env("CORDON_PLUGINS", env.plugins_dir())
+                .env_remove("ANTHROPIC_API_KEY")
+                .current_dir(dir);
+            let out = guard("batch.py", command.output()).await.expect("python3 runs");
+            assert_eq!(out.status.code(), Some(0), "batch.py {args:?}: {}", describe(&out));
+            let summary: Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+            summary
+        }
+    };
+    // The connector's side: each item's charge, with the token the job put in its request.
+    let connect = |file: &'static str| {
+        let (server, dir) = (&server, &dir);
+        async move {
+            let request: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+            let mut answers = BTreeMap::new();
+            for (n, item) in request["requests"].as_array().expect("requests").iter().enumerate() {
+                let id = item["custom_id"].as_str().unwrap().to_string();
+                let server_entry = &item["params"]["mcp_servers"][0];
+                assert_eq!(server_entry["url"], server.url.as_str());
+                let token = server_entry["authorization_token"].as_str().expect("a token");
+                let (_, account, cents) = charges.iter().find(|(c, _, _)| *c == id).unwrap();
+                answers.insert(id, result_of(&charge_as(server, token, n as u64, account, *cents).await));
+            }
+            answers
+        }
+    };
+    let submit = |items: &str, out: &str| {
+        let url = server.url.clone();
+        vec![
+            "submit",
+            items,
+            "--url",
+            &url,
+            "--subject",
+            "batch-job",
+            "--tools",
+            "payments_*",
+            "--dry-run",
+            "--out",
+            out,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(script(submit("items.jsonl", "batch.json")).await["items"], 3);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("batch.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the request holds tokens");
+    }
+    let first = connect("batch.json").await;
+    assert_eq!(api.effects().len(), 2, "{:?}", api.effects());
+    first["order-3"].error();
+
+    // The API's results: order-2 errored as a message (its charge went through all the same).
+    let results: String = [("order-1", "succeeded"), ("order-2", "errored"), ("order-3", "succeeded")]
+        .iter()
+        .map(|(id, kind)| json!({"custom_id": id, "result": {"type": kind}}).to_string() + "\n")
+        .collect();
+    std::fs::write(dir.join("results.jsonl"), results).unwrap();
+    let reconcile = ["reconcile", "--results", "results.jsonl", "--items", "items.jsonl", "--resubmit", "again.jsonl"];
+    let summary = script(reconcile.iter().map(|a| a.to_string()).collect()).await;
+    assert_eq!(summary["message_failed"], json!(["order-2"]), "{summary}");
+    assert_eq!(summary["tool_failed"], json!(["order-3"]), "{summary}");
+    let again = std::fs::read_to_string(dir.join("again.jsonl")).unwrap();
+    assert_eq!(again.lines().count(), 2, "{again}");
+
+    // The resubmission: fresh tokens, same custom_ids, nothing charged twice.
+    script(submit("again.jsonl", "again.json")).await;
+    let first_tokens = std::fs::read_to_string(dir.join("batch.json")).unwrap();
+    let second: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("again.json")).unwrap()).unwrap();
+    let token = second["requests"][0]["params"]["mcp_servers"][0]["authorization_token"].as_str().unwrap();
+    assert!(!first_tokens.contains(token), "a resubmission mints fresh tokens");
+    let resubmitted = connect("again.json").await;
+    assert_eq!(resubmitted["order-2"].ok(), first["order-2"].ok(), "order-2 replays its charge");
+    assert_eq!(resubmitted["order-3"].error(), first["order-3"].error());
+    assert_eq!(api.effects().len(), 2, "{:?}", api.effects());
+}
+
+// ---- a batch job's resubmissions --------------------------------------------------------------
+
+const BATCH_SEED: u64 = 0x0ba7_c4ed_5ee0_2026;
+const BATCH_ITEMS: usize = 200;
+const BATCH_SUBMISSIONS: usize = 3;
+const BATCH_WORKERS: usize = 16;
+/// Kills per submission round.
+const BATCH_KILLS: usize = 2;
+
+/// Sends item `i`'s charge as `token` until it has an answer, following restarts (the job's
+/// connector would resubmit the item; here the same request goes again with the same token).
+async fn drive_item(i: usize, token: &str, http: &reqwest::Client, mut current: Current, driven: &Mutex<Driven>) {
+    // Items 2k and 2k+1 make the same charge: two items, two charges, told apart by scope only.
+    let request = call_request(
+        i as u64,
+        "payments_charge",
+        json!({"account": format!("acct_pair_{}", i / 2), "amount_cents": 100 + (i / 2) as u64}),
+    );
+    loop {
+        let (generation, url) = current.borrow_and_update().clone();
+        let sent = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(request.to_string())
+            .send()
+            .await;
+        let body = match sent {
+            Ok(response) if response.status() == 200 => response.text().await,
+            Ok(response) => {
+                driven.lock().unwrap().failures.push(format!("item {i}: HTTP {}", response.status()));
+                return;
+            }
+            Err(e) => Err(e),
+        };
+        let Ok(body) = body else {
+            driven.lock().unwrap().transport_retries += 1;
+            if current.wait_for(|(g, _)| *g > generation).await.is_err() {
+                driven.lock().unwrap().failures.push(format!("item {i}: no server to retry on"));
+                return;
+            }
+            continue;
+        };
+        let out = result_of(&body);
+        if out.is_error {
+            driven.lock().unwrap().failures.push(format!("item {i}: {}", out.raw));
+        } else {
+            driven.lock().unwrap().answers.entry(i).or_default().push(body);
+        }
+        return;
+    }
+}
+
+/// A Message Batch as Cordon sees it through the MCP connector: 200 items, each charging through
+/// a token scoped by its `custom_id`, the whole batch submitted three times with fresh tokens
+/// each time (as a job resubmits failed items), and the server killed (SIGKILL) at random points
+/// of every submission and restarted on the same store; calls cut off are sent again. Then every
+/// item charged the key-honouring API exactly once (one effect per item and per upstream key,
+/// two items with the same arguments charged twice), and each item's three answers are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmitted_batch_charges_each_item_once() {
+    let outcome = tokio::time::timeout(Duration::from_secs(240), batch_run(BATCH_SEED)).await;
+    let stats = outcome.unwrap_or_else(|_| panic!("batch test (seed {BATCH_SEED:#x}) did not finish within 240 s"));
+    eprintln!("batch test (seed {BATCH_SEED:#x}): {stats}");
+}
+
+async fn batch_run(seed: u64) -> String {
+    let api = PaymentsApi::start().await;
+    api.set_delay(Duration::from_millis(40));
+    let env = payments_env(&api, &format!("{NO_IMPLICIT}{SIGNED_ONLY}"));
+    // Each submission mints a fresh token per item (the job's side: `cordon token issue`).
+    let mut tokens: Vec<Vec<String>> = Vec::new();
+    for _ in 0..BATCH_SUBMISSIONS {
+        use futures::StreamExt;
+        let minted: Vec<String> = futures::stream::iter(0..BATCH_ITEMS)
+            .map(|i| {
+                let env = &env;
+                async move { scoped_token(env, "batch-job", Some(&format!("custom-{i}"))).await }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        tokens.push(minted);
+    }
+
+    let mut server = env.spawn_http_with(&[], &["--stateless"]).await;
+    let mut logs = vec![server.log.clone()];
+    let (publish, current) = tokio::sync::watch::channel((0, server.url.clone()));
+    let driven = Arc::new(Mutex::new(Driven::default()));
+    let http = reqwest::Client::new();
+    let mut rng = XorShift(seed);
+    let mut kills = 0;
+    for round_tokens in &tokens {
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let queue = Arc::new(Mutex::new((0..BATCH_ITEMS).collect::<VecDeque<_>>()));
+        let round_tokens = Arc::new(round_tokens.clone());
+        let workers: Vec<_> = (0..BATCH_WORKERS)
+            .map(|_| {
+                let (queue, current, driven, done, http, tokens) =
+                    (queue.clone(), current.clone(), driven.clone(), done.clone(), http.clone(), round_tokens.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let Some(i) = queue.lock().unwrap().pop_front() else { return };
+                        drive_item(i, &tokens[i], &http, current.clone(), &driven).await;
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for k in 1..=BATCH_KILLS {
+            let threshold = k * BATCH_ITEMS / (BATCH_KILLS + 1) - rng.range(0, 20) as usize;
+            while done.load(std::sync::atomic::Ordering::SeqCst) < threshold {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.range(0, 60))).await;
+            server.stop().await;
+            kills += 1;
+            server = env.spawn_http_with(&[], &["--stateless"]).await;
+            logs.push(server.log.clone());
+            publish.send((kills, server.url.clone())).expect("workers are listening");
+        }
+        for worker in workers {
+            worker.await.expect("a batch worker");
+        }
+    }
+    server.stop().await;
+
+    let driven = std::mem::take(&mut *driven.lock().unwrap());
+    assert!(driven.failures.is_empty(), "seed {seed:#x}: {} failures: {:?}", driven.failures.len(), driven.failures);
+    let effects = api.effects();
+    let mut per_key: HashMap<Option<String>, usize> = HashMap::new();
+    for effect in &effects {
+        *per_key.entry(effect.key.clone()).or_default() += 1;
+    }
+    assert!(per_key.iter().all(|(key, n)| key.is_some() && *n == 1), "seed {seed:#x}: effects per key: {per_key:?}");
+    assert_eq!(effects.len(), BATCH_ITEMS, "seed {seed:#x}: one charge per item");
+    for pair in 0..BATCH_ITEMS / 2 {
+        let account = format!("acct_pair_{pair}");
+        let ids: BTreeSet<&str> = effects.iter().filter(|e| e.account == account).map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "seed {seed:#x}: {account}, charged by two items: {ids:?}");
+    }
+    let mut charge_ids = BTreeSet::new();
+    for i in 0..BATCH_ITEMS {
+        let answers = &driven.answers[&i];
+        assert_eq!(answers.len(), BATCH_SUBMISSIONS, "seed {seed:#x}: item {i}: {answers:?}");
+        assert!(answers.iter().all(|a| a == &answers[0]), "seed {seed:#x}: item {i} answered differently: {answers:?}");
+        let id = result_of(&answers[0]).ok()["charge_id"].as_str().expect("a charge id").to_string();
+        assert!(charge_ids.insert(id), "seed {seed:#x}: item {i} got another item's charge");
+    }
+    let log: String = logs.iter().map(Log::text).collect();
+    let recoveries = log.lines().filter(|l| l.contains("idempotency=\"recovery\"")).count();
+    format!(
+        "{kills} kills, {} calls cut off and sent again, {recoveries} recoveries, {} upstream requests for \
+         {BATCH_ITEMS} charges",
         driven.transport_retries,
         api.requests().len()
     )

@@ -536,3 +536,100 @@ async fn audit_errors_lists_only_unreconciled_failures() {
     assert_eq!(keys(&errors(&["--tool", "demo_divide"]).await), ["div"]);
     assert!(keys(&errors(&["--tool", "reach_request"]).await).is_empty());
 }
+
+// ---- a token in the URL ------------------------------------------------------------------------
+
+/// `[auth] url_tokens`: `/mcp/t/<token>` authenticates by the URL alone, for clients that take
+/// only a URL — a real MCP client (sessions, SSE) with no `Authorization` header; the token's
+/// scope, revocation and expiry hold exactly as in the header; only host-signed tokens are taken
+/// (a static token in the URL is 401); a URL token with a header too is refused; the token never
+/// reaches the server's log or the audit log. Without the switch the path is 404, as is every
+/// other path under `/mcp/`.
+#[tokio::test]
+async fn a_token_in_the_url_authenticates_like_the_header() {
+    let config = format!("[auth]\nurl_tokens = true\n{}", tokens(&["alice"]));
+    let env = demo_and_payments(&config);
+    let server = env.spawn_http_with(&[], &[]).await;
+    let issued_at = Instant::now();
+    let narrow = env.issue_token("url-bot", Some("demo_echo"), "1h").await;
+    let narrow = token_of(&narrow).to_string();
+    let at = |token: &str| format!("{}/mcp/t/{token}", server.base);
+
+    let client = server.client_at(&at(&narrow)).await;
+    assert_eq!(tool_names(&client).await, ["demo_echo"], "the token's scope, as in the header");
+    assert_echo(&client, "by URL").await;
+    let outside = try_call(&client, "demo_add", json!({"a": 1, "b": 2})).await;
+    assert!(outside.is_err(), "a tool outside the scope must be refused: {outside:?}");
+    let response = post(&at(&narrow), &call_request(7, "demo_add", json!({"a": 1, "b": 2})).to_string(), &[]).await;
+    assert_eq!(response.status(), 403);
+
+    // Only host-signed tokens; never both a URL token and a header.
+    let response = post(&at(&token("alice")), &initialize_request().to_string(), &[]).await;
+    assert_eq!(response.status(), 401, "a static token in the URL");
+    let response = post(&at("cdt1.forged.token"), &initialize_request().to_string(), &[]).await;
+    assert_eq!(response.status(), 401, "a forged token in the URL");
+    let both = [("authorization", bearer(&token("alice")))];
+    let both: Vec<(&str, &str)> = both.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let response = post(&at(&narrow), &initialize_request().to_string(), &both).await;
+    assert_eq!(response.status(), 400, "a URL token and a header");
+    for path in ["/mcp/t/", "/mcp/x", &format!("/mcp/t/{narrow}/extra")] {
+        let response = post(&format!("{}{path}", server.base), &initialize_request().to_string(), &[]).await;
+        assert_eq!(response.status(), 404, "{path}");
+    }
+
+    // Expiry and revocation.
+    let brief = env.issue_token("url-brief", None, "3s").await;
+    let brief_client = server.client_at(&at(token_of(&brief))).await;
+    assert_echo(&brief_client, "before expiry").await;
+    let victim = env.issue_token("url-victim", None, "1h").await;
+    let victim_client = server.client_at(&at(token_of(&victim))).await;
+    assert_echo(&victim_client, "before revocation").await;
+    let out = env.run(&["token", "revoke", victim["id"].as_str().expect("id")]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let after = try_call(&victim_client, "demo_echo", json!({"text": "after revocation"})).await;
+    assert!(after.is_err(), "a revoked URL token must not call tools: {after:?}");
+    tokio::time::sleep_until((issued_at + Duration::from_secs(5)).into()).await;
+    let after = try_call(&brief_client, "demo_echo", json!({"text": "after expiry"})).await;
+    assert!(after.is_err(), "an expired URL token must not call tools: {after:?}");
+    assert_echo(&client, "the narrow token still works").await;
+
+    // The audit names the principal and the token's id, never the token.
+    let records = env.audit_records(3).await;
+    let by_url = records.iter().find(|r| r["principal"] == "url-bot").expect("a url-bot line");
+    assert!(by_url["token_id"].is_string(), "{by_url}");
+    let audit = std::fs::read_to_string(env.audit_path()).expect("the audit log");
+    let log = server.log.text();
+    for secret in [&narrow, token_of(&brief), token_of(&victim)] {
+        let signature = parts(secret).1;
+        assert!(!audit.contains(signature), "a token in the audit log");
+        assert!(!log.contains(signature), "a token in the server log: {log}");
+    }
+
+    // Off by default.
+    let env = demo_and_payments(&tokens(&["alice"]));
+    let server = env.spawn_http_with(&[], &[]).await;
+    let issued = env.issue_token("url-bot", None, "1h").await;
+    let url = format!("{}/mcp/t/{}", server.base, token_of(&issued));
+    let response = post(&url, &initialize_request().to_string(), &[]).await;
+    assert_eq!(response.status(), 404, "url_tokens is off by default");
+    assert_accepted(&server, token_of(&issued), "the same token in the header").await;
+}
+
+// ---- idempotency scopes ------------------------------------------------------------------------
+
+/// `cordon token issue --idempotency-scope` prints the scope; an empty, overlong or control
+/// character scope is a usage error (exit 2) and mints nothing.
+#[tokio::test]
+async fn idempotency_scopes_are_checked_when_issued() {
+    let env = Env::demo().config(SIGNED_ONLY);
+    let issued = env.issue_token_with(&["--subject", "batch", "--idempotency-scope", "msgbatch-item-17"]).await;
+    assert_eq!(issued["idempotency_scope"], "msgbatch-item-17", "{issued}");
+    let plain = env.issue_token("batch", None, "1h").await;
+    assert!(plain.get("idempotency_scope").is_none(), "{plain}");
+    let long = "x".repeat(129);
+    for bad in ["", long.as_str(), "item\n1"] {
+        let out = env.run(&["token", "issue", "--subject", "batch", "--idempotency-scope", bad]).await;
+        assert_eq!(out.status.code(), Some(2), "scope {bad:?}: {}", describe(&out));
+        assert!(out.stdout.is_empty(), "scope {bad:?} minted a token: {}", describe(&out));
+    }
+}

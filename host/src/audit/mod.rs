@@ -36,5 +36,5 @@ mod writer;
 pub use config::{AuditConfig, DEFAULT_FILE};
 pub use record::{arguments_sha256, refusal_reason, timestamp, AuditRecord, OutboundRequest, Outcome, RefusedRequest};
 pub use redact::{is_sensitive_key, redact, REDACTED};
-pub use report::{errors_report, parse_since, ErrorEntry, ErrorsReport};
+pub use report::{errors_report, parse_since, ErrorEntry, ErrorsFilter, ErrorsReport};
 pub use writer::AuditLog;

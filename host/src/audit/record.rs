@@ -103,6 +103,10 @@ pub struct AuditRecord {
     /// The call's idempotency key, if it had one.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The idempotency scope of the caller's token, if it carries one (a batch item's
+    /// `custom_id`): what `cordon audit errors --scope` reconciles by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_scope: Option<String>,
     /// How the idempotency layer treated the call.
     #[serde(default)]
     pub idempotency: IdempotencyUse,

@@ -20,6 +20,9 @@ pub struct ErrorEntry {
     pub tool: String,
     /// Caller.
     pub principal: String,
+    /// The idempotency scope of the caller's token (a batch item's `custom_id`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_scope: Option<String>,
     /// Error type of the latest attempt.
     pub error_type: Option<String>,
     /// Error message of the latest attempt.
@@ -43,15 +46,25 @@ pub struct ErrorsReport {
     pub skipped_lines: u64,
 }
 
+/// Which records [`errors_report`] reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorsFilter<'a> {
+    /// Only this tool's.
+    pub tool: Option<&'a str>,
+    /// Only calls whose token carried this idempotency scope.
+    pub scope: Option<&'a str>,
+}
+
 /// The tool-level errors still standing, per idempotency key: the reconciliation pass after a
 /// Messages Batch, whose message-level success can hide failed tool calls.
 ///
-/// Reads the rotated files oldest first, then `path`. Records are grouped by principal, tool
-/// and key (the idempotency namespace; the call id stands in for a call without a key); only
-/// records at or after `since` and of `tool` count. A group whose latest record is `ok` is
+/// Reads the rotated files oldest first, then `path`. Records are grouped by principal, tool,
+/// idempotency scope and key (the idempotency namespace; the call id stands in for a call
+/// without a key); only records at or after `since`, of `filter.tool` and of `filter.scope`
+/// count. A group whose latest record is `ok` is
 /// reconciled and left out; for the others the latest error is reported with the number of
 /// records seen. Lines that do not parse are skipped and counted.
-pub fn errors_report(path: &Path, since: Option<SystemTime>, tool: Option<&str>) -> Result<ErrorsReport> {
+pub fn errors_report(path: &Path, since: Option<SystemTime>, filter: &ErrorsFilter<'_>) -> Result<ErrorsReport> {
     let files = log_files(path)?;
     if files.is_empty() {
         bail!("no audit log at {}", path.display());
@@ -61,7 +74,7 @@ pub fn errors_report(path: &Path, since: Option<SystemTime>, tool: Option<&str>)
         attempts: u32,
         order: u64,
     }
-    let mut groups: HashMap<(String, String, String), Group> = HashMap::new();
+    let mut groups: HashMap<(String, String, Option<String>, String), Group> = HashMap::new();
     let mut skipped = 0u64;
     let mut order = 0u64;
     for file in files {
@@ -80,7 +93,9 @@ pub fn errors_report(path: &Path, since: Option<SystemTime>, tool: Option<&str>)
                 skipped += 1;
                 continue;
             };
-            if tool.is_some_and(|t| t != record.tool) {
+            if filter.tool.is_some_and(|t| t != record.tool)
+                || filter.scope.is_some_and(|s| Some(s) != record.idempotency_scope.as_deref())
+            {
                 continue;
             }
             if let Some(since) = since {
@@ -95,11 +110,9 @@ pub fn errors_report(path: &Path, since: Option<SystemTime>, tool: Option<&str>)
             }
             let key = record.idempotency_key.clone().unwrap_or_else(|| record.call_id.clone());
             order += 1;
-            let group = groups.entry((record.principal.clone(), record.tool.clone(), key)).or_insert_with(|| Group {
-                latest: AuditRecord::default(),
-                attempts: 0,
-                order,
-            });
+            let id = (record.principal.clone(), record.tool.clone(), record.idempotency_scope.clone(), key);
+            let group =
+                groups.entry(id).or_insert_with(|| Group { latest: AuditRecord::default(), attempts: 0, order });
             group.attempts += 1;
             group.order = order;
             group.latest = record;
@@ -108,13 +121,14 @@ pub fn errors_report(path: &Path, since: Option<SystemTime>, tool: Option<&str>)
     let mut standing: Vec<(u64, ErrorEntry)> = groups
         .into_iter()
         .filter(|(_, g)| g.latest.outcome == Outcome::Error)
-        .map(|((principal, tool, key), g)| {
+        .map(|((principal, tool, idempotency_scope, key), g)| {
             let r = g.latest;
             let entry = ErrorEntry {
                 key,
                 idempotency_key: r.idempotency_key.is_some(),
                 tool,
                 principal,
+                idempotency_scope,
                 error_type: r.error_type,
                 message: r.error_message,
                 retryable: r.retryable,

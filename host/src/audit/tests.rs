@@ -191,7 +191,7 @@ fn errors_report_keeps_unreconciled_failures_per_key() {
     std::fs::write(numbered(&file, 1), text(&rotated)).unwrap();
     std::fs::write(&file, format!("{}not json\n{{\"time\": 5}}\n{{\"other\": \"json\"}}\n\n", text(&current))).unwrap();
 
-    let report = errors_report(&file, None, None).unwrap();
+    let report = errors_report(&file, None, &ErrorsFilter::default()).unwrap();
     assert_eq!(report.skipped_lines, 3);
     let keys: Vec<_> = report.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["batch-2", "c5", "batch-3"], "batch-1 failed, then succeeded: reconciled");
@@ -203,14 +203,47 @@ fn errors_report_keeps_unreconciled_failures_per_key() {
     assert!(batch2.idempotency_key);
     assert!(!report.entries[1].idempotency_key);
 
-    let by_tool = errors_report(&file, None, Some("notes_get")).unwrap();
+    let by_tool = errors_report(&file, None, &ErrorsFilter { tool: Some("notes_get"), scope: None }).unwrap();
     assert_eq!(by_tool.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["c5"]);
 
-    let recent = errors_report(&file, Some(at(4)), None).unwrap();
+    let recent = errors_report(&file, Some(at(4)), &ErrorsFilter::default()).unwrap();
     let keys: Vec<_> = recent.entries.iter().map(|e| (e.key.as_str(), e.attempts)).collect();
     assert_eq!(keys, [("batch-2", 1), ("c5", 1), ("batch-3", 1)]);
 
-    assert!(errors_report(&dir.join("missing.jsonl"), None, None).is_err());
+    assert!(errors_report(&dir.join("missing.jsonl"), None, &ErrorsFilter::default()).is_err());
+}
+
+/// Batch items reconcile by scope: the same key under two scopes is two groups, and
+/// `--scope` reads only the item's own calls.
+#[test]
+fn errors_report_groups_and_filters_by_idempotency_scope() {
+    let dir = temp_dir("report-scope");
+    let file = dir.join("audit.jsonl");
+    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+    let scoped = |id: &str, scope: &str, error: Option<&str>, t| AuditRecord {
+        idempotency_scope: Some(scope.into()),
+        ..record(id, Some("same-key"), "pay_send", error, t)
+    };
+    let lines = [
+        scoped("c1", "item-1", Some("declined"), at(1)),
+        scoped("c2", "item-2", Some("declined"), at(2)),
+        scoped("c3", "item-2", None, at(3)),
+        record("c4", Some("same-key"), "pay_send", Some("unscoped"), at(4)),
+    ];
+    let text = lines.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>();
+    std::fs::write(&file, text).unwrap();
+
+    let all = errors_report(&file, None, &ErrorsFilter::default()).unwrap();
+    let standing: Vec<_> = all.entries.iter().map(|e| (e.call_id.as_str(), e.idempotency_scope.as_deref())).collect();
+    assert_eq!(standing, [("c1", Some("item-1")), ("c4", None)], "item-2 succeeded later; scopes never merge");
+    let item1 = errors_report(&file, None, &ErrorsFilter { tool: None, scope: Some("item-1") }).unwrap();
+    assert_eq!(item1.entries.iter().map(|e| e.call_id.as_str()).collect::<Vec<_>>(), ["c1"]);
+    let item2 = errors_report(&file, None, &ErrorsFilter { tool: None, scope: Some("item-2") }).unwrap();
+    assert!(item2.entries.is_empty(), "{:?}", item2.entries);
+    let line: Value = serde_json::from_str(&serde_json::to_string(&lines[0]).unwrap()).unwrap();
+    assert_eq!(line["idempotency_scope"], "item-1");
+    let unscoped: Value = serde_json::from_str(&serde_json::to_string(&lines[3]).unwrap()).unwrap();
+    assert!(unscoped.get("idempotency_scope").is_none(), "{unscoped}");
 }
 
 #[test]

@@ -63,6 +63,11 @@ pub struct AuthConfig {
     /// Principals whose tokens may read `/metrics` (e.g. `["prometheus"]`); no other token may.
     /// Unauthenticated loopback serving leaves `/metrics` open, like `/mcp`.
     pub metrics_principals: Vec<String>,
+    /// Also serve `/mcp/t/<token>`, where the URL alone authenticates, for clients that take
+    /// only a URL. Host-signed tokens only (`cordon token issue`: scoped, expiring, revocable);
+    /// the token is never logged or audited, and a request that also sends `Authorization` is
+    /// refused. Default false: every path under `/mcp/` but `/mcp` itself is 404.
+    pub url_tokens: bool,
 }
 
 /// One `[[auth.tokens]]`.
@@ -153,6 +158,22 @@ pub struct Caller {
     pub scope: ToolScope,
     /// How it authenticated.
     pub kind: TokenKind,
+    /// The idempotency scope its token carries (a host-signed token's `--idempotency-scope`,
+    /// or an OAuth token's `[auth.oauth] idempotency_scope_claim`): its calls that name no key
+    /// are keyed by scope, tool and arguments ([`crate::idempotency`]).
+    pub idempotency_scope: Option<Arc<str>>,
+}
+
+/// The longest idempotency scope a token may carry (a Message Batch `custom_id` is at most 64).
+pub const MAX_IDEMPOTENCY_SCOPE_LEN: usize = 128;
+
+/// An idempotency scope is 1 to [`MAX_IDEMPOTENCY_SCOPE_LEN`] bytes of printable text: it becomes
+/// part of idempotency keys and audit lines.
+pub fn check_idempotency_scope(scope: &str) -> Result<()> {
+    if scope.is_empty() || scope.len() > MAX_IDEMPOTENCY_SCOPE_LEN || scope.chars().any(char::is_control) {
+        bail!("an idempotency scope must be 1 to {MAX_IDEMPOTENCY_SCOPE_LEN} bytes of printable text");
+    }
+    Ok(())
 }
 
 /// How a caller authenticated.
@@ -171,7 +192,7 @@ pub enum TokenKind {
 impl Caller {
     /// A caller with every tool in scope (the local operator, an unauthenticated loopback user).
     pub fn unrestricted(principal: Principal) -> Caller {
-        Caller { principal, token_id: None, scope: ToolScope::all(), kind: TokenKind::None }
+        Caller { principal, token_id: None, scope: ToolScope::all(), kind: TokenKind::None, idempotency_scope: None }
     }
 }
 
@@ -193,6 +214,7 @@ pub struct Authenticator {
     signed_tokens_only: bool,
     oauth: Option<OAuth>,
     metrics_principals: std::collections::BTreeSet<String>,
+    url_tokens: bool,
 }
 
 impl Authenticator {
@@ -218,6 +240,7 @@ impl Authenticator {
                 token_id: None,
                 scope,
                 kind: TokenKind::Static,
+                idempotency_scope: None,
             };
             if by_hash.insert(hash, caller).is_some() {
                 bail!("{at}: the same token hash is listed twice");
@@ -231,6 +254,7 @@ impl Authenticator {
             signed_tokens_only: config.signed_tokens_only,
             oauth: config.oauth.as_ref().map(OAuth::new).transpose()?,
             metrics_principals: config.metrics_principals.iter().cloned().collect(),
+            url_tokens: config.url_tokens,
         })
     }
 
@@ -251,9 +275,24 @@ impl Authenticator {
         self.allow_unauthenticated
     }
 
-    /// Whether callers have a way in: static tokens, OAuth, or host-signed ones by explicit choice.
+    /// Whether callers have a way in: static tokens, OAuth, or host-signed ones by explicit choice
+    /// (`signed_tokens_only`, or `url_tokens`).
     pub fn has_tokens(&self) -> bool {
-        !self.by_hash.is_empty() || self.signed_tokens_only || self.oauth.is_some()
+        !self.by_hash.is_empty() || self.signed_tokens_only || self.url_tokens || self.oauth.is_some()
+    }
+
+    /// Whether `/mcp/t/<token>` is served (`[auth] url_tokens`).
+    pub fn serves_url_tokens(&self) -> bool {
+        self.url_tokens
+    }
+
+    /// The caller for a token taken from the URL (`/mcp/t/<token>`): host-signed tokens only, with
+    /// the same expiry, revocation and scope as in the header.
+    pub fn authenticate_url_token(&self, token: &str, now: SystemTime) -> Result<Caller, AuthError> {
+        if !token.starts_with(signed::PREFIX) {
+            return Err(AuthError::Invalid);
+        }
+        self.signed(token, now)
     }
 
     /// The caller for an `Authorization` header value.
@@ -291,6 +330,7 @@ impl Authenticator {
                     token_id: verified.token_id.map(Into::into),
                     scope: verified.scope,
                     kind: TokenKind::OAuth,
+                    idempotency_scope: verified.idempotency_scope.map(Into::into),
                 }),
                 Err(why) => {
                     tracing::info!(reason = %why, "OAuth access token refused");
@@ -328,11 +368,15 @@ impl Authenticator {
         }
         // Patterns were checked when the token was issued; a bad one here means tampering.
         let scope = ToolScope::from_patterns(&claims.tools).map_err(|_| refused(Invalid::Malformed))?;
+        if claims.idempotency_scope.as_deref().is_some_and(|s| check_idempotency_scope(s).is_err()) {
+            return Err(refused(Invalid::Malformed));
+        }
         Ok(Caller {
             principal: Principal::new(claims.sub.as_str()),
             token_id: Some(claims.jti.into()),
             scope,
             kind: TokenKind::Signed,
+            idempotency_scope: claims.idempotency_scope.map(Into::into),
         })
     }
 }
@@ -368,7 +412,24 @@ impl Gate {
 /// request's extensions (rmcp hands them to the MCP handler).
 pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let auth = gate.auth();
-    let caller = match auth.authenticate(request.headers().get(header::AUTHORIZATION), SystemTime::now()).await {
+    let now = SystemTime::now();
+    let authenticated = match token_in_path(&request) {
+        TokenInPath::None => auth.authenticate(request.headers().get(header::AUTHORIZATION), now).await,
+        // Without `[auth] url_tokens`, a token path is like any other path under `/mcp/`.
+        TokenInPath::Other => return (StatusCode::NOT_FOUND, "Not Found").into_response(),
+        TokenInPath::Token(_) if !auth.serves_url_tokens() => {
+            return (StatusCode::NOT_FOUND, "Not Found").into_response()
+        }
+        TokenInPath::Token(_) if request.headers().contains_key(header::AUTHORIZATION) => {
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "Invalid Request: a token in the URL and an Authorization header: send one",
+            )
+        }
+        TokenInPath::Token(token) => auth.authenticate_url_token(&token, now),
+    };
+    let caller = match authenticated {
         Ok(caller) => caller,
         Err(error) => return unauthorized(&auth, error),
     };
@@ -381,28 +442,54 @@ pub async fn require_bearer(State(gate): State<Arc<Gate>>, request: Request, nex
         add_headers(&mut response, decision.headers());
         return response;
     }
-    let mut request = if caller.scope.is_restricted() {
-        let max_body = gate.cordon.config().server.max_request_bytes;
-        match check_scope(request, &caller, auth.oauth(), max_body).await {
-            Ok(request) => request,
-            Err((tool, mut refusal)) => {
+    let max_body = gate.cordon.config().server.max_request_bytes;
+    let mut request = match check_body(request, &caller, auth.oauth(), max_body).await {
+        Ok(request) => request,
+        Err(BodyRefusal { tool, mut response }) => {
+            if let Some(tool) = tool {
                 let message = format!("this token may not call {tool}; its scope is {}", caller.scope.describe());
                 gate.cordon.audit_denial(&caller, &tool, &message);
-                if let Some(decision) = decision {
-                    add_headers(&mut refusal, decision.headers());
-                }
-                return refusal;
             }
+            if let Some(decision) = decision {
+                add_headers(&mut response, decision.headers());
+            }
+            return response;
         }
-    } else {
-        request
     };
+    let json_body = request.method() == axum::http::Method::POST && is_json(request.headers());
     request.extensions_mut().insert(caller);
-    let mut response = next.run(request).await;
+    let mut response = as_jsonrpc_error(next.run(request).await, json_body);
     if let Some(decision) = decision {
         add_headers(&mut response, decision.headers());
     }
     response
+}
+
+/// Where a request to `/mcp…` carries its token.
+enum TokenInPath {
+    /// `/mcp` itself: the token, if any, is in the `Authorization` header.
+    None,
+    /// `/mcp/t/<token>`.
+    Token(String),
+    /// Any other path under `/mcp/`.
+    Other,
+}
+
+/// Reads the request's path as the client sent it (before routing strips `/mcp`).
+fn token_in_path(request: &Request) -> TokenInPath {
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path(), |original| original.0.path());
+    let Some(rest) = path.strip_prefix("/mcp") else { return TokenInPath::None };
+    if rest.is_empty() {
+        return TokenInPath::None;
+    }
+    match rest.strip_prefix("/t/") {
+        // A token is base64url and dots: nothing to percent-decode, and no `/` in it.
+        Some(token) if !token.is_empty() && !token.contains('/') => TokenInPath::Token(token.to_owned()),
+        _ => TokenInPath::Other,
+    }
 }
 
 fn add_headers(response: &mut Response, headers: Vec<(&'static str, String)>) {
@@ -413,31 +500,49 @@ fn add_headers(response: &mut Response, headers: Vec<(&'static str, String)>) {
     }
 }
 
+/// Why [`check_body`] refused a request: the response to send, and the tool when it was one
+/// outside the caller's scope (for the audit).
+struct BodyRefusal {
+    tool: Option<String>,
+    response: Response,
+}
+
 /// Reads the body of a POST (at most `max_body` bytes: `[server] max_request_bytes`, refused
-/// from its `Content-Length` before any byte is read) to find `tools/call` names; answers 403
-/// (with the tool's name) if one is out of scope, 413 past the cap, and a JSON-RPC parse error
-/// (400) for a body that is not JSON.
-async fn check_scope(
+/// from its `Content-Length` before any byte is read), so that no malformed message reaches the
+/// MCP layer and no tool outside the caller's scope is called: 413 past the cap, a JSON-RPC parse
+/// error (400, -32700) for a body that is not JSON, 403 (with the tool's name) for a `tools/call`
+/// out of scope. The bytes read are handed on as the body.
+async fn check_body(
     request: Request,
     caller: &Caller,
     oauth: Option<&OAuth>,
     max_body: usize,
-) -> Result<Request, (String, Response)> {
+) -> Result<Request, BodyRefusal> {
     let scope = &caller.scope;
     if request.method() != axum::http::Method::POST {
         return Ok(request);
     }
-    let too_large = || (String::new(), (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response());
+    let too_large = || BodyRefusal {
+        tool: None,
+        response: jsonrpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            &format!("Invalid Request: the body exceeds {max_body} bytes ([server] max_request_bytes)"),
+        ),
+    };
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > max_body as u64) {
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, max_body).await.map_err(|_| too_large())?;
-    let called = match serde_json::from_slice::<CalledTools>(&bytes) {
-        Ok(called) => called,
-        Err(_) => return Err((String::new(), parse_error())),
-    };
+    let not_json = || BodyRefusal { tool: None, response: jsonrpc_error(StatusCode::BAD_REQUEST, -32700, PARSE_ERROR) };
+    if !scope.is_restricted() {
+        // Syntax only: the MCP layer parses the message itself.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|_| not_json())?;
+        return Ok(Request::from_parts(parts, Body::from(bytes)));
+    }
+    let called = serde_json::from_slice::<CalledTools>(&bytes).map_err(|_| not_json())?;
     if let Some(tool) = called.0.into_iter().find(|name| !scope.allows(name)) {
         // An OAuth client can step up: name the OAuth scopes that grant the tool. Other tokens
         // have no scopes to ask for; their tool patterns say what they may do.
@@ -454,20 +559,50 @@ async fn check_scope(
             body,
         )
             .into_response();
-        return Err((tool, response));
+        return Err(BodyRefusal { tool: Some(tool), response });
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-/// A JSON-RPC parse error (-32700) as HTTP 400.
-fn parse_error() -> Response {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": { "code": -32700, "message": "Parse error: the request body is not JSON" },
+const PARSE_ERROR: &str = "Parse error: the request body is not JSON";
+
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|value| {
+        value.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/json")
     })
-    .to_string();
-    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A JSON-RPC error response with no id (the request's could not be read), as `status`.
+fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The MCP transport's own refusals of a malformed request (plain text, and 415 for a body it
+/// cannot take as a JSON-RPC message) as JSON-RPC errors: a client gets -32600 with what was
+/// wrong, never a parser's message. `json_body`: the request said its body is JSON (and
+/// [`check_body`] found it is), so a 415 means JSON that is not a JSON-RPC message.
+fn as_jsonrpc_error(response: Response, json_body: bool) -> Response {
+    let is_text = |response: &Response| {
+        response.headers().get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
+    };
+    match response.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE if json_body => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: the body is JSON but not a JSON-RPC 2.0 request, notification or response",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            jsonrpc_error(StatusCode::BAD_REQUEST, -32600, "Invalid Request: Content-Type must be application/json")
+        }
+        StatusCode::NOT_ACCEPTABLE if is_text(&response) => jsonrpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            -32600,
+            "Invalid Request: Accept must list both application/json and text/event-stream",
+        ),
+        _ => response,
+    }
 }
 
 /// Visitor methods for JSON numbers, booleans and null, which carry no tool name.

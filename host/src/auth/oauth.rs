@@ -90,6 +90,12 @@ pub struct OAuthConfig {
     /// OAuth scope → the tool patterns it grants.
     #[serde(default)]
     pub scopes: BTreeMap<String, Vec<String>>,
+    /// The claim that carries an idempotency scope (a batch item's `custom_id`, say): a call
+    /// whose token has it as a string and that names no key of its own is keyed by that scope,
+    /// the tool and the arguments, as with `cordon token issue --idempotency-scope`. A token
+    /// whose claim is present but not a valid scope is refused. Default: none.
+    #[serde(default)]
+    pub idempotency_scope_claim: Option<String>,
 }
 
 fn default_cache_s() -> u64 {
@@ -114,6 +120,8 @@ pub struct Verified {
     pub token_id: Option<String>,
     /// The tools its scopes grant.
     pub scope: ToolScope,
+    /// Its `idempotency_scope_claim`, when configured and present.
+    pub idempotency_scope: Option<String>,
 }
 
 /// Why a JWT was refused (logged, never sent: the client gets `invalid_token`).
@@ -249,7 +257,12 @@ impl OAuth {
             .ok_or_else(|| Refusal::Claims(format!("no {:?} claim", self.config.principal_claim)))?
             .to_string();
         let token_id = claims.get("jti").and_then(Value::as_str).map(str::to_string);
-        Ok(Verified { principal, token_id, scope: self.scope_of(&claims) })
+        let idempotency_scope = match self.config.idempotency_scope_claim.as_deref().and_then(|c| claims.get(c)) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(scope)) if super::check_idempotency_scope(scope).is_ok() => Some(scope.clone()),
+            Some(_) => return Err(Refusal::Claims("the idempotency scope claim is not a valid scope".into())),
+        };
+        Ok(Verified { principal, token_id, scope: self.scope_of(&claims), idempotency_scope })
     }
 
     /// The union of the tool patterns of the token's known scopes.

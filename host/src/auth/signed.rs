@@ -43,6 +43,11 @@ pub struct Claims {
     pub exp: u64,
     /// The token's id, for revocation and audit.
     pub jti: String,
+    /// The idempotency scope of its calls (`cordon token issue --idempotency-scope`): a call
+    /// that names no key of its own is keyed by this scope, the tool and the canonical
+    /// arguments. Absent from tokens issued without one (and from every older token).
+    #[serde(default, rename = "idem", skip_serializing_if = "Option::is_none")]
+    pub idempotency_scope: Option<String>,
 }
 
 /// Why a host-signed token was refused.
@@ -103,7 +108,23 @@ impl Signer {
 
     /// Mints a token for `subject`, allowed `tools`, valid for `ttl`. Returns it with its id.
     pub fn issue(&self, subject: &str, tools: &[String], ttl: Duration, now: SystemTime) -> Result<(String, Claims)> {
+        self.issue_scoped(subject, tools, None, ttl, now)
+    }
+
+    /// [`Signer::issue`], with an idempotency scope for the token's calls
+    /// ([`Claims::idempotency_scope`]; checked by [`check_idempotency_scope`]).
+    pub fn issue_scoped(
+        &self,
+        subject: &str,
+        tools: &[String],
+        idempotency_scope: Option<&str>,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<(String, Claims)> {
         super::check_operator_principal(subject).context("the subject")?;
+        if let Some(scope) = idempotency_scope {
+            super::check_idempotency_scope(scope).context("the idempotency scope")?;
+        }
         let iat = unix(now);
         let exp = iat
             .checked_add(ttl.as_secs())
@@ -111,7 +132,14 @@ impl Signer {
             .ok_or_else(|| anyhow::anyhow!("the lifetime is too long: a token must expire before the year 10000"))?;
         let mut id = [0u8; 12];
         getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for the token id: {e}"))?;
-        let claims = Claims { sub: subject.into(), tools: tools.to_vec(), iat, exp, jti: hex::encode(id) };
+        let claims = Claims {
+            sub: subject.into(),
+            tools: tools.to_vec(),
+            iat,
+            exp,
+            jti: hex::encode(id),
+            idempotency_scope: idempotency_scope.map(str::to_owned),
+        };
         let payload = format!("{PREFIX}{}", B64.encode(serde_json::to_vec(&claims)?));
         let signature = B64.encode(self.mac(&payload).finalize().into_bytes());
         Ok((format!("{payload}.{signature}"), claims))

@@ -2,10 +2,14 @@
 //!
 //! **Keys**, first found wins: `params._meta["cordon/idempotency-key"]`; the HTTP
 //! `Idempotency-Key` header; the tool argument whose schema property says
-//! `"x-idempotency-key": true` (so a batch `custom_id` passed by the model works); else, for a
-//! tool that is not read-only, an implicit key — the hash of the canonical arguments — that holds
-//! for `implicit_window_s`. Keys are namespaced by principal, plugin and tool. Read-only tools
-//! are not keyed unless `store_read_only` is set.
+//! `"x-idempotency-key": true` (so a batch `custom_id` passed by the model works); the caller's
+//! token's **idempotency scope** (`cordon token issue --idempotency-scope`, or an OAuth claim),
+//! which keys the call by scope and canonical arguments (`<scope>/<arguments sha256>`) for
+//! `ttl_hours`; else, for a tool that is not read-only, an implicit key — the hash of the
+//! canonical arguments — that holds for `implicit_window_s`. Keys are namespaced by principal,
+//! plugin and tool, and by the scope when the token carries one (so a key the call names itself
+//! never meets the same key of another scope). Read-only tools are not keyed unless
+//! `store_read_only` is set.
 //!
 //! **Semantics**: the claim (`in_progress`, with the arguments' fingerprint) is durable before
 //! the guest runs; the outcome is durable before the reply is sent ([`store`]). A key seen again
@@ -68,6 +72,8 @@ pub enum KeySource {
     Cli,
     /// The tool argument marked `x-idempotency-key`.
     Argument,
+    /// The caller token's idempotency scope, with the arguments.
+    Scope,
     /// Derived from the arguments.
     Implicit,
 }
@@ -80,6 +86,7 @@ impl KeySource {
             Self::Header => "header",
             Self::Cli => "cli",
             Self::Argument => "argument",
+            Self::Scope => "scope",
             Self::Implicit => "implicit",
         }
     }
@@ -173,6 +180,7 @@ impl Idempotency {
         tool: &ToolKeying<'_>,
         arguments: &Value,
         principal: &Principal,
+        scope: Option<&str>,
     ) -> Result<Option<KeyedCall>, ToolError> {
         if tool.read_only && !tool.config.store_read_only {
             return Ok(None);
@@ -187,23 +195,31 @@ impl Idempotency {
             })
             .map(|key| ProvidedKey { key, source: KeySource::Argument });
         let now = SystemTime::now();
+        let named_lifetime = Duration::from_secs(tool.config.ttl_hours * 3600);
         let (key, source, lifetime) = match provided.cloned().or(argument_key) {
-            Some(ProvidedKey { key, source }) => (Some(key), source, Duration::from_secs(tool.config.ttl_hours * 3600)),
+            Some(ProvidedKey { key, source }) => (Some(key), source, named_lifetime),
+            None if scope.is_some() => (None, KeySource::Scope, named_lifetime),
             None if tool.config.implicit_window_s > 0 => {
                 (None, KeySource::Implicit, Duration::from_secs(tool.config.implicit_window_s))
             }
             None => return Ok(None),
         };
         let fingerprint = fingerprint(arguments);
-        // An implicit key is the fingerprint itself.
-        let key = key.unwrap_or_else(|| fingerprint.clone());
+        // A scope's key is the scope with the fingerprint; an implicit key the fingerprint itself.
+        let key = key.unwrap_or_else(|| match scope {
+            Some(scope) => format!("{scope}/{fingerprint}"),
+            None => fingerprint.clone(),
+        });
         if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
             return Err(ToolError::new(
                 ErrorType::InvalidArguments,
                 format!("idempotency key must be 1 to {MAX_KEY_LEN} printable characters"),
             ));
         }
-        let namespace = serde_json::json!([principal.0, tool.plugin, tool.tool]).to_string();
+        let namespace = match scope {
+            None => serde_json::json!([principal.0, tool.plugin, tool.tool]).to_string(),
+            Some(scope) => serde_json::json!([principal.0, tool.plugin, tool.tool, scope]).to_string(),
+        };
         let upstream_base = hex::encode(Sha256::digest(format!("{namespace}\n{key}").as_bytes()));
         Ok(Some(KeyedCall {
             claim: Claim {
@@ -483,7 +499,44 @@ mod tests {
         let tool = ToolKeying { plugin: "p", tool: "p_t", read_only: false, key_argument: None, config: &config };
         let provided = ProvidedKey { key: key.into(), source: KeySource::Meta };
         let arguments = json!({"a": 1});
-        idempotency.key_for(Some(&provided), &tool, &arguments, &Principal::new("alice")).unwrap().unwrap()
+        idempotency.key_for(Some(&provided), &tool, &arguments, &Principal::new("alice"), None).unwrap().unwrap()
+    }
+
+    /// A token's scope keys a call that names no key by scope and arguments, for `ttl_hours`;
+    /// a key the call names wins, inside the scope's own namespace; and no scope leaves keying
+    /// as it was.
+    #[test]
+    fn an_idempotency_scope_keys_calls_that_name_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let idempotency =
+            Idempotency::new(Arc::new(store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()));
+        let config = IdempotencyConfig { implicit_window_s: 0, ..IdempotencyConfig::default() };
+        let tool = ToolKeying { plugin: "p", tool: "p_t", read_only: false, key_argument: None, config: &config };
+        let alice = Principal::new("alice");
+        let key = |provided: Option<&ProvidedKey>, arguments: Value, scope: Option<&str>| {
+            idempotency.key_for(provided, &tool, &arguments, &alice, scope).unwrap()
+        };
+        // With implicit keys off, an unscoped call without a key is not keyed at all.
+        assert!(key(None, json!({"a": 1}), None).is_none());
+        let scoped = key(None, json!({"a": 1}), Some("item-7")).unwrap();
+        assert_eq!(scoped.source, KeySource::Scope);
+        assert_eq!(scoped.key(), format!("item-7/{}", fingerprint(&json!({"a": 1}))));
+        assert!(scoped.claim.expires_ms > store::millis(SystemTime::now() + Duration::from_secs(23 * 3600)));
+        // Same scope, same arguments (whatever their order): the same key and upstream keys.
+        let again = key(None, json!({"a": 1}), Some("item-7")).unwrap();
+        assert_eq!((again.key(), &again.upstream_base), (scoped.key(), &scoped.upstream_base));
+        // Another scope or other arguments: another key.
+        assert_ne!(key(None, json!({"a": 1}), Some("item-8")).unwrap().upstream_base, scoped.upstream_base);
+        assert_ne!(key(None, json!({"a": 2}), Some("item-7")).unwrap().key(), scoped.key());
+        // A named key wins, namespaced by the scope: the same key in two scopes is two keys.
+        let named = ProvidedKey { key: "k1".into(), source: KeySource::Meta };
+        let in_7 = key(Some(&named), json!({"a": 1}), Some("item-7")).unwrap();
+        let in_8 = key(Some(&named), json!({"a": 1}), Some("item-8")).unwrap();
+        let unscoped = key(Some(&named), json!({"a": 1}), None).unwrap();
+        assert_eq!((in_7.key(), in_7.source), ("k1", KeySource::Meta));
+        assert_ne!(in_7.claim.namespace, in_8.claim.namespace);
+        assert_eq!(unscoped.claim.namespace, r#"["alice","p","p_t"]"#, "no scope: the namespace is unchanged");
+        assert_ne!(in_7.upstream_base, unscoped.upstream_base);
     }
 
     async fn run(idempotency: &Arc<Idempotency>, call: &KeyedCall) -> (Box<Ticket>, Claimed) {

@@ -32,10 +32,12 @@ struct ChargeArgs {
     amount_cents: u64,
     /// A unique key for this charge, such as an order id or a batch request's `custom_id`.
     /// Retrying with the same key never charges twice; the same key with other arguments is
-    /// refused.
+    /// refused. Leave it out when the token carries an idempotency scope: the host then keys
+    /// the charge by the scope and the other arguments.
     #[schemars(extend("x-idempotency-key" = true), length(min = 1, max = 255))]
     #[allow(dead_code, reason = "read by the host, which keys the call by it")]
-    idempotency_key: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Serialize, JsonSchema)]

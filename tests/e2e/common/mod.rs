@@ -368,6 +368,16 @@ impl HttpServer {
             .unwrap_or_else(|e| panic!("MCP initialize over HTTP with a token: {e}; stderr:\n{}", self.log.text()))
     }
 
+    /// An rmcp client of `url` (a path of this server), sending no `Authorization` header.
+    pub async fn client_at(&self, url: &str) -> Client {
+        install_crypto_provider();
+        let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).max_concurrent_requests(64);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        guard("MCP initialize over HTTP", ().serve(transport))
+            .await
+            .unwrap_or_else(|e| panic!("MCP initialize at {url}: {e}; stderr:\n{}", self.log.text()))
+    }
+
     /// Connects an rmcp client (with a bearer token, if given); `Err` when `initialize` fails.
     pub async fn try_client(&self, token: Option<&str>) -> Result<Client, rmcp::service::ClientInitializeError> {
         self.try_client_with(token, &[]).await
@@ -726,10 +736,17 @@ impl Env {
     /// `cordon token issue --subject SUBJECT [--tools TOOLS] --ttl TTL` in this environment (same
     /// data dir as its servers), which must succeed: the printed JSON line.
     pub async fn issue_token(&self, subject: &str, tools: Option<&str>, ttl: &str) -> Value {
-        let mut args = vec!["token", "issue", "--subject", subject, "--ttl", ttl];
+        let mut args = vec!["--subject", subject, "--ttl", ttl];
         if let Some(tools) = tools {
             args.extend_from_slice(&["--tools", tools]);
         }
+        self.issue_token_with(&args).await
+    }
+
+    /// `cordon token issue <args>`: its JSON line.
+    pub async fn issue_token_with(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.splice(0..0, ["token", "issue"]);
         let out = self.run(&args).await;
         assert_eq!(out.status.code(), Some(0), "cordon token issue: {}", describe(&out));
         let text = String::from_utf8_lossy(&out.stdout);

@@ -212,6 +212,13 @@ impl Tools for Everything {
             tool("test_input_required_result_multi_round", "Asks two questions, one after the other", NO_ARGUMENTS),
             tool("test_input_required_result_tampered_state", "Asks for a confirmation", NO_ARGUMENTS),
             tool("test_input_required_result_capabilities", "Asks what the client's capabilities allow", NO_ARGUMENTS),
+            // SEP-2243: an argument mirrored in an `Mcp-Param-Region` header, which the
+            // server checks against the body (`http-custom-header-server-validation`).
+            tool(
+                "test_custom_header_region",
+                "Echoes a region that the client also sends as the Mcp-Param-Region header",
+                r#"{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},"query":{"type":"string"}},"required":["region"]}"#,
+            ),
             tool(
                 "json_schema_2020_12_tool",
                 "Tool with JSON Schema 2020-12 features",
@@ -247,6 +254,7 @@ impl Tools for Everything {
         let arguments: Value = serde_json::from_str(&arguments).unwrap_or_else(|_| json!({}));
         match tool.as_str() {
             "test_simple_text" => text("This is a simple text response for testing."),
+            "test_custom_header_region" => text(format!("region={}", string_argument(&arguments, "region")?)),
             "test_image_content" => {
                 host::attach(&image());
                 nothing()
