@@ -21,6 +21,7 @@ pub mod audit_index;
 pub mod postgres;
 pub mod records;
 pub mod revocations;
+pub mod tasks;
 
 use anyhow::{bail, Context, Result};
 use records::RecordStore;

@@ -293,7 +293,7 @@ impl Drop for OwnerLock {
 /// another lock on it cannot be taken. A missing file is a dead owner (it removed its file on
 /// the way out, or a Cordon from before owner locks wrote the record). An owner that is not a
 /// plain id is never taken for dead.
-fn owner_alive(dir: &Path, owner: &str) -> bool {
+pub(crate) fn owner_alive(dir: &Path, owner: &str) -> bool {
     if owner.is_empty() || !owner.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return true;
     }
