@@ -39,6 +39,13 @@ struct SharedRevocations {
 /// How often a replica refreshes its copy of a shared revocation list.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// How old a copy may be before it counts as stale: the store's lease, but never less than three
+/// refreshes, so that one refresh late on a busy host (under a lease as short as `lease_s = 1`)
+/// is not taken for an outage and every signed token refused.
+fn stale_after(lease: Duration) -> Duration {
+    lease.max(REFRESH_EVERY * 3)
+}
+
 impl Revocations {
     /// Opens (creating) the list in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Revocations> {
@@ -118,7 +125,7 @@ impl Revocations {
     }
 
     /// Whether `id` is revoked. A store error, or a shared list not refreshed within the
-    /// store's lease, counts as revoked: fail closed.
+    /// store's lease (at least three refreshes, [`stale_after`]), counts as revoked: fail closed.
     pub fn is_revoked(&self, id: &str) -> bool {
         match &self.backend {
             RevocationBackend::Sqlite(conn) => {
@@ -133,12 +140,12 @@ impl Revocations {
             }
             RevocationBackend::Postgres(shared) => {
                 let age = shared.refreshed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                if age > shared.pg.lease() {
+                if age > stale_after(shared.pg.lease()) {
                     // Once per outage, not once per request (the refresh task logs the recovery).
                     if !shared.stale_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
                         tracing::error!(
                             stale_for = ?age,
-                            "the token revocation list has not been refreshed within the store's lease; \
+                            "the token revocation list has not been refreshed within the store's lease (at least 3 s); \
                              refusing host-signed tokens until it is"
                         );
                     }
@@ -180,5 +187,17 @@ impl SharedRevocations {
         *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.stale_logged.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy is stale after the store's lease, but never before three refreshes were missed.
+    #[test]
+    fn a_copy_is_stale_after_the_lease_but_not_before_three_refreshes() {
+        assert_eq!(stale_after(Duration::from_secs(15)), Duration::from_secs(15));
+        assert_eq!(stale_after(Duration::from_secs(1)), Duration::from_secs(3));
     }
 }
