@@ -241,17 +241,19 @@ fn open_connection(path: &Path) -> Result<Connection> {
     // The first statement that reads the file: a corrupted header fails here, before any write.
     conn.pragma_update(None, "journal_mode", "WAL").with_context(what)?;
     conn.pragma_update(None, "synchronous", "FULL").with_context(what)?;
-    migrate(&conn).with_context(|| format!("cannot migrate the idempotency store {}", path.display()))?;
+    migrate(&conn, MIGRATIONS).with_context(|| format!("cannot migrate the idempotency store {}", path.display()))?;
     Ok(conn)
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
+/// Applies `migrations` not yet run (`PRAGMA user_version` counts them); a file migrated further
+/// by a newer Cordon is refused. Shared by every SQLite store of the data directory.
+pub(crate) fn migrate(conn: &Connection, migrations: &[&str]) -> Result<()> {
     let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let done = usize::try_from(done).unwrap_or(usize::MAX);
-    if done > MIGRATIONS.len() {
+    if done > migrations.len() {
         anyhow::bail!("the store was written by a newer Cordon (schema version {done})");
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+    for (i, sql) in migrations.iter().enumerate().skip(done) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

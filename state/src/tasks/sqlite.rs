@@ -7,7 +7,7 @@
 //! owner's lock can be taken belongs to a process that died.
 
 use super::{Answered, Created, NewTask, Settled, TaskRecord, TaskStatus, TaskStore};
-use crate::records::sqlite::owner_alive;
+use crate::records::sqlite::{migrate, owner_alive};
 use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
@@ -68,7 +68,7 @@ impl SqliteTasks {
         conn.busy_timeout(Duration::from_secs(5)).with_context(what)?;
         conn.pragma_update(None, "journal_mode", "WAL").with_context(what)?;
         conn.pragma_update(None, "synchronous", "FULL").with_context(what)?;
-        migrate(&conn).with_context(|| format!("cannot migrate the task store {}", path.display()))?;
+        migrate(&conn, MIGRATIONS).with_context(|| format!("cannot migrate the task store {}", path.display()))?;
         Ok(SqliteTasks { conn: Arc::new(Mutex::new(conn)), owners: owners.to_path_buf(), owner: owner.to_string() })
     }
 
@@ -85,21 +85,6 @@ impl SqliteTasks {
         .await
         .map_err(|e| anyhow!("the task store's thread failed: {e}"))?
     }
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let done = usize::try_from(done).unwrap_or(usize::MAX);
-    if done > MIGRATIONS.len() {
-        anyhow::bail!("the store was written by a newer Cordon (schema version {done})");
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 fn record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
