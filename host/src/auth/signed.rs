@@ -74,6 +74,11 @@ pub struct Signer {
 
 impl Signer {
     /// Loads the key from `data_dir`, creating it (mode 0600) if there is none.
+    ///
+    /// Several processes may race to create it (a batch job runs `cordon token issue` once per
+    /// item, in parallel, against a fresh data directory). The key is therefore written whole to
+    /// a private temporary file and published with a hard link, which fails if the name exists:
+    /// a reader sees either no key or all 32 bytes of exactly one key, never a half-written file.
     pub fn load_or_create(data_dir: &Path) -> Result<Signer> {
         let path = data_dir.join(KEY_FILE);
         match std::fs::read(&path) {
@@ -87,23 +92,38 @@ impl Signer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for the signing key: {e}"))?;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                match options.open(&path) {
-                    Ok(mut file) => {
-                        file.write_all(&key).with_context(|| format!("cannot write {}", path.display()))?;
-                        file.sync_all()?;
-                        Ok(Signer { key })
-                    }
-                    // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
-                    Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+                let mut suffix = [0u8; 8];
+                getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("no randomness for the signing key: {e}"))?;
+                let staging = data_dir.join(format!(".{KEY_FILE}.{}.tmp", hex::encode(suffix)));
+                let published =
+                    Self::write_staged(&staging, &key).and_then(|()| match std::fs::hard_link(&staging, &path) {
+                        Ok(()) => Ok(true),
+                        // Another process published its key first: use theirs.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+                    });
+                // The staging name is ours alone; it goes whether or not the link was made.
+                let _ = std::fs::remove_file(&staging);
+                if published? {
+                    Ok(Signer { key })
+                } else {
+                    Self::load_or_create(data_dir)
                 }
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// Writes `key` to a new file at `staging` (mode 0600) and makes it durable.
+    fn write_staged(staging: &Path, key: &[u8; 32]) -> Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(staging).with_context(|| format!("cannot create {}", staging.display()))?;
+        file.write_all(key).with_context(|| format!("cannot write {}", staging.display()))?;
+        file.sync_all().with_context(|| format!("cannot write {}", staging.display()))?;
+        Ok(())
     }
 
     /// Mints a token for `subject`, allowed `tools`, valid for `ttl`. Returns it with its id.
@@ -197,6 +217,24 @@ mod tests {
         // A token issued by a clock far behind is already expired by a correct one.
         let (stale, _) = s.issue("bob", &[], Duration::from_secs(60), issued - Duration::from_secs(3600)).unwrap();
         assert_eq!(s.verify(&stale, issued), Err(Invalid::Expired));
+    }
+
+    /// Parallel first issues against a fresh data directory (a batch job minting one token per
+    /// item) all load the same whole key: none reads a file another is still writing.
+    #[test]
+    fn processes_racing_to_create_the_key_all_get_one_whole_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let keys: Vec<[u8; 32]> = std::thread::scope(|scope| {
+                let racers: Vec<_> =
+                    (0..8).map(|_| scope.spawn(|| Signer::load_or_create(dir.path()).map(|s| s.key))).collect();
+                racers.into_iter().map(|r| r.join().unwrap().unwrap()).collect()
+            });
+            assert!(keys.iter().all(|k| *k == keys[0]), "every racer uses the published key");
+            let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, [std::ffi::OsString::from(KEY_FILE)], "no staging file is left behind");
+            assert_eq!(std::fs::read(dir.path().join(KEY_FILE)).unwrap(), keys[0]);
+        }
     }
 
     #[test]
