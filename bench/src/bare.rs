@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use cordon_sandbox::bindings::cordon::plugin::host::LogLevel;
 use cordon_sandbox::bindings::cordon::plugin::{host, types};
 use cordon_sandbox::bindings::exports::cordon::plugin::tools;
-use cordon_sandbox::bindings::{CallContext, CallError, Content, PluginCompletions};
+use cordon_sandbox::bindings::{CallContext, CallError, Content, PluginTasks};
 use std::path::Path;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -93,7 +93,7 @@ impl BareWasm {
         let component = Component::from_file(&engine, plugin)?;
         let mut linker = Linker::<Bare>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        PluginCompletions::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |state| state)?;
+        PluginTasks::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |state| state)?;
         let pre = linker.instantiate_pre(&component)?;
         let indices = tools::GuestIndices::new(&pre)?;
         Ok(BareWasm { engine, pre, indices, fuel })

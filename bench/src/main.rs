@@ -250,6 +250,7 @@ fn echo_request(caller: &Caller, key: Option<String>) -> CallRequest {
         caller: caller.clone(),
         idempotency_key: key.map(|key| ProvidedKey { key, source: KeySource::Meta }),
         link: Default::default(),
+        task_id: None,
     }
 }
 

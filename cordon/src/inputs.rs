@@ -23,7 +23,7 @@
 //! (or on another replica) the client's state no longer opens and it starts the call over. The
 //! state is signed, not encrypted: it holds only answers the client itself gave.
 
-use cordon_core::{AskKind, ClientNeeds};
+use cordon_core::{AskKind, ClientNeeds, PendingAsk};
 use cordon_sandbox::link::{AskCapabilities, InputRound};
 use rmcp::model::{
     ClientCapabilities, InputRequest, InputRequests, InputRequiredResult, InputResponses, ProtocolVersion,
@@ -127,6 +127,11 @@ fn round(
 pub struct StateBinding(Option<Vec<u8>>);
 
 impl StateBinding {
+    /// Whether the reply can carry questions back (the 2026-07-28 wire).
+    pub fn carries_questions(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// The client's side of [`ClientNeeds`] for this request ([`input_required`]).
     pub fn input_required(&self, needs: ClientNeeds) -> Result<InputRequiredResult, McpError> {
         input_required(needs, self.0.as_deref())
@@ -170,6 +175,23 @@ pub fn mcp_capability(kind: AskKind) -> &'static str {
     }
 }
 
+/// A guest's pending questions as the MCP requests that ask them (an `InputRequiredResult`'s or
+/// an `input_required` task's `inputRequests`).
+pub fn input_requests(requests: BTreeMap<String, PendingAsk>) -> Result<InputRequests, McpError> {
+    let mut input_requests = InputRequests::new();
+    for (key, pending) in requests {
+        let request = json!({"method": mcp_method(pending.kind), "params": pending.params});
+        let request: InputRequest = serde_json::from_value(request).map_err(|e| {
+            McpError::internal_error(
+                format!("the plugin asked question {key:?} with params MCP does not allow: {e}"),
+                None,
+            )
+        })?;
+        input_requests.insert(key, request);
+    }
+    Ok(input_requests)
+}
+
 /// The client's side of [`ClientNeeds`]: an `InputRequiredResult` whose `requestState` is bound
 /// to `binding`, or `-32021`. Questions left for the client only arise on the 2026-07-28 wire, so
 /// without a binding they are an internal error rather than a state bound to nothing.
@@ -186,17 +208,7 @@ fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputReq
         McpError::internal_error("a question was left for a client that is asked on its session", None)
     })?;
     let asked: BTreeSet<String> = requests.keys().cloned().collect();
-    let mut input_requests = InputRequests::new();
-    for (key, pending) in requests {
-        let request = json!({"method": mcp_method(pending.kind), "params": pending.params});
-        let request: InputRequest = serde_json::from_value(request).map_err(|e| {
-            McpError::internal_error(
-                format!("the plugin asked question {key:?} with params MCP does not allow: {e}"),
-                None,
-            )
-        })?;
-        input_requests.insert(key, request);
-    }
+    let input_requests = input_requests(requests)?;
     let sealed = codec()?
         .seal_json_with(
             &CarriedState { answers: answered, asked },
@@ -209,7 +221,6 @@ fn input_required(needs: ClientNeeds, binding: Option<&[u8]>) -> Result<InputReq
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cordon_core::PendingAsk;
 
     fn needs(key: &str, answered: &[(&str, Value)]) -> ClientNeeds {
         let mut requests = BTreeMap::new();

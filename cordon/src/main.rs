@@ -287,6 +287,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 false => Some(options.plan(&config, &paths.data, revocations.clone()).map_err(runtime)?),
             };
             let cordon = Cordon::start_with_store(config, paths, store, revocations).await.map_err(runtime)?;
+            // Only a server recovers and upkeeps tasks: a one-shot command would take them over
+            // and exit mid-run.
+            cordon.spawn_task_upkeep();
             let served = match plan {
                 None => cordon::server::serve_stdio(cordon.clone()).await,
                 Some(plan) => cordon::server::serve_http(cordon.clone(), plan).await,
@@ -411,7 +414,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let idempotency_key = idempotency_key.map(|key| ProvidedKey { key, source: KeySource::Cli });
             // No client to cancel or to report to: the link is inert.
             let link = Default::default();
-            let request = CallRequest { tool, arguments: Some(arguments), caller, idempotency_key, link };
+            let request =
+                CallRequest { tool, arguments: Some(arguments), caller, idempotency_key, link, task_id: None };
             let outcome = cordon.call(request).await;
             // The audit line is written by a background thread: let it land before exiting.
             cordon.flush_audit(std::time::Duration::from_secs(5));

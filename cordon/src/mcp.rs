@@ -31,20 +31,27 @@ use crate::inputs;
 use crate::sessions::{Sessions, Subscriptions};
 use cordon_core::ToolError;
 use cordon_core::ToolSuccess;
+use cordon_core::{ErrorType, TaskSupport};
 use cordon_host::app::Cordon;
 use cordon_host::auth::Caller;
 use cordon_host::call::{CallRequest, ProtocolError};
 use cordon_host::idempotency::{KeySource, ProvidedKey, META_KEY};
 use cordon_host::reads::{CompletionRef, OfferError};
 use cordon_host::registry::ToolEntry;
+use cordon_host::tasks::{Started, TaskCall};
 use cordon_sandbox::bindings::cordon::plugin::host::LogLevel;
 use cordon_sandbox::link::{Ask, AskCapabilities, AskError, CallEvent, CallLink, EventSink};
+use cordon_state::tasks::{TaskRecord, TaskStatus as StoredStatus};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientResult, ContentBlock, CustomRequest,
     GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     ResultType, ServerCapabilities, ServerConfig, ServerRequest, SubscribeRequestParams, UnsubscribeRequestParams,
+};
+use rmcp::model::{
+    CancelTaskParams, ClientCapabilities, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Task,
+    TaskPayload, TaskStatus as WireStatus, UpdateTaskParams,
 };
 use rmcp::model::{SubscriptionFilter, Tool, ToolAnnotations};
 use rmcp::service::{RequestContext, SubscriptionContext};
@@ -243,15 +250,17 @@ async fn send_log(
 impl ServerHandler for McpService {
     #[allow(deprecated)] // `enable_logging`: see `LogRank`
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
+        let builder = ServerCapabilities::builder()
             .enable_logging()
             .enable_completions()
             .enable_prompts()
             .enable_resources()
             .enable_tools()
             .enable_tool_list_changed()
-            .enable_resources_subscribe()
-            .build();
+            .enable_resources_subscribe();
+        // The tasks extension, when this host keeps tasks (rmcp then routes `tasks/*` here and
+        // refuses them, `-32021`, for a client that did not declare the extension).
+        let capabilities = if self.cordon.serves_tasks() { builder.enable_tasks() } else { builder }.build();
         let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("cordon", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
@@ -510,6 +519,41 @@ impl ServerHandler for McpService {
             request.input_responses,
             request.request_state.as_deref(),
         )?;
+        // The tasks extension: a tool that may run as a task, for a client that can take one.
+        let declares_tasks = context.client_capabilities().is_some_and(|c| c.supports_tasks());
+        match self.cordon.task_support(&request.name) {
+            Some(TaskSupport::Required) if !declares_tasks => {
+                return Err(McpError::missing_required_client_capability(
+                    ClientCapabilities::builder().enable_tasks().build(),
+                ))
+            }
+            Some(TaskSupport::Optional | TaskSupport::Required) if declares_tasks => {
+                let declared = context.client_capabilities().unwrap_or_default();
+                let capabilities = AskCapabilities {
+                    sample: declared.sampling.is_some(),
+                    elicit: declared.elicitation.is_some(),
+                    roots: declared.roots.is_some(),
+                };
+                let call = CallRequest {
+                    tool: request.name.into_owned(),
+                    arguments: request.arguments,
+                    caller,
+                    idempotency_key,
+                    link: CallLink { cancel: context.ct.clone(), events: None, inputs: round },
+                    task_id: None,
+                };
+                let questions_in_reply = binding.carries_questions();
+                let started = self.cordon.call_or_task(TaskCall { call, questions_in_reply, capabilities }).await;
+                return match started {
+                    Ok(Started::Answered(outcome)) => call_response(&binding, Ok(outcome)),
+                    Ok(Started::Task(record)) => {
+                        Ok(CallToolResponse::Task(CreateTaskResult::new(self.wire_task(&record))))
+                    }
+                    Err(error) => call_response(&binding, Err(error)),
+                };
+            }
+            _ => {}
+        }
         let asks = match (&round, context.peer.peer_info()) {
             (None, Some(info)) => AskCapabilities {
                 sample: info.capabilities.sampling.is_some(),
@@ -533,19 +577,126 @@ impl ServerHandler for McpService {
             caller,
             idempotency_key,
             link: CallLink { cancel: context.ct.clone(), events, inputs: round },
+            task_id: None,
         });
         let outcome = match receiver {
             Some(receiver) => self.forwarding(call, receiver, &context, progress, &tool).await,
             None => call.await,
         };
-        match outcome {
-            Ok(Ok(success)) => Ok(success_result(success).into()),
-            Ok(Err(ToolError { client_needs: Some(needs), .. })) => Ok(binding.input_required(*needs)?.into()),
-            Ok(Err(error)) => Ok(error_result(&error).into()),
-            Err(ProtocolError::UnknownTool(name)) => {
-                Err(McpError::invalid_params(format!("unknown tool: {name}"), None))
+        call_response(&binding, outcome)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let caller = self.caller(&context)?;
+        let view = self.cordon.task(&caller, &request.task_id).await.map_err(task_error)?;
+        let view = view.ok_or_else(|| unknown_task(&request.task_id))?;
+        let task = self.wire_task(&view.record);
+        let payload = match view.record.status {
+            StoredStatus::Working => TaskPayload::Working,
+            StoredStatus::InputRequired => {
+                TaskPayload::InputRequired { input_requests: inputs::input_requests(view.questions)? }
             }
+            StoredStatus::Completed => {
+                let result = match view.result {
+                    Some(Ok(success)) => success_result(success),
+                    Some(Err(error)) => error_result(&error),
+                    None => error_result(&ToolError::new(ErrorType::Internal, "the task's result is missing")),
+                };
+                TaskPayload::Completed { result: json_object(&result)? }
+            }
+            StoredStatus::Failed => {
+                let error = view.error.unwrap_or_else(|| ToolError::new(ErrorType::Internal, "the task failed"));
+                let error = McpError::internal_error(error.message.clone(), Some(error.to_json()));
+                TaskPayload::Failed { error: json_object(&error)? }
+            }
+            StoredStatus::Cancelled => TaskPayload::Cancelled,
+        };
+        Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        let answers = request.input_responses.into_iter().collect();
+        match self.cordon.answer_task(&caller, &request.task_id, answers).await.map_err(task_error)? {
+            true => Ok(()),
+            false => Err(unknown_task(&request.task_id)),
         }
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        match self.cordon.cancel_task(&caller, &request.task_id).await.map_err(task_error)? {
+            true => Ok(()),
+            false => Err(unknown_task(&request.task_id)),
+        }
+    }
+}
+
+/// The reply to a `tools/call` whose call ended: its result, the questions it asks (2026-07-28),
+/// or a JSON-RPC error.
+fn call_response(
+    binding: &inputs::StateBinding,
+    outcome: Result<cordon_core::CallOutcome, ProtocolError>,
+) -> Result<CallToolResponse, McpError> {
+    match outcome {
+        Ok(Ok(success)) => Ok(success_result(success).into()),
+        Ok(Err(ToolError { client_needs: Some(needs), .. })) => Ok(binding.input_required(*needs)?.into()),
+        Ok(Err(error)) => Ok(error_result(&error).into()),
+        Err(ProtocolError::UnknownTool(name)) => Err(McpError::invalid_params(format!("unknown tool: {name}"), None)),
+    }
+}
+
+/// A task the caller cannot see: `-32602`, whether it never existed, expired or is another
+/// principal's (never "forbidden": that would confirm it exists).
+fn unknown_task(task_id: &str) -> McpError {
+    McpError::invalid_params(format!("unknown task: {task_id}"), None)
+}
+
+/// A task operation the store could not do.
+fn task_error(error: ToolError) -> McpError {
+    McpError::internal_error(error.message.clone(), Some(error.to_json()))
+}
+
+/// An MCP value as the JSON object a task payload inlines.
+fn json_object(value: &impl serde::Serialize) -> Result<serde_json::Map<String, Value>, McpError> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(object)) => Ok(object),
+        _ => Err(McpError::internal_error("cannot build the task's payload", None)),
+    }
+}
+
+/// Milliseconds since the epoch as ISO 8601 (UTC, milliseconds).
+fn iso8601(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+impl McpService {
+    /// A stored task's base fields as the extension sends them.
+    fn wire_task(&self, record: &TaskRecord) -> Task {
+        let status = match record.status {
+            StoredStatus::Working => WireStatus::Working,
+            StoredStatus::InputRequired => WireStatus::InputRequired,
+            StoredStatus::Completed => WireStatus::Completed,
+            StoredStatus::Failed => WireStatus::Failed,
+            StoredStatus::Cancelled => WireStatus::Cancelled,
+        };
+        let ttl_ms = u64::try_from(record.task.expires_ms.saturating_sub(record.task.created_ms)).unwrap_or(0).max(1);
+        Task::new(&record.task.task_id, status, iso8601(record.task.created_ms), iso8601(record.updated_ms))
+            .with_ttl_ms(ttl_ms)
+            .with_poll_interval_ms(self.cordon.config().tasks.poll_interval_ms)
     }
 }
 

@@ -95,6 +95,34 @@ pub enum ClientNeeds {
     Capability(AskKind),
 }
 
+/// Whether a tool may run as a task (the MCP tasks extension): answered at once with a handle the
+/// client polls, instead of holding the request open until the tool is done.
+///
+/// A plugin declares it per tool (the `cordon:plugin` `tasks` export); the operator may override
+/// it (`[plugins.NAME.tools.TOOL] tasks`). A tool that declares nothing is `forbidden`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskSupport {
+    /// Always answered in the request.
+    #[default]
+    Forbidden,
+    /// Run as a task when the client can take one and the call outlasts the promotion window.
+    Optional,
+    /// Only for clients that can take a task; others are refused before anything runs.
+    Required,
+}
+
+impl TaskSupport {
+    /// The name in config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forbidden => "forbidden",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+}
+
 /// How a call used its idempotency key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

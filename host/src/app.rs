@@ -57,6 +57,9 @@ pub struct Cordon {
     store: Shared,
     /// The token revocation list, shared across config reloads.
     revocations: Arc<Revocations>,
+    /// The tasks this process runs and the store that keeps them; `None` when tasks are off
+    /// (`[tasks] enabled = false`) or the store keeps none.
+    pub(crate) tasks: Option<Arc<crate::tasks::Tasks>>,
 }
 
 /// What SIGHUP replaces as one unit.
@@ -96,6 +99,10 @@ impl Cordon {
         tracing::info!(store = %store.describe(), "shared state");
         let idempotency = Idempotency::new(store.records()?);
         spawn_cleanup(idempotency.clone());
+        let tasks = match config.tasks.enabled {
+            true => store.tasks(idempotency.store().owner())?.map(crate::tasks::Tasks::new),
+            false => None,
+        };
         let audit = AuditLog::start_with_index(&config.audit, &paths.data, store.audit_index(&config.store))?;
         let rate_limits = Arc::new(RateLimits::new(&config.rate_limits)?.shared_by(store.live_replicas()));
         let sandbox = Sandbox::new(&config.pool)?;
@@ -125,6 +132,7 @@ impl Cordon {
             metrics,
             catalog: watch::Sender::new(Arc::new(catalog)),
             reloading: tokio::sync::Mutex::new(()),
+            tasks,
         }))
     }
 

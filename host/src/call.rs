@@ -50,6 +50,8 @@ pub struct CallRequest {
     pub idempotency_key: Option<ProvidedKey>,
     /// The client's cancellation, and where the guest's progress and log lines go.
     pub link: CallLink,
+    /// The task this call runs for, if it runs as one ([`crate::tasks`]), for its audit line.
+    pub task_id: Option<Arc<str>>,
 }
 
 /// A call the protocol layer must refuse (a JSON-RPC error, not a tool result).
@@ -105,7 +107,7 @@ impl Cordon {
         // 1. authenticate: `request.caller` was established by the transport.
         // 2. resolve, in one snapshot: the call runs on the plugin version it started with.
         let tool = self.catalog().tool(&request.tool).cloned().ok_or(ProtocolError::UnknownTool(request.tool))?;
-        let CallRequest { arguments, caller, idempotency_key, link, .. } = request;
+        let CallRequest { arguments, caller, idempotency_key, link, task_id, .. } = request;
         let call = Arrival { id: uuid::Uuid::new_v4().simple().to_string(), tool: &tool, caller: &caller };
         // ... and authorize: a tool outside the caller's scope is refused before anything runs.
         if !caller.scope.allows(&tool.name) {
@@ -140,6 +142,7 @@ impl Cordon {
         record.arguments_len = trace.arguments_len;
         record.idempotency_key = trace.key;
         record.idempotency = trace.idempotency;
+        record.task_id = task_id.as_deref().map(str::to_string);
         record.fuel_used = trace.fuel_used;
         if let Some(egress) = trace.egress.as_ref().and_then(|e| e.lock().ok()) {
             record.egress(&egress);
@@ -326,7 +329,7 @@ fn serialized_within_cap(tool: &ToolEntry, arguments: &Value) -> Result<String, 
 }
 
 /// How step 4 keys a call to `tool`.
-fn keying(tool: &ToolEntry) -> ToolKeying<'_> {
+pub(crate) fn keying(tool: &ToolEntry) -> ToolKeying<'_> {
     ToolKeying {
         plugin: &tool.plugin.name,
         tool: &tool.name,

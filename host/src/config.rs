@@ -55,6 +55,9 @@ pub struct Config {
     /// Where shared state lives: SQLite in the data directory, or PostgreSQL for replicas.
     #[serde(default)]
     pub store: cordon_state::StoreConfig,
+    /// Long calls as tasks (the MCP tasks extension).
+    #[serde(default)]
+    pub tasks: crate::tasks::TasksConfig,
 }
 
 /// `[reload]`.
@@ -205,6 +208,9 @@ pub struct ToolOverride {
     pub description: Option<String>,
     /// Replaces the title the plugin declares.
     pub title: Option<String>,
+    /// Replaces the task support the plugin declares: `"forbidden"`, `"optional"` or
+    /// `"required"` (see `docs/tasks.md`).
+    pub tasks: Option<cordon_core::TaskSupport>,
 }
 
 fn yes() -> bool {
@@ -268,6 +274,7 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         self.store.check()?;
+        self.tasks.check()?;
         crate::auth::check_operator_principal(&self.server.stdio_principal).context("[server] stdio_principal")?;
         if self.pool.max_instances == 0 {
             bail!("[pool] max_instances must be at least 1");

@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod reads;
 pub mod registry;
 pub mod schema;
+pub mod tasks;
 
 pub use app::{Cordon, Paths};
 pub use config::Config;

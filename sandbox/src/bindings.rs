@@ -1,8 +1,8 @@
 //! Host-side bindings for the `cordon:plugin` worlds, generated from `wit/`.
 //!
-//! One set of bindings for `plugin-completions` (the largest world) serves every plugin: a plugin
-//! must export `tools`, and may export `resources`, `prompts` and `completions` (the sandbox looks
-//! each export up on its own, so a
+//! One set of bindings for `plugin-tasks` (the largest world) serves every plugin: a plugin
+//! must export `tools`, and may export `resources`, `prompts`, `completions` and `tasks` (the
+//! sandbox looks each export up on its own, so a
 //! component built for the plain `plugin` world loads as before). `sample`, `elicit` and `ask`
 //! wait for the MCP client, so they are async imports, and trappable: on the 2026-07-28 wire an
 //! unanswered question ends the run ([`crate::notify`]). The rest of the host interface answers
@@ -13,7 +13,7 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "cordon:plugin/plugin-completions",
+    world: "cordon:plugin/plugin-tasks",
     imports: {
         "cordon:plugin/host.sample": async | trappable,
         "cordon:plugin/host.elicit": async | trappable,

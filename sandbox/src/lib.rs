@@ -35,10 +35,10 @@ pub use state::{content_size, CallGrants};
 
 use crate::link::CallLink;
 use anyhow::{Context as _, Result};
-use bindings::exports::cordon::plugin::{completions, prompts, resources, tools};
+use bindings::exports::cordon::plugin::{completions, prompts, resources, tasks, tools};
 use bindings::{
-    CallContext, Completion, CompletionTarget, Content, PluginCompletions, PromptDescriptor, PromptResult,
-    ResourceContents, ResourceDescriptor, TemplateDescriptor, ToolDescriptor, ToolOutput,
+    CallContext, Completion, CompletionTarget, Content, PluginTasks, PromptDescriptor, PromptResult, ResourceContents,
+    ResourceDescriptor, TemplateDescriptor, ToolDescriptor, ToolOutput,
 };
 use cordon_core::{ErrorType, ToolError};
 use cordon_core::{Limits, PoolConfig};
@@ -149,8 +149,8 @@ impl Prepared {
     }
 }
 
-/// A `cordon:plugin` component's exports: `tools`, and `resources`, `prompts` and `completions`
-/// when it has them.
+/// A `cordon:plugin` component's exports: `tools`, and `resources`, `prompts`, `completions` and
+/// `tasks` when it has them.
 #[derive(Clone)]
 pub struct PluginExports {
     pre: InstancePre<CallState>,
@@ -158,6 +158,7 @@ pub struct PluginExports {
     resources: Option<resources::GuestIndices>,
     prompts: Option<prompts::GuestIndices>,
     completions: Option<completions::GuestIndices>,
+    tasks: Option<tasks::GuestIndices>,
 }
 
 /// What a guest is asked to do in one instance.
@@ -209,6 +210,8 @@ pub struct Description {
     pub templates: Vec<TemplateDescriptor>,
     /// Its prompts (none unless it exports `prompts`).
     pub prompts: Vec<PromptDescriptor>,
+    /// The task support its tools declare, by local name (none unless it exports `tasks`).
+    pub task_support: Vec<(String, cordon_core::TaskSupport)>,
 }
 
 /// What the guest answered.
@@ -264,7 +267,7 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("cannot link wasi:http")?;
-        PluginCompletions::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
+        PluginTasks::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("cannot link the cordon:plugin host interface")?;
         start_epoch_ticker(&engine).context("cannot start the epoch thread")?;
@@ -290,6 +293,7 @@ impl Sandbox {
                     resources: resources::GuestIndices::new(&instance_pre).ok(),
                     prompts: prompts::GuestIndices::new(&instance_pre).ok(),
                     completions: completions::GuestIndices::new(&instance_pre).ok(),
+                    tasks: tasks::GuestIndices::new(&instance_pre).ok(),
                     pre: instance_pre,
                     tools,
                 }),
@@ -433,6 +437,22 @@ async fn invoke(
             }
             if let Some(prompts) = &prompts {
                 description.prompts = prompts.call_list_prompts(&mut *store).await?;
+            }
+            if let Some(indices) = &plugin.tasks {
+                let tasks = indices.load(&mut *store, &instance)?;
+                description.task_support = tasks
+                    .call_supported(&mut *store)
+                    .await?
+                    .into_iter()
+                    .map(|(tool, support)| {
+                        let support = match support {
+                            tasks::TaskSupport::Forbidden => cordon_core::TaskSupport::Forbidden,
+                            tasks::TaskSupport::Optional => cordon_core::TaskSupport::Optional,
+                            tasks::TaskSupport::Required => cordon_core::TaskSupport::Required,
+                        };
+                        (tool, support)
+                    })
+                    .collect();
             }
             GuestReply::Described(description)
         }

@@ -9,6 +9,7 @@
 //! | idempotency records | `idempotency.sqlite3` | `cordon_idempotency`, single flight across replicas by leases (`cordon_replicas`) |
 //! | token revocations | `tokens.sqlite3` | `cordon_revoked_tokens`, seen by every replica within a second |
 //! | rate-limit buckets | in memory (not here) | in memory, each replica allowing its share of the live replicas ([`Shared::live_replicas`]) |
+//! | tasks | `tasks.sqlite3` | not yet: replicas serve no tasks |
 //! | audit log | `audit.jsonl` per host (not here) | `audit.jsonl` per replica, plus the index `cordon_audit` ([`audit_index`]) |
 //!
 //! Each store is a narrow type of its own ([`records::RecordStore`] for idempotency,
@@ -146,6 +147,20 @@ impl Shared {
         match self {
             Shared::Local(dir) => Ok(Arc::new(records::sqlite::SqliteStore::open(&dir.join(records::sqlite::FILE))?)),
             Shared::Postgres(pg) => Ok(Arc::new(records::postgres::PostgresStore::new(pg.clone()))),
+        }
+    }
+
+    /// The durable task records, for tasks run by `owner` (the idempotency store's owner id,
+    /// whose liveness they share). `None` for PostgreSQL until its backend exists: replicas then
+    /// serve no tasks, and task-supporting tools answer in the request.
+    pub fn tasks(&self, owner: &str) -> Result<Option<Arc<dyn tasks::TaskStore>>> {
+        match self {
+            Shared::Local(dir) => Ok(Some(Arc::new(tasks::sqlite::SqliteTasks::open(
+                &dir.join(tasks::sqlite::FILE),
+                &dir.join("owners"),
+                owner,
+            )?))),
+            Shared::Postgres(_) => Ok(None),
         }
     }
 

@@ -107,6 +107,10 @@ pub struct AuditRecord {
     /// `custom_id`): what `cordon audit errors --scope` reconciles by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_scope: Option<String>,
+    /// The task the call ran for (the MCP tasks extension), when it ran as one: every attempt of
+    /// a task, a re-run after a crash included, names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
     /// How the idempotency layer treated the call.
     #[serde(default)]
     pub idempotency: IdempotencyUse,

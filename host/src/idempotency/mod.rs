@@ -79,6 +79,13 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// The source [`KeySource::as_str`] names.
+    pub fn parse(name: &str) -> Option<KeySource> {
+        [Self::Meta, Self::Header, Self::Cli, Self::Argument, Self::Scope, Self::Implicit]
+            .into_iter()
+            .find(|source| source.as_str() == name)
+    }
+
     /// The name stored and logged.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -134,6 +141,11 @@ impl KeyedCall {
     /// The key.
     pub fn key(&self) -> &str {
         &self.claim.key
+    }
+
+    /// The namespace the key lives in (principal, plugin, tool and any scope).
+    pub fn namespace(&self) -> &str {
+        &self.claim.namespace
     }
 
     /// The [`fingerprint`] of the call's arguments.
@@ -455,7 +467,8 @@ enum Stored {
     },
 }
 
-fn encode(outcome: &Result<cordon_core::ToolSuccess, ToolError>) -> String {
+/// An outcome as the stores keep it (idempotency records, task results).
+pub(crate) fn encode(outcome: &Result<cordon_core::ToolSuccess, ToolError>) -> String {
     let stored = match outcome {
         Ok(s) => Stored::Ok { text: s.text.clone(), structured: s.structured.clone(), attached: s.attached.clone() },
         Err(e) => Stored::Error {
@@ -468,7 +481,8 @@ fn encode(outcome: &Result<cordon_core::ToolSuccess, ToolError>) -> String {
     serde_json::to_string(&stored).unwrap_or_default()
 }
 
-fn decode(stored: &str) -> Result<Result<cordon_core::ToolSuccess, ToolError>, ToolError> {
+/// An outcome [`encode`] stored.
+pub(crate) fn decode(stored: &str) -> Result<Result<cordon_core::ToolSuccess, ToolError>, ToolError> {
     match serde_json::from_str::<Stored>(stored) {
         Ok(Stored::Ok { text, structured, attached }) => {
             Ok(Ok(cordon_core::ToolSuccess { text, structured, attached }))

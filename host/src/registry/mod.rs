@@ -93,6 +93,9 @@ pub struct ToolEntry {
     pub read_only: bool,
     /// The argument whose schema property says `"x-idempotency-key": true`.
     pub key_argument: Option<String>,
+    /// Whether it may run as a task: what the plugin declares, unless the operator overrides it
+    /// (`[plugins.NAME.tools.TOOL] tasks`).
+    pub task_support: cordon_core::TaskSupport,
 }
 
 /// What a tool's `tools/list` entry says besides its name: the description and title after the
@@ -428,6 +431,12 @@ async fn load_plugin(
     };
     check_description_size(&description)?;
     let descriptors = description.tools;
+    let task_support = description.task_support;
+    for (local, _) in &task_support {
+        if !descriptors.iter().any(|d| &d.name == local) {
+            tracing::warn!(plugin = %name, tool = %truncated(local), "the plugin declares task support for a tool it does not describe");
+        }
+    }
     let prefix = plugin_config.prefix.as_deref().unwrap_or(&name);
     let offers =
         offers::publish(&name, prefix, description.resources, description.templates, description.prompts, loaded)?;
@@ -449,7 +458,7 @@ async fn load_plugin(
         prepared,
         offers,
     });
-    let tools = publish_tools(&plugin, descriptors, &plugin_config, loaded)?;
+    let tools = publish_tools(&plugin, descriptors, &task_support, &plugin_config, loaded)?;
     if config.lint.mode != lint::LintMode::Off {
         let findings = lint(&tools, &config.lint);
         for f in findings.iter().filter(|_| cx.lint_refuses) {
@@ -477,6 +486,7 @@ fn check_description_size(description: &Description) -> Result<()> {
         ("resources", description.resources.len()),
         ("resource templates", description.templates.len()),
         ("prompts", description.prompts.len()),
+        ("task supports", description.task_support.len()),
     ];
     for (what, count) in counts {
         if count > MAX_DESCRIBED_ITEMS {
@@ -507,6 +517,7 @@ fn check_description_size(description: &Description) -> Result<()> {
         total += p.name.len() + opt(&p.title) + opt(&p.description);
         total += p.arguments.iter().map(|a| a.name.len() + opt(&a.description)).sum::<usize>();
     }
+    total += description.task_support.iter().map(|(tool, _)| tool.len()).sum::<usize>();
     if total > MAX_DESCRIPTION_BYTES {
         bail!("the plugin's description is {total} bytes; a plugin may describe at most {MAX_DESCRIPTION_BYTES}");
     }
@@ -526,6 +537,7 @@ fn truncated(name: &str) -> &str {
 fn publish_tools(
     plugin: &Arc<LoadedPlugin>,
     descriptors: Vec<ToolDescriptor>,
+    task_support: &[(String, cordon_core::TaskSupport)],
     plugin_config: &crate::config::PluginConfig,
     loaded: &Catalog,
 ) -> Result<Vec<Arc<ToolEntry>>> {
@@ -537,6 +549,7 @@ fn publish_tools(
     let mut seen = std::collections::HashSet::new();
     for mut d in descriptors {
         let name = published_name(prefix, &d.name)?;
+        let mut tasks = task_support.iter().find(|(tool, _)| *tool == d.name).map(|(_, s)| *s).unwrap_or_default();
         if !seen.insert(name.clone()) {
             bail!("the plugin describes the tool {:?} twice", d.name);
         }
@@ -550,6 +563,9 @@ fn publish_tools(
             }
             if let Some(title) = &over.title {
                 d.title = Some(title.clone());
+            }
+            if let Some(support) = over.tasks {
+                tasks = support;
             }
         }
         if let Some(other) = loaded.tool(&name) {
@@ -585,6 +601,7 @@ fn publish_tools(
             listing,
             read_only,
             key_argument,
+            task_support: tasks,
         }));
     }
     if tools.is_empty() && plugin.offers.is_empty() {

@@ -1,6 +1,7 @@
 //! Durable tasks (the MCP tasks extension): what a store of task records must do
 //! ([`TaskStore`]), whichever backend keeps them — SQLite for one host ([`sqlite`]), PostgreSQL for
-//! replicas (to come, beside the idempotency records).
+//! replicas (to come, beside the idempotency records; until then a PostgreSQL store serves no
+//! tasks, see [`crate::Shared::tasks`]).
 //!
 //! The contract, held by every backend:
 //!
@@ -87,8 +88,15 @@ pub struct NewTask {
     /// The call's idempotency namespace and key, when it is keyed: a second task-augmented call
     /// with the same live key answers this task.
     pub key: Option<(String, String)>,
+    /// The key the client itself sent (`_meta`, a header), with where it came from, so a re-run
+    /// derives the same idempotency key; `None` when the key comes from the arguments or a
+    /// token's scope (derived again from those) or there is none.
+    pub provided_key: Option<(String, String)>,
     /// What the client declared it can be asked (JSON), for the answers of a re-run.
     pub capabilities: String,
+    /// Answers the client gave before the task existed (in the request that created it), which
+    /// every attempt needs again.
+    pub answers: BTreeMap<String, Value>,
     /// The owner (process or replica) that runs it.
     pub owner: String,
     /// Created, ms since the epoch.

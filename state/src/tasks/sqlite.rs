@@ -42,7 +42,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tasks (
         cancel_requested  INTEGER NOT NULL,
         created_ms        INTEGER NOT NULL,
         updated_ms        INTEGER NOT NULL,
-        expires_ms        INTEGER NOT NULL
+        expires_ms        INTEGER NOT NULL,
+        provided_key_source TEXT,
+        provided_key      TEXT
     );
     CREATE INDEX tasks_key ON tasks (key_namespace, key) WHERE key IS NOT NULL;
     CREATE INDEX tasks_expiry ON tasks (expires_ms);
@@ -50,7 +52,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tasks (
 
 const COLUMNS: &str = "task_id, principal, token_id, idempotency_scope, plugin, tool, arguments, key_namespace, key, \
      capabilities, owner, status, result, error, input_requests, answers, attempts, cancel_requested, created_ms, \
-     updated_ms, expires_ms";
+     updated_ms, expires_ms, provided_key_source, provided_key";
 
 /// The SQLite task store.
 pub struct SqliteTasks {
@@ -108,9 +110,14 @@ fn record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
             arguments: row.get(6)?,
             key,
             capabilities: row.get(9)?,
+            answers: BTreeMap::new(),
             owner: row.get(10)?,
             created_ms: row.get(18)?,
             expires_ms: row.get(20)?,
+            provided_key: match (row.get::<_, Option<String>>(21)?, row.get::<_, Option<String>>(22)?) {
+                (Some(source), Some(key)) => Some((source, key)),
+                _ => None,
+            },
         },
         status: TaskStatus::parse(&status).ok_or_else(|| bad(11, "an unknown task status"))?,
         result: row.get(12)?,
@@ -162,8 +169,9 @@ impl TaskStore for SqliteTasks {
                 }
             }
             let (namespace, key) = task.key.clone().unzip();
+            let (provided_source, provided_key) = task.provided_key.clone().unzip();
             tx.execute(
-                &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'working', NULL, NULL, NULL, '{{}}', 1, 0, ?12, ?12, ?13)"),
+                &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'working', NULL, NULL, NULL, ?16, 1, 0, ?12, ?12, ?13, ?14, ?15)"),
                 params![
                     task.task_id,
                     task.principal,
@@ -177,7 +185,10 @@ impl TaskStore for SqliteTasks {
                     task.capabilities,
                     task.owner,
                     task.created_ms,
-                    task.expires_ms
+                    task.expires_ms,
+                    provided_source,
+                    provided_key,
+                    serde_json::to_string(&task.answers)?
                 ],
             )?;
             tx.commit()?;
@@ -350,7 +361,9 @@ mod tests {
             tool: "p_slow".into(),
             arguments: r#"{"seconds":1}"#.into(),
             key: key.map(|k| ("[\"alice\",\"p\",\"p_slow\"]".to_string(), k.to_string())),
+            provided_key: None,
             capabilities: "{}".into(),
+            answers: BTreeMap::new(),
             owner: owner.into(),
             created_ms: 1_000,
             expires_ms: 100_000,

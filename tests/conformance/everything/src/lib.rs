@@ -4,7 +4,7 @@
 
 wit_bindgen::generate!({
     path: "../../../wit",
-    world: "cordon:plugin/plugin-completions",
+    world: "cordon:plugin/plugin-tasks",
 });
 
 use base64::Engine as _;
@@ -17,6 +17,7 @@ use exports::cordon::plugin::prompts::{
     Guest as Prompts, PromptArgument, PromptDescriptor, PromptMessage, PromptResult, Role,
 };
 use exports::cordon::plugin::resources::{Guest as Resources, ResourceDescriptor, TemplateDescriptor};
+use exports::cordon::plugin::tasks::{Guest as Tasks, TaskSupport};
 use exports::cordon::plugin::tools::Guest as Tools;
 use serde_json::{json, Value};
 
@@ -219,6 +220,27 @@ impl Tools for Everything {
                 "Echoes a region that the client also sends as the Mcp-Param-Region header",
                 r#"{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},"query":{"type":"string"}},"required":["region"]}"#,
             ),
+            // The tasks extension's fixtures (SEP-2663 scenarios `tasks-*`); their task support
+            // is declared by `Tasks::supported` below.
+            tool(
+                "greet",
+                "Greets by name, in the request",
+                r#"{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}"#,
+            ),
+            tool(
+                "slow_compute",
+                "Sleeps for the given seconds, then answers",
+                r#"{"type":"object","properties":{"seconds":{"type":"number","minimum":0,"maximum":120},"label":{"type":"string"}},"required":["seconds"]}"#,
+            ),
+            tool("failing_job", "Fails with a tool error after about a second", NO_ARGUMENTS),
+            tool("protocol_error_job", "Crashes after about a second", NO_ARGUMENTS),
+            tool(
+                "confirm_delete",
+                "Asks for a confirmation before deleting a file",
+                r#"{"type":"object","properties":{"filename":{"type":"string"}},"required":["filename"]}"#,
+            ),
+            tool("multi_input", "Asks two questions at once", NO_ARGUMENTS),
+            tool("test_tool_with_task", "Asks the user's name, then works on it as a task", NO_ARGUMENTS),
             tool(
                 "json_schema_2020_12_tool",
                 "Tool with JSON Schema 2020-12 features",
@@ -459,8 +481,71 @@ impl Tools for Everything {
                     .collect();
                 text(parts.join("; "))
             }
+            "greet" => text(format!("Hello, {}!", string_argument(&arguments, "name")?)),
+            "slow_compute" => {
+                let seconds = arguments.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
+                sleep(seconds);
+                let label = arguments.get("label").and_then(Value::as_str).unwrap_or("");
+                text(format!("computed {label} in {seconds}s"))
+            }
+            "failing_job" => {
+                sleep(1.0);
+                Err(error("job_failed", "the job failed, as this fixture always does"))
+            }
+            "protocol_error_job" => {
+                sleep(1.0);
+                panic!("protocol_error_job crashes by design")
+            }
+            "confirm_delete" => {
+                // Past the host's promotion window first, so the question is asked in a task.
+                sleep(0.6);
+                let filename = string_argument(&arguments, "filename")?;
+                let answer = ask_one(
+                    "confirm",
+                    "elicitation/create",
+                    form(&format!("Delete {filename}?"), "confirm", "boolean"),
+                )?;
+                text(format!("delete {filename}: confirm={}", field(&answer, "confirm")))
+            }
+            "multi_input" => {
+                sleep(0.6);
+                let mut answers = ask(&[
+                    ("first", "elicitation/create", form("First name?", "name", "string")),
+                    ("second", "elicitation/create", form("Second name?", "name", "string")),
+                ])
+                .into_iter();
+                let mut next = || answers.next().unwrap_or_else(|| Err(error("client_error", "no answer")));
+                let (first, second) = (next()?, next()?);
+                text(format!("first={}, second={}", field(&first, "name"), field(&second, "name")))
+            }
+            "test_tool_with_task" => {
+                // Asked at once (an MRTR round in the request), then long enough to be a task.
+                let answer = ask_one("user_name", "elicitation/create", form("What is your name?", "name", "string"))?;
+                sleep(1.0);
+                text(format!("Hello, {}! Your task is done.", field(&answer, "name")))
+            }
             other => Err(error("unknown_tool", format!("no tool named {other}"))),
         }
+    }
+}
+
+fn sleep(seconds: f64) {
+    std::thread::sleep(std::time::Duration::from_secs_f64(seconds.clamp(0.0, 120.0)));
+}
+
+impl Tasks for Everything {
+    fn supported() -> Vec<(String, TaskSupport)> {
+        [
+            ("slow_compute", TaskSupport::Optional),
+            ("failing_job", TaskSupport::Required),
+            ("protocol_error_job", TaskSupport::Optional),
+            ("confirm_delete", TaskSupport::Optional),
+            ("multi_input", TaskSupport::Optional),
+            ("test_tool_with_task", TaskSupport::Required),
+        ]
+        .into_iter()
+        .map(|(tool, support)| (tool.to_string(), support))
+        .collect()
     }
 }
 
