@@ -141,8 +141,8 @@ run: plugins
 test: plugins conformance-plugins build postgres $(PYVENV)/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON) plugins/python-sdk/test_cordon.py
 	$(CARGO) test --workspace
-	# The idempotency suite again, against PostgreSQL instead of SQLite (tests/e2e/common/postgres.rs).
-	CORDON_E2E_STORE=postgres $(CARGO) test -p cordon-e2e --test idempotency
+	# The idempotency and task suites again, against PostgreSQL instead of SQLite (tests/e2e/common/postgres.rs).
+	CORDON_E2E_STORE=postgres $(CARGO) test -p cordon-e2e --test idempotency --test tasks
 	$(PYVENV)/bin/python tests/python/official_client.py target/debug/cordon plugins/dist
 	@$(MAKE) --no-print-directory conformance
 	# The benchmark harness runs end to end with tiny counts (it measures nothing here).

@@ -9,7 +9,7 @@
 //! | idempotency records | `idempotency.sqlite3` | `cordon_idempotency`, single flight across replicas by leases (`cordon_replicas`) |
 //! | token revocations | `tokens.sqlite3` | `cordon_revoked_tokens`, seen by every replica within a second |
 //! | rate-limit buckets | in memory (not here) | in memory, each replica allowing its share of the live replicas ([`Shared::live_replicas`]) |
-//! | tasks | `tasks.sqlite3` | not yet: replicas serve no tasks |
+//! | tasks | `tasks.sqlite3` | `cordon_tasks`, read and cancelled from any replica, taken over when its owner's lease lapses |
 //! | audit log | `audit.jsonl` per host (not here) | `audit.jsonl` per replica, plus the index `cordon_audit` ([`audit_index`]) |
 //!
 //! Each store is a narrow type of its own ([`records::RecordStore`] for idempotency,
@@ -151,8 +151,7 @@ impl Shared {
     }
 
     /// The durable task records, for tasks run by `owner` (the idempotency store's owner id,
-    /// whose liveness they share). `None` for PostgreSQL until its backend exists: replicas then
-    /// serve no tasks, and task-supporting tools answer in the request.
+    /// whose liveness they share: an owner lock on SQLite, the replica's heartbeat on PostgreSQL).
     pub fn tasks(&self, owner: &str) -> Result<Option<Arc<dyn tasks::TaskStore>>> {
         match self {
             Shared::Local(dir) => Ok(Some(Arc::new(tasks::sqlite::SqliteTasks::open(
@@ -160,7 +159,7 @@ impl Shared {
                 &dir.join("owners"),
                 owner,
             )?))),
-            Shared::Postgres(_) => Ok(None),
+            Shared::Postgres(pg) => Ok(Some(Arc::new(tasks::postgres::PostgresTasks::new(pg.clone())))),
         }
     }
 

@@ -81,6 +81,38 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE cordon_revoked_tokens ADD COLUMN xact xid8 NOT NULL DEFAULT pg_current_xact_id();
     CREATE INDEX cordon_revoked_tokens_xact ON cordon_revoked_tokens (xact);
 ",
+    // Durable tasks (the MCP tasks extension): `tasks::postgres`.
+    "
+    CREATE TABLE cordon_tasks (
+        task_id             TEXT PRIMARY KEY,
+        principal           TEXT NOT NULL,
+        token_id            TEXT,
+        idempotency_scope   TEXT,
+        plugin              TEXT NOT NULL,
+        tool                TEXT NOT NULL,
+        arguments           TEXT NOT NULL,
+        key_namespace       TEXT,
+        key                 TEXT,
+        capabilities        TEXT NOT NULL,
+        owner               TEXT NOT NULL,
+        status              TEXT NOT NULL
+            CHECK (status IN ('working', 'input_required', 'completed', 'failed', 'cancelled')),
+        result              TEXT,
+        error               TEXT,
+        input_requests      TEXT,
+        answers             TEXT NOT NULL,
+        attempts            INTEGER NOT NULL,
+        cancel_requested    BOOLEAN NOT NULL,
+        created_ms          BIGINT NOT NULL,
+        updated_ms          BIGINT NOT NULL,
+        expires_ms          BIGINT NOT NULL,
+        provided_key_source TEXT,
+        provided_key        TEXT
+    );
+    CREATE INDEX cordon_tasks_key ON cordon_tasks (key_namespace, key) WHERE key IS NOT NULL;
+    CREATE INDEX cordon_tasks_expiry ON cordon_tasks (expires_ms);
+    CREATE INDEX cordon_tasks_owner ON cordon_tasks (owner, status);
+",
 ];
 
 /// A connected, migrated database, and this replica's place in it.

@@ -3,6 +3,10 @@
 //! outlives the request and the process, only its principal sees it, `tasks/cancel` stops the
 //! guest, and a task cut off by kill -9 is run once more with the same upstream key.
 //!
+//! The suite runs against both stores, like the idempotency suite: SQLite by default, a
+//! PostgreSQL server of each test's own with `CORDON_E2E_STORE=postgres` (`make test` runs both;
+//! the last test always uses PostgreSQL, with two replicas).
+//!
 //! The fixture is the conformance plugin (`tests/conformance/everything`: `slow_compute`,
 //! `failing_job`, `confirm_delete`, `greet`), and `payments.wasm` for the recovery test, whose
 //! charge is made task-supporting by the operator's override.
@@ -19,7 +23,7 @@ const TASKS: &str = "io.modelcontextprotocol/tasks";
 fn everything(extra_config: &str) -> Env {
     let path = workspace().join("tests/conformance/dist/everything.wasm");
     assert!(path.exists(), "{} is missing: run `make conformance-plugins`", path.display());
-    Env::new().plugin(&path, "everything.wasm").config(&format!(
+    Env::new().plugin(&path, "everything.wasm").config_with_test_store(&format!(
         "{}[plugins.everything]\nprefix = \"\"\n\n[plugins.everything.limits]\ntimeout_ms = 90000\n\n{extra_config}",
         tokens(&["alice", "bob"])
     ))
@@ -230,7 +234,7 @@ async fn cancel_stops_the_guest_and_answers_resume_a_waiting_task() {
 #[tokio::test]
 async fn a_task_cut_off_by_kill_9_is_recovered_once_with_the_same_upstream_key() {
     let api = PaymentsApi::start().await;
-    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config(&format!(
+    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
         "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
          [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n\n\
          [plugins.payments.tools.charge]\ntasks = \"optional\"\n",
@@ -265,4 +269,60 @@ async fn a_task_cut_off_by_kill_9_is_recovered_once_with_the_same_upstream_key()
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(api.requests().len(), 2, "no further attempt");
     server.stop().await;
+}
+
+/// Two replicas on one PostgreSQL: a task created on one is read on the other; when its replica
+/// is killed mid-charge, the other takes it over once the dead replica's lease lapses and runs
+/// it once more with the same upstream key (one charge). A task running on one replica is
+/// cancelled through the other.
+#[tokio::test]
+async fn a_task_is_read_and_cancelled_on_another_replica_and_recovered_there_when_its_replica_dies() {
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    let config = format!(
+        "{PATIENT}\n[store]\nurl = \"{url}\"\nlease_s = 2\n\n\
+         [plugins.payments.config]\nbase_url = \"{base}\"\n\n\
+         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n\n\
+         [plugins.payments.tools.charge]\ntasks = \"optional\"\n",
+        base = api.base
+    );
+    let envs: Vec<Env> =
+        (0..2).map(|_| Env::new().plugin(&example_wasm("payments"), "payments.wasm").config(&config)).collect();
+    api.set_delay(HANG_GUARD);
+    let first = envs[0].spawn_http(&[]).await;
+    let second = envs[1].spawn_http(&[]).await;
+    let arguments = json!({"account": "acct_replica", "amount_cents": 500, "idempotency_key": "order-replica"});
+    let task_id = created(&call_tool(&first.url, None, "payments_charge", arguments, declaring_tasks()).await);
+    guard("the charge to reach the API", async {
+        while api.requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let elsewhere = get_task(&second.url, None, &task_id).await;
+    assert_eq!(elsewhere["result"]["status"], "working", "read on the other replica: {elsewhere}");
+
+    first.stop().await;
+    api.set_delay(Duration::ZERO);
+    let done = wait_for_status(&second.url, None, &task_id, "completed").await;
+    let effects = api.effects();
+    assert_eq!(effects.len(), 1, "charged once: {effects:?}");
+    assert_eq!(done["result"]["structuredContent"]["charge_id"], effects[0].id.as_str(), "{done}");
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].key, requests[1].key, "the taking replica sent the same upstream key");
+    assert!(second.log.text().contains("recovering a task"), "{}", second.log.text());
+
+    // Cancelled through the replica that does not run it: its owner sees the flag and stops.
+    api.set_delay(HANG_GUARD);
+    let arguments = json!({"account": "acct_cancel", "amount_cents": 700, "idempotency_key": "order-cancel"});
+    let running = created(&call_tool(&second.url, None, "payments_charge", arguments, declaring_tasks()).await);
+    let first = envs[0].spawn_http(&[]).await;
+    let ack = rpc(&first.url, None, "tasks/cancel", json!({"taskId": running}), declaring_tasks()).await;
+    assert_eq!(ack["result"], json!({"resultType": "complete"}), "{ack}");
+    wait_for_status(&second.url, None, &running, "cancelled").await;
+    api.set_delay(Duration::ZERO);
+    first.stop().await;
+    second.stop().await;
 }

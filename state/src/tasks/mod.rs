@@ -1,7 +1,6 @@
 //! Durable tasks (the MCP tasks extension): what a store of task records must do
 //! ([`TaskStore`]), whichever backend keeps them — SQLite for one host ([`sqlite`]), PostgreSQL for
-//! replicas (to come, beside the idempotency records; until then a PostgreSQL store serves no
-//! tasks, see [`crate::Shared::tasks`]).
+//! replicas ([`postgres`], beside the idempotency records).
 //!
 //! The contract, held by every backend:
 //!
@@ -17,6 +16,7 @@
 //! The row keeps what a re-run needs (the arguments, the caller, the answers given so far): a
 //! task whose host died is taken over ([`TaskStore::take_orphans`]) and run again once more.
 
+pub mod postgres;
 pub mod sqlite;
 
 use anyhow::Result;
