@@ -326,3 +326,30 @@ async fn a_task_is_read_and_cancelled_on_another_replica_and_recovered_there_whe
     first.stop().await;
     second.stop().await;
 }
+
+/// A task-augmented call whose idempotency key a live task already holds is answered with that
+/// task, not a second one, and the upstream sees one charge; a call with another key is a task
+/// of its own.
+#[tokio::test]
+async fn a_second_call_with_a_live_tasks_key_answers_that_task() {
+    let api = PaymentsApi::start().await;
+    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
+        "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
+         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n\n\
+         [plugins.payments.tools.charge]\ntasks = \"optional\"\n",
+        base = api.base
+    ));
+    api.set_delay(Duration::from_secs(3));
+    let server = env.spawn_http(&[]).await;
+    let arguments = json!({"account": "acct_dup", "amount_cents": 300, "idempotency_key": "order-dup"});
+    let first = created(&call_tool(&server.url, None, "payments_charge", arguments.clone(), declaring_tasks()).await);
+    let second = created(&call_tool(&server.url, None, "payments_charge", arguments, declaring_tasks()).await);
+    assert_eq!(first, second, "the live task holding the key answers the duplicate");
+    let other = json!({"account": "acct_dup", "amount_cents": 300, "idempotency_key": "order-dup-2"});
+    let third = created(&call_tool(&server.url, None, "payments_charge", other, declaring_tasks()).await);
+    assert_ne!(third, first, "another key is another task");
+    wait_for_status(&server.url, None, &first, "completed").await;
+    wait_for_status(&server.url, None, &third, "completed").await;
+    assert_eq!(api.effects().len(), 2, "one charge per key: {:?}", api.effects());
+    server.stop().await;
+}
