@@ -74,6 +74,7 @@ pub fn inspection(examined: &Examined, config: &Config, plugin_section: Option<V
             "outputSchema": t.listing.output_schema,
             "annotations": t.listing.hints,
             "idempotency": if t.read_only { "read-only: not keyed" } else { "keyed" },
+            "tasks": t.task_support.as_str(),
         })).collect::<Vec<_>>(),
         "lint": examined.findings,
         "granted": {

@@ -25,7 +25,7 @@ pub mod log;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "plugin",
+        world: "plugin-tools-tasks",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "cordon_sdk::bindings",
@@ -310,12 +310,27 @@ fn input_schema_of<A: JsonSchema>() -> Value {
 
 type Handler = Box<dyn Fn(&str, &Context) -> Result<wit::ToolOutput, ToolError>>;
 
+/// Whether a tool may run as a task: the client gets a handle at once and polls it, instead of
+/// holding its request open until the tool is done (the MCP tasks extension; the host decides
+/// per call, and the operator may override it in `cordon.toml`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TaskSupport {
+    /// Always answered in the request (the default).
+    #[default]
+    Forbidden,
+    /// A task when the client can take one and the call runs long.
+    Optional,
+    /// Only for clients that can take a task; others are refused before the tool runs.
+    Required,
+}
+
 /// One tool: a name, a description, a typed handler and optional hints.
 pub struct Tool {
     name: String,
     title: Option<String>,
     description: String,
     annotations: wit::Annotations,
+    task_support: TaskSupport,
     // Function pointers so that listing tools for a `call` does not generate schemas.
     input_schema: fn() -> Value,
     output_schema: fn() -> Option<Value>,
@@ -339,6 +354,7 @@ impl Tool {
             title: None,
             description: description.into(),
             annotations: wit::Annotations { read_only: None, destructive: None, idempotent: None, open_world: None },
+            task_support: TaskSupport::Forbidden,
             input_schema: input_schema_of::<A>,
             output_schema: O::output_schema,
             handler: Box::new(move |arguments, cx| {
@@ -378,6 +394,14 @@ impl Tool {
     /// Declares whether the tool interacts with an open world of external entities.
     pub fn open_world(mut self, open_world: bool) -> Self {
         self.annotations.open_world = Some(open_world);
+        self
+    }
+
+    /// Declares whether the tool may run as a task ([`TaskSupport`]). A long tool a client may
+    /// wait on for minutes should be [`TaskSupport::Optional`]. A task's run that asks the client
+    /// something ends there and runs again from the start once answered, so ask before acting.
+    pub fn task_support(mut self, support: TaskSupport) -> Self {
+        self.task_support = support;
         self
     }
 
@@ -436,10 +460,27 @@ pub mod __private {
     pub use crate::bindings;
 
     use super::*;
+    use bindings::exports::cordon::plugin::tasks::{Guest as Tasks, TaskSupport as WitTaskSupport};
     use bindings::exports::cordon::plugin::tools::Guest;
 
     /// Implements the component's exports for a [`Plugin`].
     pub struct Export<P>(PhantomData<fn() -> P>);
+
+    impl<P: Plugin> Tasks for Export<P> {
+        fn supported() -> Vec<(String, WitTaskSupport)> {
+            P::tools()
+                .into_iter()
+                .filter_map(|tool| {
+                    let support = match tool.task_support {
+                        TaskSupport::Forbidden => return None,
+                        TaskSupport::Optional => WitTaskSupport::Optional,
+                        TaskSupport::Required => WitTaskSupport::Required,
+                    };
+                    Some((tool.name, support))
+                })
+                .collect()
+        }
+    }
 
     impl<P: Plugin> Guest for Export<P> {
         fn describe() -> Vec<wit::ToolDescriptor> {

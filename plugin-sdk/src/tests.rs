@@ -50,10 +50,12 @@ impl Plugin for TestPlugin {
                     json!({ "principal": cx.principal() }),
                     format!("{} ({})", cx.principal(), cx.call_id()),
                 ))
-            }),
+            })
+            .task_support(TaskSupport::Optional),
             Tool::new("fail", "Always fails.", |_: NoArgs, _: &Context| {
                 Err::<Text, _>(ToolError::new("busy", "try later").retryable())
-            }),
+            })
+            .task_support(TaskSupport::Required),
             Tool::new("number", "Returns a bare number.", |_: NoArgs, _: &Context| Ok(42)),
         ]
     }
@@ -130,6 +132,17 @@ fn describe_lists_every_tool_with_its_schemas_and_hints() {
     // structured content.
     assert_eq!(descriptors[1].output_schema, None);
     assert_eq!(descriptors[4].output_schema, None);
+}
+
+#[test]
+fn task_support_is_exported_for_the_tools_that_declare_it() {
+    use crate::bindings::exports::cordon::plugin::tasks::{Guest, TaskSupport as Wit};
+    let supported = crate::__private::Export::<TestPlugin>::supported();
+    let names: Vec<(&str, bool)> =
+        supported.iter().map(|(name, support)| (name.as_str(), matches!(support, Wit::Required))).collect();
+    // Tools that declare nothing are left out: the host takes them for `forbidden`.
+    assert_eq!(names, [("who", false), ("fail", true)]);
+    assert!(matches!(supported[0].1, Wit::Optional));
 }
 
 #[test]

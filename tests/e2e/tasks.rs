@@ -8,8 +8,8 @@
 //! the last test always uses PostgreSQL, with two replicas).
 //!
 //! The fixture is the conformance plugin (`tests/conformance/everything`: `slow_compute`,
-//! `failing_job`, `confirm_delete`, `greet`), and `payments.wasm` for the recovery test, whose
-//! charge is made task-supporting by the operator's override.
+//! `failing_job`, `confirm_delete`, `greet`, declared through its own `tasks` export), and
+//! `payments.wasm` for recovery, whose charge `cordon-sdk` declares `optional`.
 
 mod common;
 
@@ -121,10 +121,23 @@ fn created(reply: &Value) -> String {
 /// tool that requires tasks.
 #[tokio::test]
 async fn a_task_outlives_its_request_and_its_process_and_only_its_principal_sees_it() {
-    let env = everything("");
+    // The operator's override makes the sync-only `greet` require a task.
+    let env = everything("[plugins.everything.tools.greet]\ntasks = \"required\"\n");
+    let listed = env.tools().await;
+    let support = |name: &str| {
+        let tools = listed["tools"].as_array().expect("tools");
+        tools.iter().find(|t| t["name"] == name).map(|t| t["tasks"].clone()).unwrap_or_default()
+    };
+    assert_eq!(
+        [support("slow_compute"), support("failing_job"), support("greet"), support("test_simple_text")],
+        [json!("optional"), json!("required"), json!("required"), json!("forbidden")],
+        "declared by the plugin, overridden by the operator"
+    );
     let server = env.spawn_http_with(&[], &[]).await;
     let url = server.url.clone();
     let alice = Some("alice");
+    let refused = call_tool(&url, alice, "greet", json!({"name": "x"}), json!({})).await;
+    assert_eq!(refused["error"]["code"], -32021, "the override applies: {refused}");
 
     // Declared: a task, readable at once (created durably before the reply).
     let reply = call_tool(&url, alice, "slow_compute", json!({"seconds": 2, "label": "e2e"}), declaring_tasks()).await;
@@ -236,8 +249,7 @@ async fn a_task_cut_off_by_kill_9_is_recovered_once_with_the_same_upstream_key()
     let api = PaymentsApi::start().await;
     let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
         "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
-         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n\n\
-         [plugins.payments.tools.charge]\ntasks = \"optional\"\n",
+         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n",
         base = api.base
     ));
     api.set_delay(HANG_GUARD);
@@ -283,8 +295,7 @@ async fn a_task_is_read_and_cancelled_on_another_replica_and_recovered_there_whe
     let config = format!(
         "{PATIENT}\n[store]\nurl = \"{url}\"\nlease_s = 2\n\n\
          [plugins.payments.config]\nbase_url = \"{base}\"\n\n\
-         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n\n\
-         [plugins.payments.tools.charge]\ntasks = \"optional\"\n",
+         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n",
         base = api.base
     );
     let envs: Vec<Env> =
@@ -335,8 +346,7 @@ async fn a_second_call_with_a_live_tasks_key_answers_that_task() {
     let api = PaymentsApi::start().await;
     let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
         "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
-         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n\n\
-         [plugins.payments.tools.charge]\ntasks = \"optional\"\n",
+         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n",
         base = api.base
     ));
     api.set_delay(Duration::from_secs(3));

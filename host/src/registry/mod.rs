@@ -177,6 +177,7 @@ impl Catalog {
                 "inputSchema": t.listing.input_schema,
                 "outputSchema": t.listing.output_schema,
                 "annotations": t.listing.hints,
+                "tasks": t.task_support.as_str(),
             })).collect::<Vec<_>>(),
             "errors": self.failures.iter().map(|f| json!({"file": f.file, "error": f.reason})).collect::<Vec<_>>(),
         })

@@ -18,7 +18,7 @@
 
 use cordon_sdk::http::Request;
 use cordon_sdk::serde_json::{json, Value};
-use cordon_sdk::{Context, Plugin, Tool, ToolError};
+use cordon_sdk::{Context, Plugin, TaskSupport, Tool, ToolError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +86,9 @@ impl Plugin for Payments {
         )
         .title("Charge an account")
         .destructive()
-        .open_world(true)]
+        .open_world(true)
+        // A slow payments API keeps a client waiting: a client that can take a task gets one.
+        .task_support(TaskSupport::Optional)]
     }
 }
 
