@@ -83,9 +83,9 @@ async fn duplicates_spread_across_replicas_run_once() {
     api.set_delay(Duration::from_millis(500));
     let envs: Vec<Env> = (0..3).map(|_| replica_env(&api, &url, "")).collect();
     let servers = start_all(&envs).await;
-    // Three migrations (records, replicas and revocations; the audit index; revocations by
-    // transaction), applied once.
-    assert_eq!(pg.query("cordon", "SELECT version FROM cordon_schema"), "3");
+    // Four migrations (records, replicas and revocations; the audit index; revocations by
+    // transaction; tasks), applied once.
+    assert_eq!(pg.query("cordon", "SELECT version FROM cordon_schema"), "4");
     assert_eq!(pg.query("cordon", "SELECT count(*) FROM cordon_replicas"), "3");
 
     let request = call_request(1, "payments_charge", charge("acct_spread", 500, "order-spread"));
