@@ -206,3 +206,16 @@ pub trait TaskStore: Send + Sync {
     /// Deletes tasks expired before `now_ms` that are not running; how many.
     async fn purge(&self, now_ms: i64) -> Result<usize>;
 }
+
+/// Keeps the answers to `task`'s pending questions (others are ignored: nothing unasked reaches
+/// the guest) and returns the questions still pending. Every backend's `answer` goes through it.
+pub(crate) fn take_answers(task: &mut TaskRecord, answers: BTreeMap<String, Value>) -> serde_json::Map<String, Value> {
+    let mut pending: serde_json::Map<String, Value> =
+        task.input_requests.as_deref().and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+    for (key, answer) in answers {
+        if pending.remove(&key).is_some() {
+            task.answers.insert(key, answer);
+        }
+    }
+    pending
+}

@@ -84,13 +84,6 @@ async fn visible(
     client.query_opt(&sql, &[&task_id, &principal, &now_ms]).await?.as_ref().map(record).transpose()
 }
 
-fn pending_keys(input_requests: Option<&str>) -> Vec<String> {
-    input_requests
-        .and_then(|text| serde_json::from_str::<serde_json::Map<String, Value>>(text).ok())
-        .map(|map| map.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
 #[async_trait::async_trait]
 impl TaskStore for PostgresTasks {
     fn owner(&self) -> &str {
@@ -229,16 +222,7 @@ impl TaskStore for PostgresTasks {
                 if task.status != TaskStatus::InputRequired {
                     return Ok(Some(Answered::NotWaiting));
                 }
-                let pending = pending_keys(task.input_requests.as_deref());
-                let mut requests: serde_json::Map<String, Value> =
-                    task.input_requests.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
-                for (key, answer) in answers {
-                    // Only a pending question takes an answer: nothing else reaches the guest.
-                    if pending.contains(&key) {
-                        requests.remove(&key);
-                        task.answers.insert(key, answer);
-                    }
-                }
+                let requests = super::take_answers(&mut task, answers);
                 let answers_text = serde_json::to_string(&task.answers)?;
                 let answered = if requests.is_empty() {
                     task.attempts += 1;

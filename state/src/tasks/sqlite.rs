@@ -141,12 +141,6 @@ fn visible(conn: &Connection, task_id: &str, principal: &str, now_ms: i64) -> Re
 }
 
 /// The keys of a pending-questions object.
-fn pending_keys(input_requests: Option<&str>) -> Vec<String> {
-    input_requests
-        .and_then(|text| serde_json::from_str::<serde_json::Map<String, Value>>(text).ok())
-        .map(|map| map.keys().cloned().collect())
-        .unwrap_or_default()
-}
 
 #[async_trait::async_trait]
 impl TaskStore for SqliteTasks {
@@ -262,16 +256,7 @@ impl TaskStore for SqliteTasks {
             if task.status != TaskStatus::InputRequired {
                 return Ok(Some(Answered::NotWaiting));
             }
-            let pending = pending_keys(task.input_requests.as_deref());
-            let mut requests: serde_json::Map<String, Value> =
-                task.input_requests.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
-            for (key, answer) in answers {
-                // Only a pending question takes an answer: nothing else reaches the guest.
-                if pending.contains(&key) {
-                    requests.remove(&key);
-                    task.answers.insert(key, answer);
-                }
-            }
+            let requests = super::take_answers(&mut task, answers);
             let answers_text = serde_json::to_string(&task.answers)?;
             let answered = if requests.is_empty() {
                 task.attempts += 1;
@@ -432,7 +417,9 @@ mod tests {
         let one = BTreeMap::from([("q1".to_string(), json!({"action": "accept"})), ("q9".to_string(), json!(1))]);
         assert_eq!(store.answer("t-1", "alice", one, "me", 3_000).await.unwrap(), Some(Answered::StillWaiting));
         let waiting = store.get("t-1", "alice", 3_000).await.unwrap().unwrap();
-        assert_eq!(pending_keys(waiting.input_requests.as_deref()), ["q2"]);
+        let pending: serde_json::Map<String, Value> =
+            serde_json::from_str(waiting.input_requests.as_deref().unwrap_or("{}")).unwrap();
+        assert_eq!(pending.keys().collect::<Vec<_>>(), ["q2"]);
         assert_eq!(waiting.answers.keys().collect::<Vec<_>>(), ["q1"], "an unasked key is ignored");
         assert_eq!(store.answer("t-1", "mallory", BTreeMap::new(), "me", 3_000).await.unwrap(), None);
         let two = BTreeMap::from([("q2".to_string(), json!({"action": "decline"}))]);
