@@ -29,6 +29,16 @@ fn everything(extra_config: &str) -> Env {
     ))
 }
 
+/// payments.wasm (its charge declared `optional` by `cordon-sdk`) pointed at `api`, on the store
+/// under test.
+fn payments_env(api: &PaymentsApi) -> Env {
+    Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
+        "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
+         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n",
+        base = api.base
+    ))
+}
+
 /// What a client declares: the tasks extension and elicitation, or nothing.
 fn declaring_tasks() -> Value {
     json!({"elicitation": {}, "extensions": {TASKS: {}}})
@@ -247,11 +257,7 @@ async fn cancel_stops_the_guest_and_answers_resume_a_waiting_task() {
 #[tokio::test]
 async fn a_task_cut_off_by_kill_9_is_recovered_once_with_the_same_upstream_key() {
     let api = PaymentsApi::start().await;
-    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
-        "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
-         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n",
-        base = api.base
-    ));
+    let env = payments_env(&api);
     api.set_delay(HANG_GUARD);
     let server = env.spawn_http(&[]).await;
     let arguments = json!({"account": "acct_task", "amount_cents": 1200, "idempotency_key": "order-task"});
@@ -344,11 +350,7 @@ async fn a_task_is_read_and_cancelled_on_another_replica_and_recovered_there_whe
 #[tokio::test]
 async fn a_second_call_with_a_live_tasks_key_answers_that_task() {
     let api = PaymentsApi::start().await;
-    let env = Env::new().plugin(&example_wasm("payments"), "payments.wasm").config_with_test_store(&format!(
-        "{PATIENT}\n[plugins.payments.config]\nbase_url = \"{base}\"\n\n\
-         [[plugins.payments.http.grants]]\nurl = \"{base}{CHARGES}\"\nmethods = [\"POST\"]\n",
-        base = api.base
-    ));
+    let env = payments_env(&api);
     api.set_delay(Duration::from_secs(3));
     let server = env.spawn_http(&[]).await;
     let arguments = json!({"account": "acct_dup", "amount_cents": 300, "idempotency_key": "order-dup"});
