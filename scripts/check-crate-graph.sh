@@ -1,7 +1,7 @@
 #!/bin/sh
 # The arrows between Cordon's crates (ARCHITECTURE.md, "Crates"), checked on what cargo resolves:
 # a dependency that breaks one fails `make lint`, whichever crate pulled it in.
-#   cordon-core     serde and serde_json only (with the crates they are built from)
+#   cordon-core     serde, serde_json and tokio's sync primitives only (with the crates they are built from)
 #   cordon-state    no wasmtime, no MCP or HTTP server
 #   cordon-sandbox  no MCP, no HTTP server framework, no database
 #   cordon-host     no MCP (the protocol is the `cordon` crate's)
@@ -22,11 +22,11 @@ refuse() { # crate, what, matching packages
     fi
 }
 
-core_allowed='cordon-core serde serde_core serde_derive serde_json proc-macro2 quote syn unicode-ident itoa ryu zmij memchr'
+core_allowed='cordon-core serde serde_core serde_derive serde_json proc-macro2 quote syn unicode-ident itoa ryu zmij memchr tokio pin-project-lite'
 extra=$(deps cordon-core | while read -r name; do
     case " $core_allowed " in *" $name "*) ;; *) echo "$name" ;; esac
 done)
-refuse cordon-core "anything but serde" "$extra"
+refuse cordon-core "anything but serde and tokio (sync)" "$extra"
 
 refuse cordon-state "wasmtime or an MCP/HTTP server" \
     "$(deps cordon-state | grep -E '^(wasmtime|cordon-sandbox|cordon-host|rmcp|axum|hyper)' || true)"

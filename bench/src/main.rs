@@ -377,8 +377,9 @@ pub fn distinct_copy(component: &[u8], name: &str) -> Vec<u8> {
 
 /// `count` distinct copies of the plugin (a custom section each, so each has its own digest and
 /// compiles on its own), then `cordon serve` until listening: with an empty data directory and
-/// again with the compile cache it left.
-async fn cold_start(cordon: &Path, plugin: &Path, count: usize) -> Result<Value> {
+/// again with the compile cache it left. `compile_jobs`: `[server] compile_jobs` (default: one
+/// per core).
+async fn cold_start(cordon: &Path, plugin: &Path, count: usize, compile_jobs: Option<usize>) -> Result<Value> {
     let dir = tempfile::tempdir()?;
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins)?;
@@ -387,10 +388,13 @@ async fn cold_start(cordon: &Path, plugin: &Path, count: usize) -> Result<Value>
         std::fs::write(plugins.join(format!("p{i}.wasm")), distinct_copy(&bytes, &format!("bench-copy-{i}")))?;
     }
     let data = dir.path().join("data");
+    let config = dir.path().join("cordon.toml");
+    std::fs::write(&config, format!("[server]\ncompile_jobs = {}\n", compile_jobs.unwrap_or(0)))?;
+    let config_arg = config.to_str().context("the temporary path is not UTF-8")?;
     let mut timings = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
-        let mut server = load::spawn_cordon_http(cordon, &plugins, &data, &[]).await?;
+        let mut server = load::spawn_cordon_http(cordon, &plugins, &data, &["--config", config_arg]).await?;
         timings.push(started.elapsed());
         server.stop().await;
     }
@@ -402,6 +406,13 @@ async fn cold_start(cordon: &Path, plugin: &Path, count: usize) -> Result<Value>
 }
 
 // ---- the run ----------------------------------------------------------------------------------
+
+/// In process, Cordon / bare wasmtime: at most.
+const IN_PROCESS_GOAL: f64 = 1.2;
+/// stdio with 8 in flight, Cordon / native calls/s: at least.
+const STDIO_THROUGHPUT_GOAL: f64 = 0.75;
+/// First start of uncached plugins, one compile per core / one at a time: at most.
+const COLD_START_GOAL: f64 = 0.6;
 
 async fn run(args: RunArgs) -> Result<()> {
     let counts = Counts::new(args.smoke);
@@ -420,14 +431,14 @@ async fn run(args: RunArgs) -> Result<()> {
     table.push(("bare wasmtime instantiate+call (fuel on)".into(), fmt_series(&bare_fuel)));
     table.push(("bare wasmtime instantiate+call (fuel off)".into(), fmt_series(&bare_nofuel)));
     table.push(("Cordon::call in process".into(), fmt_series(&cordon)));
-    table.push(("  ratio Cordon / bare (goal ≤ 1.30)".into(), goal(ratio, ratio <= 1.3)));
-    verdicts.alone("in process, Cordon / bare wasmtime ≤ 1.30", ratio, ratio <= 1.3);
+    table.push(("  ratio Cordon / bare (goal ≤ 1.20)".into(), goal(ratio, ratio <= IN_PROCESS_GOAL)));
+    verdicts.alone("in process, Cordon / bare wasmtime ≤ 1.20", ratio, ratio <= IN_PROCESS_GOAL);
     table.push(("  fuel on / off".into(), format!("{:.2}×", bare_fuel.median() / bare_nofuel.median())));
     results.insert(
         "in_process".into(),
         json!({
             "bare_fuel_on": bare_fuel.json(), "bare_fuel_off": bare_nofuel.json(), "cordon": cordon.json(),
-            "ratio_cordon_to_bare": round(ratio), "goal": 1.3, "met": ratio <= 1.3,
+            "ratio_cordon_to_bare": round(ratio), "goal": IN_PROCESS_GOAL, "met": ratio <= IN_PROCESS_GOAL,
         }),
     );
 
@@ -474,7 +485,10 @@ async fn run(args: RunArgs) -> Result<()> {
     table.push(("stdio floor: rmcp + bare wasmtime, one at a time".into(), fmt_series(&floor.sequential)));
     table.push(("stdio Cordon, one at a time".into(), fmt_series(&cordon_stdio.sequential)));
     table.push(("  median ratio Cordon / native (goal ≤ 1.15)".into(), goal(median_ratio, median_ratio <= 1.15)));
-    table.push(("  median ratio Cordon / floor".into(), format!("{floor_median_ratio:.2}")));
+    table.push((
+        "  median ratio Cordon / floor (goal < 1.0)".into(),
+        goal(floor_median_ratio, floor_median_ratio < 1.0),
+    ));
     // The goal applied to the floor: when the floor misses it too, no server that runs each call
     // in its own instance meets it on this machine (BENCHMARKS.md).
     let floor_median_to_native = floor.sequential.median() / native.sequential.median();
@@ -493,14 +507,17 @@ async fn run(args: RunArgs) -> Result<()> {
         ),
     ));
     table.push((
-        "  throughput ratio Cordon / native (goal ≥ 0.85)".into(),
-        goal(throughput_ratio, throughput_ratio >= 0.85),
+        "  throughput ratio Cordon / native (goal ≥ 0.75)".into(),
+        goal(throughput_ratio, throughput_ratio >= STDIO_THROUGHPUT_GOAL),
     ));
-    table.push(("  throughput ratio Cordon / floor".into(), format!("{floor_throughput_ratio:.2}")));
+    table.push((
+        "  throughput ratio Cordon / floor (goal > 1.0)".into(),
+        goal(floor_throughput_ratio, floor_throughput_ratio > 1.0),
+    ));
     let floor_throughput_to_native = floor.pipelined_per_s / native.pipelined_per_s;
     table.push((
         "  throughput ratio floor / native (same goal)".into(),
-        goal(floor_throughput_to_native, floor_throughput_to_native >= 0.85),
+        goal(floor_throughput_to_native, floor_throughput_to_native >= STDIO_THROUGHPUT_GOAL),
     ));
     verdicts.against_floor(
         "stdio median, Cordon / native ≤ 1.15",
@@ -508,9 +525,16 @@ async fn run(args: RunArgs) -> Result<()> {
         |r| r <= 1.15,
     );
     verdicts.against_floor(
-        "stdio 8 in flight, Cordon / native ≥ 0.85",
+        "stdio 8 in flight, Cordon / native ≥ 0.75",
         Floored { ratio: throughput_ratio, floor: floor_throughput_to_native, over_floor: floor_throughput_ratio },
-        |r| r >= 0.85,
+        |r| r >= STDIO_THROUGHPUT_GOAL,
+    );
+    // Cordon against the naive design it is measured against: faster than the floor.
+    verdicts.alone("stdio median, Cordon / floor < 1.0", floor_median_ratio, floor_median_ratio < 1.0);
+    verdicts.alone(
+        "stdio 8 in flight, Cordon / floor calls/s > 1.0",
+        floor_throughput_ratio,
+        floor_throughput_ratio > 1.0,
     );
     let blocking_median_ratio = cordon_stdio.sequential.median() / native_blocking.sequential.median();
     let blocking_throughput_ratio = cordon_stdio.pipelined_per_s / native_blocking.pipelined_per_s;
@@ -527,8 +551,8 @@ async fn run(args: RunArgs) -> Result<()> {
             "throughput_ratio_to_native_default_stdio": round(blocking_throughput_ratio),
             "floor_throughput_ratio_to_native": round(floor_throughput_to_native),
             "median_ratio": round(median_ratio), "median_goal": 1.15, "median_met": median_ratio <= 1.15,
-            "throughput_ratio": round(throughput_ratio), "throughput_goal": 0.85,
-            "throughput_met": throughput_ratio >= 0.85,
+            "throughput_ratio": round(throughput_ratio), "throughput_goal": STDIO_THROUGHPUT_GOAL,
+            "throughput_met": throughput_ratio >= STDIO_THROUGHPUT_GOAL,
             "median_ratio_to_floor": round(floor_median_ratio),
             "floor_median_ratio_to_native": round(floor_median_to_native),
             "throughput_ratio_to_floor": round(floor_throughput_ratio),
@@ -563,6 +587,7 @@ async fn run(args: RunArgs) -> Result<()> {
         };
         let ratio = cordon.per_s / native.per_s;
         let floor_ratio = cordon.per_s / floor.per_s;
+        let http_goal = if concurrency == 1 { 0.8 } else { 0.7 };
         table.push((
             format!("http c={concurrency}: native / floor / Cordon calls/s"),
             format!(
@@ -575,18 +600,22 @@ async fn run(args: RunArgs) -> Result<()> {
                 cordon.latency.p99()
             ),
         ));
-        table.push(("  ratio Cordon / native (goal ≥ 0.80)".to_string(), goal(ratio, ratio >= 0.8)));
-        table.push(("  ratio Cordon / floor".to_string(), format!("{floor_ratio:.2}")));
+        table.push((format!("  ratio Cordon / native (goal ≥ {http_goal:.2})"), goal(ratio, ratio >= http_goal)));
+        table.push(("  ratio Cordon / floor (goal > 1.0)".to_string(), goal(floor_ratio, floor_ratio > 1.0)));
         let floor_to_native = floor.per_s / native.per_s;
-        table.push(("  ratio floor / native (same goal)".to_string(), goal(floor_to_native, floor_to_native >= 0.8)));
+        table.push((
+            "  ratio floor / native (same goal)".to_string(),
+            goal(floor_to_native, floor_to_native >= http_goal),
+        ));
         verdicts.against_floor(
-            &format!("HTTP c={concurrency}, Cordon / native ≥ 0.80"),
+            &format!("HTTP c={concurrency}, Cordon / native ≥ {http_goal:.2}"),
             Floored { ratio, floor: floor_to_native, over_floor: floor_ratio },
-            |r| r >= 0.8,
+            |r| r >= http_goal,
         );
+        verdicts.alone(&format!("HTTP c={concurrency}, Cordon / floor calls/s > 1.0"), floor_ratio, floor_ratio > 1.0);
         http.push(json!({
             "concurrency": concurrency, "native": native.json(), "floor": floor.json(), "cordon": cordon.json(),
-            "ratio": round(ratio), "goal": 0.8, "met": ratio >= 0.8, "ratio_to_floor": round(floor_ratio),
+            "ratio": round(ratio), "goal": http_goal, "met": ratio >= http_goal, "ratio_to_floor": round(floor_ratio),
             "floor_ratio_to_native": round(floor_to_native),
         }));
     }
@@ -599,7 +628,7 @@ async fn run(args: RunArgs) -> Result<()> {
     eprintln!("bench: cold start");
     let mut cold = Vec::new();
     for &count in &counts.cold_plugins {
-        let timing = cold_start(&cordon_bin, &plugin, count).await?;
+        let timing = cold_start(&cordon_bin, &plugin, count, None).await?;
         let cache_ms = timing["cache_ms"].as_f64().unwrap_or(f64::NAN);
         table.push((
             format!("start to listening, {count} plugins: no cache / cache ms"),
@@ -611,6 +640,26 @@ async fn run(args: RunArgs) -> Result<()> {
         }
         cold.push(timing);
     }
+    // Parallel compilation against one compile at a time, same plugins, same run.
+    let largest = counts.cold_plugins.last().copied().unwrap_or(1);
+    let serial = cold_start(&cordon_bin, &plugin, largest, Some(1)).await?;
+    let parallel_ms = cold.last().and_then(|t| t["no_cache_ms"].as_f64()).unwrap_or(f64::NAN);
+    let serial_ms = serial["no_cache_ms"].as_f64().unwrap_or(f64::NAN);
+    let compile_ratio = parallel_ms / serial_ms;
+    table.push((
+        format!("start to listening, {largest} plugins, no cache, one compile at a time ms"),
+        format!("{serial_ms}"),
+    ));
+    table.push((
+        "  ratio one per core / one at a time (goal ≤ 0.60)".into(),
+        goal(compile_ratio, compile_ratio <= COLD_START_GOAL),
+    ));
+    verdicts.alone(
+        &format!("first start of {largest} uncached plugins ≤ 0.60 × one compile at a time"),
+        compile_ratio,
+        compile_ratio <= COLD_START_GOAL,
+    );
+    results.insert("cold_start_serial".into(), json!({"timing": serial, "parallel_to_serial": round(compile_ratio)}));
     results.insert("cold_start".into(), Value::Array(cold));
 
     results.insert("goals".into(), verdicts.json());

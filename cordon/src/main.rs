@@ -417,6 +417,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let request =
                 CallRequest { tool, arguments: Some(arguments), caller, idempotency_key, link, task_id: None };
             let outcome = cordon.call(request).await;
+            // The guest's output reaches the log in its instance's teardown, after the result.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cordon.teardowns().wait_idle()).await;
             // The audit line is written by a background thread: let it land before exiting.
             cordon.flush_audit(std::time::Duration::from_secs(5));
             if let Shared::Postgres(pg) = cordon.store() {

@@ -23,10 +23,10 @@ use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use cordon_core::Principal;
+use cordon_core::{InFlight, InFlightGuard};
 use cordon_host::app::Cordon;
 use cordon_host::auth::Caller;
 use cordon_host::auth::{self, Authenticator};
-use cordon_host::lifecycle::{InFlight, InFlightGuard};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::ServiceExt;
@@ -96,6 +96,9 @@ async fn drain_with(cordon: &Cordon, bound: Duration, also: Option<&InFlight>, s
         if let Some(also) = also {
             also.wait_idle().await;
         }
+        // The calls' teardowns (their guests' output to the log, their stores dropped) run after
+        // the replies have left.
+        cordon.teardowns().wait_idle().await;
     };
     let finished = tokio::select! {
         finished = tokio::time::timeout(bound, idle) => finished.is_ok(),

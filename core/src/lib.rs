@@ -1,17 +1,19 @@
 //! The types every part of Cordon shares: who calls ([`Principal`]), what a call returns
 //! ([`ToolSuccess`], [`ToolError`] and its wire shape), what it still needs from its client
 //! ([`ClientNeeds`]), the limits the operator sets ([`Limits`]) and how a call used its idempotency
-//! key ([`IdempotencyUse`]).
+//! key ([`IdempotencyUse`]), and the count of work in flight a shutdown waits for ([`InFlight`]).
 //!
-//! They live here, with serde as the only dependency, so that the sandbox, the state stores and
-//! the host can all name them without depending on one another.
+//! They live here, with serde and tokio's sync primitives as the only dependencies, so that the
+//! sandbox, the state stores and the host can all name them without depending on one another.
 
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod in_flight;
 mod limits;
 
 pub use error::{ErrorType, ToolError, Violation};
+pub use in_flight::{InFlight, InFlightGuard};
 pub use limits::{Limits, LimitsOverride, PoolConfig};
 
 use serde_json::Value;

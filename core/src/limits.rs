@@ -13,11 +13,20 @@ pub struct PoolConfig {
     /// Largest linear memory any plugin may be given, MiB; per-plugin `memory_mb` must fit.
     /// Default 512.
     pub max_memory_mb: u64,
+    /// Instances of each plugin made ahead of its calls, after its first call (0: none).
+    /// They count against `max_instances`, and calls evict them when the pool is full.
+    /// Default 2, at most [`PoolConfig::MAX_SPARES_PER_PLUGIN`].
+    pub spares_per_plugin: u32,
+}
+
+impl PoolConfig {
+    /// The largest `spares_per_plugin` accepted.
+    pub const MAX_SPARES_PER_PLUGIN: u32 = 16;
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { max_instances: 256, max_memory_mb: 512 }
+        Self { max_instances: 256, max_memory_mb: 512, spares_per_plugin: 2 }
     }
 }
 

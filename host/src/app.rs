@@ -4,11 +4,11 @@
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::idempotency::Idempotency;
-use crate::lifecycle::InFlight;
 use crate::metrics::{Metrics, Snapshot};
 use crate::ratelimit::RateLimits;
 use crate::registry::{self, Catalog, LoadContext};
 use anyhow::{Context, Result};
+use cordon_core::InFlight;
 use cordon_sandbox::cache::CompileCache;
 use cordon_sandbox::grants::credentials::Credentials;
 use cordon_sandbox::Sandbox;
@@ -209,8 +209,20 @@ impl Cordon {
         };
         // Published once: whoever follows the catalog (the MCP sessions and listen streams) sees
         // the swap and decides what its clients are told.
-        self.catalog.send_replace(Arc::new(catalog));
+        let replaced = self.catalog.send_replace(Arc::new(catalog));
+        // A plugin the new catalog does not keep makes no more spares; calls still in flight on
+        // it finish in instances made on demand.
+        let kept = self.catalog();
+        for gone in replaced.plugins.iter().filter(|p| !kept.plugins.iter().any(|k| Arc::ptr_eq(k, p))) {
+            gone.spares.retire();
+        }
         Ok(report)
+    }
+
+    /// Instance teardowns not finished yet (they run after their calls' replies; a drain waits
+    /// for them).
+    pub fn teardowns(&self) -> &Arc<InFlight> {
+        self.sandbox.book().teardowns()
     }
 
     /// The catalog now being served.
@@ -266,6 +278,7 @@ impl Cordon {
             plugins_refused: catalog.failures.len(),
             tools_served: catalog.tools.len(),
             calls_in_flight: self.in_flight.count(),
+            spare_instances: self.sandbox.book().spares(),
             audit_lines_dropped: self.audit.dropped(),
             audit_index_rows_dropped: self.audit.index_dropped(),
         })

@@ -480,7 +480,9 @@ impl Cordon {
         };
         let label: Arc<str> = format!("{}/{call_id}", plugin.name).into();
         let instance = self.metrics.instance();
-        let run = self.sandbox.run(&plugin.prepared, &plugin.limits, label, grants, link, invocation).await;
+        let guest =
+            cordon_sandbox::Guest { prepared: &plugin.prepared, limits: &plugin.limits, spares: Some(&plugin.spares) };
+        let run = self.sandbox.run(guest, label, grants, link, invocation).await;
         drop(instance);
         Ok(GuestRun { run, egress })
     }

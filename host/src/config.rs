@@ -133,6 +133,9 @@ pub struct ServerConfig {
     /// On SIGTERM or SIGINT, how long calls in flight may still run before they are abandoned
     /// and the process exits, seconds. Default 30.
     pub drain_timeout_s: u64,
+    /// Plugins compiled at once on a compile-cache miss (at start and on reload); 0 is one per
+    /// core. Default 0.
+    pub compile_jobs: usize,
     /// PEM certificate chain for HTTPS (with `tls_key`); reloaded on SIGHUP. Default: plain HTTP.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
@@ -162,6 +165,7 @@ impl Default for ServerConfig {
             max_sessions: 1024,
             stdio_principal: "local".into(),
             drain_timeout_s: 30,
+            compile_jobs: 0,
             tls_cert: None,
             tls_key: None,
         }
@@ -278,6 +282,13 @@ impl Config {
         crate::auth::check_operator_principal(&self.server.stdio_principal).context("[server] stdio_principal")?;
         if self.pool.max_instances == 0 {
             bail!("[pool] max_instances must be at least 1");
+        }
+        if self.pool.spares_per_plugin > PoolConfig::MAX_SPARES_PER_PLUGIN {
+            bail!(
+                "[pool] spares_per_plugin = {} is more than {}",
+                self.pool.spares_per_plugin,
+                PoolConfig::MAX_SPARES_PER_PLUGIN
+            );
         }
         let pool_memory = self.pool.max_memory_mb.saturating_mul(1 << 20) as usize;
         let sections = std::iter::once(("[defaults]".to_string(), self.default_limits()))

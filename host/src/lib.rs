@@ -12,7 +12,6 @@ pub mod call;
 pub mod config;
 pub mod content;
 pub mod idempotency;
-pub mod lifecycle;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reads;

@@ -17,6 +17,7 @@
 //! | `egress_denied_total` | counter | `plugin` |
 //! | `calls_in_flight` | gauge | — |
 //! | `instances_in_use` | gauge | — |
+//! | `spare_instances` | gauge | — |
 //! | `compile_cache_total` | counter | `result` (`hit`, `miss`) |
 //! | `plugins_loaded`, `plugins_refused`, `tools_served` | gauge | — |
 //!
@@ -117,6 +118,8 @@ pub struct Snapshot {
     pub tools_served: usize,
     /// Calls inside `Cordon::call`.
     pub calls_in_flight: usize,
+    /// Instances made ahead of their calls, across plugins.
+    pub spare_instances: usize,
     /// Audit lines lost since start (queue full, file unwritable): the audit log's own count.
     pub audit_lines_dropped: u64,
     /// Audit lines the shared store's index lost since start (the audit index's own count).
@@ -134,6 +137,7 @@ pub struct Metrics {
     offer_fuel: Family<PluginLabels, Counter>,
     idempotency: Family<ResultLabels, Counter>,
     instances_in_use: Gauge,
+    spare_instances: Gauge,
     calls_in_flight: Gauge,
     plugins_loaded: Gauge,
     plugins_refused: Gauge,
@@ -188,6 +192,12 @@ impl Metrics {
         );
         let instances_in_use = Gauge::default();
         registry.register("instances_in_use", "Guest instances running a call now", instances_in_use.clone());
+        let spare_instances = Gauge::default();
+        registry.register(
+            "spare_instances",
+            "Guest instances made ahead of their calls, never run ([pool] spares_per_plugin)",
+            spare_instances.clone(),
+        );
         let calls_in_flight = Gauge::default();
         registry.register(
             "calls_in_flight",
@@ -223,6 +233,7 @@ impl Metrics {
             offer_fuel,
             idempotency,
             instances_in_use,
+            spare_instances,
             calls_in_flight,
             plugins_loaded,
             plugins_refused,
@@ -317,6 +328,7 @@ impl Metrics {
         gauge(&self.plugins_refused, snapshot.plugins_refused);
         gauge(&self.tools_served, snapshot.tools_served);
         gauge(&self.calls_in_flight, snapshot.calls_in_flight);
+        gauge(&self.spare_instances, snapshot.spare_instances);
         let _scrape = self.scrape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // The audit log and its index count their losses themselves; the counters follow them
         // (they only grow).

@@ -28,10 +28,13 @@ pub mod cache;
 pub mod grants;
 pub mod link;
 pub mod plain;
+pub mod spares;
 mod state;
 pub mod wrap;
 
 pub use state::{content_size, CallGrants};
+/// A compiled component, as the compile cache returns it and [`Sandbox::prepare`] links it.
+pub use wasmtime::component::Component;
 
 use crate::link::CallLink;
 use anyhow::{Context as _, Result};
@@ -42,13 +45,14 @@ use bindings::{
 };
 use cordon_core::{ErrorType, ToolError};
 use cordon_core::{Limits, PoolConfig};
-use state::CallState;
+use spares::{Book, Spares};
+use state::{CallBinding, CallState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::component::Instance;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
 };
 
 /// How often the epoch advances; the granularity of timeouts and of yielding to other tasks.
@@ -93,8 +97,13 @@ const HANDLE_LIMIT_EXCEEDED: &str = "store handle limit exceeded";
 fn lift_budget(invocation: &Invocation, limits: &Limits) -> usize {
     match invocation {
         Invocation::Describe => DESCRIBE_LIFT_BYTES,
-        _ => limits.max_output_bytes.saturating_mul(4).saturating_add(LIFT_SLACK_BYTES),
+        _ => lift_budget_for_calls(limits),
     }
+}
+
+/// [`lift_budget`] for everything but `describe`.
+fn lift_budget_for_calls(limits: &Limits) -> usize {
+    limits.max_output_bytes.saturating_mul(4).saturating_add(LIFT_SLACK_BYTES)
 }
 
 /// Extra time the tokio backstop allows beyond the epoch deadline before giving up on a call.
@@ -104,6 +113,21 @@ const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<CallState>,
+    book: Arc<Book>,
+    /// `[pool] spares_per_plugin`, fixed at start like the rest of `[pool]`.
+    spares_per_plugin: usize,
+}
+
+/// What a run instantiates: the plugin's linked component under its limits, and its spares.
+#[derive(Clone, Copy)]
+pub struct Guest<'a> {
+    /// The linked component.
+    pub prepared: &'a Prepared,
+    /// The plugin's limits.
+    pub limits: &'a Limits,
+    /// The plugin's spare instances, made from `prepared` under `limits` and the grants its
+    /// calls get; `None` instantiates every run on demand.
+    pub spares: Option<&'a Arc<Spares>>,
 }
 
 /// A component linked against the host, ready to instantiate many times.
@@ -271,7 +295,17 @@ impl Sandbox {
             .map_err(anyhow::Error::from)
             .context("cannot link the cordon:plugin host interface")?;
         start_epoch_ticker(&engine).context("cannot start the epoch thread")?;
-        Ok(Self { engine, linker })
+        Ok(Self { engine, linker, book: Arc::default(), spares_per_plugin: pool.spares_per_plugin as usize })
+    }
+
+    /// How many spares each plugin keeps (`[pool] spares_per_plugin`).
+    pub fn spares_per_plugin(&self) -> usize {
+        self.spares_per_plugin
+    }
+
+    /// Spares and teardowns across plugins ([`spares`]).
+    pub fn book(&self) -> &Arc<Book> {
+        &self.book
     }
 
     /// The engine, for compiling and deserializing components.
@@ -314,43 +348,44 @@ impl Sandbox {
         }
     }
 
-    /// Runs one invocation in a fresh instance under `limits`, until it ends or `link` is
-    /// cancelled.
+    /// Runs one invocation in a fresh instance of `guest` (a spare when one is ready) under its
+    /// limits, until it ends or `link` is cancelled. The instance's store is torn down after this
+    /// returns, off the caller's path ([`spares`]).
     pub async fn run(
         &self,
-        prepared: &Prepared,
-        limits: &Limits,
+        guest: Guest<'_>,
         label: Arc<str>,
         grants: CallGrants,
         link: CallLink,
         invocation: Invocation,
     ) -> Run {
+        let Guest { prepared, limits, spares } = guest;
         let CallLink { cancel, events, inputs } = link;
         let failed = |reply| Run { reply: Err(reply), fuel_used: 0, cancelled: false, attached: Some(Vec::new()) };
-        let state = match CallState::new(limits, label, grants, events, inputs) {
-            Ok(state) => state,
-            Err(e) => return failed(internal("cannot prepare the call's sandbox", e)),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
         let lift_budget = lift_budget(&invocation, limits);
         let describing = matches!(invocation, Invocation::Describe);
-        store.set_hostcall_fuel(lift_budget);
-        store.set_max_component_handles(limits.max_resources);
-        if let Err(e) = store.set_fuel(limits.fuel) {
-            return failed(internal("cannot set fuel", e.into()));
-        }
-        let deadline = Instant::now() + limits.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // Yield so a guest that never calls out still lets other tasks on this thread run;
-                // tokio's yield_now also lets the worker poll for I/O before resuming the guest.
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+        let binding = CallBinding { label, grants, events, inputs };
+        let spare = spares.filter(|_| !describing).and_then(|spares| spares.take()).and_then(|s| s.into_parts());
+        let (mut store, instance, deadline) = match spare {
+            Some((mut store, instance, made_in)) => {
+                store.data_mut().bind(binding);
+                (store, Some(instance), Instant::now() + limits.timeout.saturating_sub(made_in))
             }
-        });
+            None => {
+                let mut state = match CallState::unbound(limits, &binding.grants.grants, binding.label.clone()) {
+                    Ok(state) => state,
+                    Err(e) => return failed(internal("cannot prepare the call's sandbox", e)),
+                };
+                state.bind(binding);
+                let mut store = Store::new(&self.engine, state);
+                if let Err(e) = spares::limit_store(&mut store, limits, lift_budget) {
+                    return failed(internal("cannot limit the call's store", e));
+                }
+                (store, None, Instant::now() + limits.timeout)
+            }
+        };
+        store.set_hostcall_fuel(lift_budget);
+        spares::set_deadline(&mut store, deadline);
 
         // Cancellation drops the invocation future instead of trapping from the epoch callback.
         // A flag checked there would stop a spinning guest only: the callback never runs while
@@ -358,11 +393,13 @@ impl Sandbox {
         // dropping the future ends both. It is prompt for a spinning guest too, because the
         // epoch callback yields to tokio every tick and this `select!` is polled then. Dropping
         // the future unwinds the guest's fiber; the store (and with it the instance and its
-        // pooled slot) is dropped at the end of this function, and the caller's concurrency
-        // permit when `Cordon::call` moves on. The backstop timeout already ends calls this way.
+        // pooled slot) goes to its teardown at the end of this function, and the caller's
+        // concurrency permit when `Cordon::call` moves on. The backstop timeout already ends
+        // calls this way.
+        let remaining = deadline.saturating_duration_since(Instant::now());
         let invocation = tokio::time::timeout(
-            limits.timeout + BACKSTOP_GRACE,
-            invoke(prepared, &mut store, invocation, limits.max_output_bytes),
+            remaining + BACKSTOP_GRACE,
+            invoke(prepared, &mut store, instance, &self.book, invocation, limits.max_output_bytes),
         );
         let outcome = tokio::select! {
             // Biased so that a call cancelled before it got here never starts the guest.
@@ -372,7 +409,6 @@ impl Sandbox {
         };
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let state = store.data_mut();
-        state.flush_output();
         let attached = state.take_attached();
         let cancelled = outcome.is_none();
         let mut reply = match outcome {
@@ -389,13 +425,17 @@ impl Sandbox {
                 reply = Err(ToolError::needs(needs));
             }
         }
+        spares::tear_down(&self.book, store, spares.filter(|_| !describing));
         Run { reply, fuel_used, cancelled, attached }
     }
 }
 
+/// Runs `invocation` in `instance`, or in one instantiated now when there is none.
 async fn invoke(
     prepared: &Prepared,
     store: &mut Store<CallState>,
+    instance: Option<Instance>,
+    book: &Book,
     invocation: Invocation,
     max_output_bytes: usize,
 ) -> wasmtime::Result<GuestReply> {
@@ -409,7 +449,8 @@ async fn invoke(
                     ..Description::default()
                 }),
                 Invocation::Call { tool, arguments, .. } => {
-                    GuestReply::Output(plain::call(pre, store, tools, &tool, &arguments, max_output_bytes).await?)
+                    let instance = plain::Instantiated { pre, instance, book };
+                    GuestReply::Output(plain::call(instance, store, tools, &tool, &arguments, max_output_bytes).await?)
                 }
                 Invocation::ReadResource { .. } | Invocation::GetPrompt { .. } | Invocation::Complete { .. } => {
                     wasmtime::bail!("a plain component has no resources, prompts or completions")
@@ -417,7 +458,10 @@ async fn invoke(
             });
         }
     };
-    let instance = plugin.pre.instantiate_async(&mut *store).await?;
+    let instance = match instance {
+        Some(instance) => instance,
+        None => spares::instantiate(&plugin.pre, store, book).await?,
+    };
     let resources = match &plugin.resources {
         Some(indices) => Some(indices.load(&mut *store, &instance)?),
         None => None,

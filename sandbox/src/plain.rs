@@ -159,9 +159,17 @@ fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
 }
 
+/// Where a plain call's instance comes from: a spare made ahead of the call, or `pre`
+/// instantiated when the arguments have been converted.
+pub(crate) struct Instantiated<'a> {
+    pub(crate) pre: &'a InstancePre<CallState>,
+    pub(crate) instance: Option<wasmtime::component::Instance>,
+    pub(crate) book: &'a crate::spares::Book,
+}
+
 /// Calls `tool` in a fresh instance with the JSON `arguments`.
-pub async fn call(
-    pre: &InstancePre<CallState>,
+pub(crate) async fn call(
+    source: Instantiated<'_>,
     store: &mut Store<CallState>,
     tools: &[PlainTool],
     name: &str,
@@ -180,7 +188,10 @@ pub async fn call(
             Err(message) => return Ok(Err(invalid_arguments(message))),
         }
     }
-    let instance = pre.instantiate_async(&mut *store).await?;
+    let instance = match source.instance {
+        Some(instance) => instance,
+        None => crate::spares::instantiate(source.pre, store, source.book).await?,
+    };
     let func = match &tool.instance {
         Some(interface) => {
             let scope = instance.get_export_index(&mut *store, None, interface);

@@ -6,27 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// The value of the series `name` with exactly `labels`; 0 when absent (a family shows a series
-/// only once it has been touched).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let (metric, label_text) = match series.split_once('{') {
-            Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            continue;
-        }
-        let have: Vec<&str> = if label_text.is_empty() { Vec::new() } else { label_text.split(',').collect() };
-        if have.len() == want.len() && want.iter().all(|w| have.contains(&w.as_str())) {
-            return value.parse().unwrap_or_else(|e| panic!("bad sample value in {line:?}: {e}"));
-        }
-    }
-    0.0
-}
-
 /// One scrape, which must succeed, as text.
 async fn scrape(server: &HttpServer, headers: &[(&str, &str)]) -> String {
     let response = get(&format!("{}/metrics", server.base), headers).await;

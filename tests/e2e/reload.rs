@@ -51,35 +51,6 @@ impl ListWatcher {
     }
 }
 
-/// Writes `bytes` to `<dir>/<name>` the way deploy tools do: a temporary name, then a rename.
-fn install(dir: &Path, name: &str, bytes: &[u8]) {
-    let temporary = dir.join(format!(".{name}.partial"));
-    std::fs::write(&temporary, bytes).expect("write the new version");
-    std::fs::rename(&temporary, dir.join(name)).expect("rename it into place");
-}
-
-/// `wasm` with a custom section appended: a different file (and digest) with the same code, a
-/// compatible new version of the same plugin.
-fn new_version(wasm: &[u8], label: &str) -> Vec<u8> {
-    let name = b"cordon-test-version";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(label.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0); // custom section id
-    let mut size = payload.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        out.push(if size == 0 { byte } else { byte | 0x80 });
-        if size == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&payload);
-    out
-}
-
 /// The text of a successful call.
 fn text_of(out: &Outcome) -> String {
     assert!(!out.is_error, "expected success, got {}", out.raw);

@@ -24,6 +24,7 @@ use cordon_sandbox::cache::{CacheOutcome, CompileCache};
 use cordon_sandbox::grants::credentials::Credentials;
 use cordon_sandbox::grants::PluginGrants;
 use cordon_sandbox::link::CallLink;
+use cordon_sandbox::spares::Spares;
 use cordon_sandbox::{CallGrants, Description, GuestReply, Invocation, Prepared, Sandbox};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -73,6 +74,9 @@ pub struct LoadedPlugin {
     pub offers: offers::Offers,
     /// Instance slots: at most `limits.max_concurrency` calls run at once.
     pub(crate) slots: Semaphore,
+    /// Instances made ahead of its calls (`[pool] spares_per_plugin`); retired when the plugin
+    /// leaves the catalog.
+    pub spares: Arc<Spares>,
 }
 
 /// One published tool.
@@ -222,7 +226,12 @@ pub async fn load_dir(cx: &LoadContext<'_>, dir: &Path, previous: Option<Previou
         .collect();
     files.sort();
 
-    let mut catalog = Catalog::default();
+    // Compiling is most of a cold start (100 uncached plugins took 17 s one after another): every
+    // file that needs it is compiled first, up to one per core at once, off the async runtime;
+    // then each is described and published in name order, so the catalog (and which of two
+    // plugins claiming one name wins) does not depend on which compile finished first.
+    let compiles = Arc::new(tokio::sync::Semaphore::new(compile_parallelism(config)));
+    let mut planned = Vec::with_capacity(files.len());
     for path in files {
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let before = previous.as_ref().and_then(|p| {
@@ -230,16 +239,37 @@ pub async fn load_dir(cx: &LoadContext<'_>, dir: &Path, previous: Option<Previou
             p.catalog.plugins.iter().find(|plugin| plugin.name == name).map(|plugin| (p, plugin.clone()))
         });
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {file}"));
-        if let (Some((p, old)), Ok(bytes)) = (&before, &bytes) {
-            if p.reuse_unchanged && hex::encode(Sha256::digest(bytes)) == old.digest {
-                if let Err(e) = catalog.keep(p.catalog, old) {
-                    catalog.refuse(file, e);
+        let plan = match bytes {
+            Ok(bytes) => {
+                let digest = hex::encode(Sha256::digest(&bytes));
+                match &before {
+                    Some((p, old)) if p.reuse_unchanged && digest == old.digest => Plan::Keep,
+                    _ => Plan::Load(spawn_compile(cx, &path, bytes, digest, compiles.clone())),
+                }
+            }
+            Err(e) => Plan::Failed(e),
+        };
+        planned.push((path, file, before, plan));
+    }
+
+    let mut catalog = Catalog::default();
+    for (path, file, before, plan) in planned {
+        let compiled = match plan {
+            Plan::Keep => {
+                if let Some((p, old)) = &before {
+                    if let Err(e) = catalog.keep(p.catalog, old) {
+                        catalog.refuse(file, e);
+                    }
                 }
                 continue;
             }
-        }
-        let loaded = match bytes {
-            Ok(bytes) => load_plugin(cx, &path, bytes, &catalog).await,
+            Plan::Failed(e) => Err(e),
+            Plan::Load(compiling) => {
+                compiling.await.map_err(|e| anyhow!("compilation task failed: {e}")).and_then(|compiled| compiled)
+            }
+        };
+        let loaded = match compiled {
+            Ok(compiled) => load_plugin(cx, &path, compiled, &catalog).await,
             Err(e) => Err(e),
         };
         let loaded = match (loaded, &before) {
@@ -355,7 +385,12 @@ impl Catalog {
 pub async fn load_file(cx: &LoadContext<'_>, path: &Path) -> Result<(Arc<LoadedPlugin>, Vec<Arc<ToolEntry>>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let lenient = LoadContext { lint_refuses: false, ..*cx };
-    load_plugin(&lenient, path, bytes, &Catalog::default()).await
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let compiles = Arc::new(tokio::sync::Semaphore::new(1));
+    let compiled = spawn_compile(cx, path, bytes, digest, compiles)
+        .await
+        .map_err(|e| anyhow!("compilation task failed: {e}"))??;
+    load_plugin(&lenient, path, compiled, &Catalog::default()).await
 }
 
 /// The quality-gate findings for loaded tools.
@@ -369,35 +404,58 @@ pub fn lint(tools: &[Arc<ToolEntry>], config: &lint::LintConfig) -> Vec<lint::Fi
         .collect()
 }
 
-async fn load_plugin(
+/// What [`load_dir`] does with one file.
+enum Plan {
+    /// Unchanged since the catalog being served: keep its plugin.
+    Keep,
+    /// Being compiled; described and published once it is.
+    Load(tokio::task::JoinHandle<Result<Compiled>>),
+    /// Unreadable.
+    Failed(anyhow::Error),
+}
+
+/// One file's component, compiled (or read from the compile cache).
+struct Compiled {
+    digest: String,
+    component: cordon_sandbox::Component,
+    compile_cache: CacheOutcome,
+}
+
+/// Compile jobs run at once: `[server] compile_jobs`, or one per core.
+fn compile_parallelism(config: &Config) -> usize {
+    match config.server.compile_jobs {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        jobs => jobs,
+    }
+}
+
+/// Checks `bytes` against the plugin's digest pin, then compiles them on a blocking thread once
+/// `compiles` has a permit. A core module (Zig, C, Go) is made a component first; the cache is
+/// keyed by the component actually compiled.
+fn spawn_compile(
     cx: &LoadContext<'_>,
     path: &Path,
     bytes: Vec<u8>,
-    loaded: &Catalog,
-) -> Result<(Arc<LoadedPlugin>, Vec<Arc<ToolEntry>>)> {
-    let LoadContext { sandbox, cache, config, credentials, protected, .. } = *cx;
-    let name = names::plugin_name(path)?;
-    let plugin_config = config.plugin(&name);
-    let digest = hex::encode(Sha256::digest(&bytes));
-    if let Some(pin) = &plugin_config.sha256 {
-        if !pin.eq_ignore_ascii_case(&digest) {
-            bail!(
-                "digest mismatch: the file is sha256:{digest}, but [plugins.{name}] sha256 pins sha256:{}",
-                pin.to_ascii_lowercase()
-            );
+    digest: String,
+    compiles: Arc<tokio::sync::Semaphore>,
+) -> tokio::task::JoinHandle<Result<Compiled>> {
+    let pin = names::plugin_name(path).map(|name| (cx.config.plugin(&name).sha256.clone(), name));
+    let (engine, cache) = (cx.sandbox.engine().clone(), cx.cache.clone());
+    tokio::spawn(async move {
+        let (pin, name) = pin?;
+        if let Some(pin) = &pin {
+            if !pin.eq_ignore_ascii_case(&digest) {
+                bail!(
+                    "digest mismatch: the file is sha256:{digest}, but [plugins.{name}] sha256 pins sha256:{}",
+                    pin.to_ascii_lowercase()
+                );
+            }
         }
-    }
-    let grants =
-        PluginGrants::new(&plugin_config.http, &plugin_config.dirs, &plugin_config.config, credentials, protected)
-            .with_context(|| format!("[plugins.{name}] grants"))?;
-
-    // Compiling takes from milliseconds to many seconds (a Python component); keep it off the
-    // async runtime's threads. A core module (Zig, C, Go) is made a component first; the cache
-    // is keyed by the component actually compiled.
-    let (component, compile_cache) = {
-        let (engine, cache) = (sandbox.engine().clone(), cache.clone());
+        let _permit = compiles.acquire_owned().await.map_err(|e| anyhow!("compile queue closed: {e}"))?;
+        // Compiling takes from milliseconds to many seconds (a Python component): off the async
+        // runtime's threads.
         let file_digest = digest.clone();
-        tokio::task::spawn_blocking(move || {
+        let (component, compile_cache) = tokio::task::spawn_blocking(move || {
             let (bytes, code_digest) = match cordon_sandbox::wrap::kind(&bytes)? {
                 cordon_sandbox::wrap::WasmKind::Component => (bytes, file_digest),
                 cordon_sandbox::wrap::WasmKind::CoreModule => {
@@ -411,8 +469,24 @@ async fn load_plugin(
         })
         .await
         .map_err(|e| anyhow!("compilation task failed: {e}"))?
-        .context("not a valid component")?
-    };
+        .context("not a valid component")?;
+        Ok(Compiled { digest, component, compile_cache })
+    })
+}
+
+async fn load_plugin(
+    cx: &LoadContext<'_>,
+    path: &Path,
+    compiled: Compiled,
+    loaded: &Catalog,
+) -> Result<(Arc<LoadedPlugin>, Vec<Arc<ToolEntry>>)> {
+    let LoadContext { sandbox, config, credentials, protected, .. } = *cx;
+    let name = names::plugin_name(path)?;
+    let plugin_config = config.plugin(&name);
+    let Compiled { digest, component, compile_cache } = compiled;
+    let grants =
+        PluginGrants::new(&plugin_config.http, &plugin_config.dirs, &plugin_config.config, credentials, protected)
+            .with_context(|| format!("[plugins.{name}] grants"))?;
     let prepared = sandbox.prepare(&component)?;
     let limits = config.limits_for(&name);
     let label: Arc<str> = format!("{name}/describe").into();
@@ -424,7 +498,8 @@ async fn load_plugin(
         egress: Default::default(),
         upstream_key_base: None,
     };
-    let run = sandbox.run(&prepared, &limits, label, nothing, CallLink::default(), Invocation::Describe).await;
+    let describing = cordon_sandbox::Guest { prepared: &prepared, limits: &limits, spares: None };
+    let run = sandbox.run(describing, label, nothing, CallLink::default(), Invocation::Describe).await;
     let description = match run.reply {
         Ok(GuestReply::Described(description)) => description,
         Ok(_) => bail!("describe returned something else"),
@@ -447,8 +522,11 @@ async fn load_plugin(
         }
     }
 
+    let spares =
+        Spares::new(sandbox, prepared.clone(), limits.clone(), grants.clone(), &name, sandbox.spares_per_plugin());
     let plugin = Arc::new(LoadedPlugin {
         slots: Semaphore::new(limits.max_concurrency as usize),
+        spares,
         name,
         digest,
         path: path.to_path_buf(),

@@ -51,6 +51,14 @@ pub struct CallGrants {
 }
 
 /// Everything one call's store holds.
+///
+/// Two parts. The instance's own, made with the store before any call exists: the WASI context
+/// (the plugin's directories, captured output), the `wasi:http` context, the resource table,
+/// the memory cap, the output and attachment budgets, the plugin's settings. And the call's,
+/// given by [`CallState::bind`] when a call takes the instance: the principal and the egress
+/// hooks with its credentials and upstream key, the label of its log lines, its event sink and
+/// its inputs. Until then the call's part is [`CallState::unbound`]'s: egress refused, no
+/// client, so an instance made ahead of its call ([`crate::spares`]) can reach nothing.
 pub struct CallState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -66,16 +74,18 @@ pub struct CallState {
     asks: Asks,
 }
 
+/// What one call brings to the instance it takes (see [`CallState::bind`]).
+pub(crate) struct CallBinding {
+    pub(crate) label: Arc<str>,
+    pub(crate) grants: CallGrants,
+    pub(crate) events: Option<EventSink>,
+    pub(crate) inputs: Option<Arc<InputRound>>,
+}
+
 impl CallState {
-    /// State for one call with the given memory cap, output budget, grants, and the client's
-    /// event sink.
-    pub fn new(
-        limits: &Limits,
-        label: Arc<str>,
-        grants: CallGrants,
-        events: Option<EventSink>,
-        inputs: Option<Arc<InputRound>>,
-    ) -> anyhow::Result<Self> {
+    /// The instance's own state under the plugin's `limits` and directory grants, bound to no
+    /// call: outbound HTTP refused (no policy, no credentials), no client to report to or ask.
+    pub(crate) fn unbound(limits: &Limits, grants: &PluginGrants, label: Arc<str>) -> anyhow::Result<Self> {
         let output = Arc::new(Mutex::new(GuestOutput::new(limits.max_log_bytes)));
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -85,27 +95,44 @@ impl CallState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
-        for dir in grants.grants.dirs.iter() {
+        for dir in grants.dirs.iter() {
             dir.apply(&mut builder)?;
         }
-        let CallGrants { grants, credentials, principal, egress, upstream_key_base } = grants;
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(limits.max_header_bytes);
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources);
+        let nobody = EgressHooks::new(Arc::default(), Arc::default(), Principal::new(""), Arc::default(), None);
         Ok(Self {
             wasi: builder.build(),
             http,
-            egress: EgressHooks::new(grants.http, credentials, principal, egress, upstream_key_base),
-            settings: grants.settings,
+            egress: nobody,
+            settings: grants.settings.clone(),
             table,
             limiter: MemoryCap::new(limits.memory_bytes),
             output,
-            reports: Reports::new(events.clone()),
+            reports: Reports::new(None),
             attachments: Attachments::new(limits.max_output_bytes),
-            asks: Asks::new(events, inputs, label.clone()),
+            asks: Asks::new(None, None, label.clone()),
             label,
         })
+    }
+
+    /// Gives the instance to one call: what the call may reach and who it reports to. The
+    /// directories and settings stay the instance's own (the plugin's, the same for every call).
+    pub(crate) fn bind(&mut self, call: CallBinding) {
+        let CallBinding { label, grants, events, inputs } = call;
+        let CallGrants { grants, credentials, principal, egress, upstream_key_base } = grants;
+        self.egress = EgressHooks::new(grants.http, credentials, principal, egress, upstream_key_base);
+        self.reports = Reports::new(events.clone());
+        self.asks = Asks::new(events, inputs, label.clone());
+        self.label = label;
+    }
+
+    /// Writes what the guest printed to the host's log, once the call is over (by the teardown,
+    /// after the reply has left: [`crate::spares`]).
+    pub(crate) fn flush_output(&self) {
+        output::flush(&self.output, &self.label);
     }
 
     /// What the client must give before this call can finish, if that is why the run ended
@@ -117,11 +144,6 @@ impl CallState {
     /// The content the guest attached, or `None` when it attached more than the output cap.
     pub fn take_attached(&mut self) -> Option<Vec<Content>> {
         self.attachments.take()
-    }
-
-    /// Writes what the guest printed to the host's log, once the call is over.
-    pub fn flush_output(&self) {
-        output::flush(&self.output, &self.label);
     }
 }
 

@@ -821,3 +821,55 @@ pub fn fetcher_env(base: &str, granted: &str, extra: &str) -> Env {
     );
     Env::new().plugin(&fixture_wasm("fetcher"), "fetcher.wasm").config(&config)
 }
+
+// ---- plugin files and metrics -----------------------------------------------------------------
+
+/// Writes `bytes` to `<dir>/<name>` the way deploy tools do: a temporary name, then a rename.
+pub fn install(dir: &Path, name: &str, bytes: &[u8]) {
+    let temporary = dir.join(format!(".{name}.partial"));
+    std::fs::write(&temporary, bytes).expect("write the new version");
+    std::fs::rename(&temporary, dir.join(name)).expect("rename it into place");
+}
+
+/// `wasm` with a custom section appended: a different file (and digest) with the same code, a
+/// compatible new version of the same plugin.
+pub fn new_version(wasm: &[u8], label: &str) -> Vec<u8> {
+    let name = b"cordon-test-version";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(label.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The value of the series `name` with exactly `labels`; 0 when absent (a family shows a series
+/// only once it has been touched).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let have: Vec<&str> = if label_text.is_empty() { Vec::new() } else { label_text.split(',').collect() };
+        if have.len() == want.len() && want.iter().all(|w| have.contains(&w.as_str())) {
+            return value.parse().unwrap_or_else(|e| panic!("bad sample value in {line:?}: {e}"));
+        }
+    }
+    0.0
+}

@@ -5,7 +5,8 @@
 //! one unit of work until it is dropped, whatever way the work ends (success, error, the future
 //! dropped by a cancellation). [`InFlight::wait_idle`] resolves when the count reaches zero. The
 //! host keeps one for tool calls (`Cordon::call`); the HTTP transport keeps another for MCP
-//! exchanges whose responses are still being written.
+//! exchanges whose responses are still being written; the sandbox one for instances whose
+//! teardown (after their call's reply) is not done yet.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
