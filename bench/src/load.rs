@@ -230,6 +230,16 @@ impl Server {
         peak_rss_kib(self.child.id())
     }
 
+    /// CPU time (user + system) the process has used so far, seconds: `/proc/PID/stat`, in
+    /// clock ticks of 1/100 s (Linux's `USER_HZ` on every architecture it runs Cordon on).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        // The command name may hold spaces: fields are counted after its closing parenthesis.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        Some((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()

@@ -392,16 +392,21 @@ async fn cold_start(cordon: &Path, plugin: &Path, count: usize, compile_jobs: Op
     std::fs::write(&config, format!("[server]\ncompile_jobs = {}\n", compile_jobs.unwrap_or(0)))?;
     let config_arg = config.to_str().context("the temporary path is not UTF-8")?;
     let mut timings = Vec::new();
+    let mut cores_busy = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
         let mut server = load::spawn_cordon_http(cordon, &plugins, &data, &["--config", config_arg]).await?;
-        timings.push(started.elapsed());
+        let elapsed = started.elapsed();
+        timings.push(elapsed);
+        // How many cores the start kept busy on average: CPU time over wall time.
+        cores_busy.push(server.cpu_seconds().map_or(f64::NAN, |cpu| cpu / elapsed.as_secs_f64()));
         server.stop().await;
     }
     Ok(json!({
         "plugins": count,
         "no_cache_ms": round(timings[0].as_secs_f64() * 1e3),
         "cache_ms": round(timings[1].as_secs_f64() * 1e3),
+        "no_cache_cores_busy": round(cores_busy[0]),
     }))
 }
 
@@ -646,18 +651,26 @@ async fn run(args: RunArgs) -> Result<()> {
     let parallel_ms = cold.last().and_then(|t| t["no_cache_ms"].as_f64()).unwrap_or(f64::NAN);
     let serial_ms = serial["no_cache_ms"].as_f64().unwrap_or(f64::NAN);
     let compile_ratio = parallel_ms / serial_ms;
+    let busy = |timing: Option<&Value>| timing.and_then(|t| t["no_cache_cores_busy"].as_f64()).unwrap_or(f64::NAN);
+    let (parallel_busy, serial_busy) = (busy(cold.last()), busy(Some(&serial)));
     table.push((
         format!("start to listening, {largest} plugins, no cache, one compile at a time ms"),
-        format!("{serial_ms}"),
+        format!("{serial_ms} (cores busy: {serial_busy:.2} one at a time, {parallel_busy:.2} one per core)"),
     ));
     table.push((
         "  ratio one per core / one at a time (goal ≤ 0.60)".into(),
         goal(compile_ratio, compile_ratio <= COLD_START_GOAL),
     ));
-    verdicts.alone(
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    verdicts.explained(
         &format!("first start of {largest} uncached plugins ≤ 0.60 × one compile at a time"),
-        compile_ratio,
         compile_ratio <= COLD_START_GOAL,
+        format!(
+            "measured {compile_ratio:.2}. One compile at a time already keeps {serial_busy:.2} of the {cores} cores \
+             busy (wasmtime compiles a component's functions in parallel), so compiling plugins side by side \
+             has only {:.2} more cores to use here",
+            cores as f64 - serial_busy
+        ),
     );
     results.insert("cold_start_serial".into(), json!({"timing": serial, "parallel_to_serial": round(compile_ratio)}));
     results.insert("cold_start".into(), Value::Array(cold));
@@ -705,6 +718,11 @@ impl Verdicts {
             format!("measured {value:.2}; BENCHMARKS.md, \"Why the per-call goals are not met\"")
         };
         self.goals.push((name.to_string(), met, why));
+    }
+
+    /// A goal with its own reason when it is not met.
+    fn explained(&mut self, name: &str, met: bool, why: String) {
+        self.goals.push((name.to_string(), met, if met { String::new() } else { why }));
     }
 
     /// A goal also applied to the floor: when the floor misses it, the instance per call does,
