@@ -737,47 +737,57 @@ struct Driven {
     failures: Vec<String>,
 }
 
-/// Calls `payments_charge` for key `i` until it succeeds, following restarts.
-async fn drive_key(i: usize, http: &reqwest::Client, mut current: Current, driven: &Mutex<Driven>) {
-    let request =
-        call_request(i as u64, "payments_charge", charge(&format!("acct_{i}"), 100 + i as u64, &format!("crash-{i}")));
+/// Sends `request` (as item or key `i`, with `token` if any) until it gets an answer, following
+/// restarts: a transport error (the server died under the call) waits for the next server and
+/// sends it again; an HTTP error or a tool error is a failure.
+async fn drive(
+    i: usize,
+    request: Value,
+    token: Option<&str>,
+    http: &reqwest::Client,
+    mut current: Current,
+    driven: &Mutex<Driven>,
+) {
     loop {
         let (generation, url) = current.borrow_and_update().clone();
-        let sent = http
+        let mut post = http
             .post(&url)
             .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(request.to_string())
-            .send()
-            .await;
-        let body = match sent {
+            .header("accept", "application/json, text/event-stream");
+        if let Some(token) = token {
+            post = post.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match post.body(request.to_string()).send().await {
             Ok(response) if response.status() == 200 => response.text().await,
             Ok(response) => {
-                driven.lock().unwrap().failures.push(format!("key {i}: HTTP {}", response.status()));
+                driven.lock().unwrap().failures.push(format!("{i}: HTTP {}", response.status()));
                 return;
             }
             Err(e) => Err(e),
         };
-        let body = match body {
-            Ok(body) => body,
-            Err(_) => {
-                // The server died under this call: wait for the next one, then retry.
-                driven.lock().unwrap().transport_retries += 1;
-                if current.wait_for(|(g, _)| *g > generation).await.is_err() {
-                    driven.lock().unwrap().failures.push(format!("key {i}: no server to retry on"));
-                    return;
-                }
-                continue;
+        let Ok(body) = body else {
+            driven.lock().unwrap().transport_retries += 1;
+            if current.wait_for(|(g, _)| *g > generation).await.is_err() {
+                driven.lock().unwrap().failures.push(format!("{i}: no server to retry on"));
+                return;
             }
+            continue;
         };
         let out = result_of(&body);
-        if !out.is_error {
+        if out.is_error {
+            driven.lock().unwrap().failures.push(format!("{i}: {}", out.raw));
+        } else {
             driven.lock().unwrap().answers.entry(i).or_default().push(body);
-            return;
         }
-        driven.lock().unwrap().failures.push(format!("key {i}: {}", out.raw));
         return;
     }
+}
+
+/// Calls `payments_charge` for key `i` until it succeeds, following restarts.
+async fn drive_key(i: usize, http: &reqwest::Client, current: Current, driven: &Mutex<Driven>) {
+    let request =
+        call_request(i as u64, "payments_charge", charge(&format!("acct_{i}"), 100 + i as u64, &format!("crash-{i}")));
+    drive(i, request, None, http, current, driven).await;
 }
 
 /// Kills the host at random points while a few hundred keyed charges are in flight, restarting
@@ -1017,47 +1027,14 @@ const BATCH_KILLS: usize = 2;
 
 /// Sends item `i`'s charge as `token` until it has an answer, following restarts (the job's
 /// connector would resubmit the item; here the same request goes again with the same token).
-async fn drive_item(i: usize, token: &str, http: &reqwest::Client, mut current: Current, driven: &Mutex<Driven>) {
+async fn drive_item(i: usize, token: &str, http: &reqwest::Client, current: Current, driven: &Mutex<Driven>) {
     // Items 2k and 2k+1 make the same charge: two items, two charges, told apart by scope only.
     let request = call_request(
         i as u64,
         "payments_charge",
         json!({"account": format!("acct_pair_{}", i / 2), "amount_cents": 100 + (i / 2) as u64}),
     );
-    loop {
-        let (generation, url) = current.borrow_and_update().clone();
-        let sent = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("authorization", format!("Bearer {token}"))
-            .body(request.to_string())
-            .send()
-            .await;
-        let body = match sent {
-            Ok(response) if response.status() == 200 => response.text().await,
-            Ok(response) => {
-                driven.lock().unwrap().failures.push(format!("item {i}: HTTP {}", response.status()));
-                return;
-            }
-            Err(e) => Err(e),
-        };
-        let Ok(body) = body else {
-            driven.lock().unwrap().transport_retries += 1;
-            if current.wait_for(|(g, _)| *g > generation).await.is_err() {
-                driven.lock().unwrap().failures.push(format!("item {i}: no server to retry on"));
-                return;
-            }
-            continue;
-        };
-        let out = result_of(&body);
-        if out.is_error {
-            driven.lock().unwrap().failures.push(format!("item {i}: {}", out.raw));
-        } else {
-            driven.lock().unwrap().answers.entry(i).or_default().push(body);
-        }
-        return;
-    }
+    drive(i, request, Some(token), http, current, driven).await;
 }
 
 /// A Message Batch as Cordon sees it through the MCP connector: 200 items, each charging through
