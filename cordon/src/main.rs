@@ -488,8 +488,11 @@ async fn idempotency_command(command: IdempotencyCommand) -> Result<u8, Failure>
     }
 }
 
+/// The host for a one-shot command (`cordon tools`, `cordon call`): at most one call, so no
+/// spare instances are made for calls that will never come.
 async fn start(common: &Common) -> Result<Arc<Cordon>, Failure> {
-    let (config, paths) = resolve(common).map_err(usage)?;
+    let (mut config, paths) = resolve(common).map_err(usage)?;
+    config.pool.spares_per_plugin = 0;
     Cordon::start(config, paths).await.map_err(runtime)
 }
 
