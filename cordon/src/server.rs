@@ -238,9 +238,12 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     let drain = Arc::new(Drain { draining: AtomicBool::new(false), exchanges: InFlight::new() });
     let gate = Arc::new(auth::Gate::new(authenticator.clone(), cordon.clone()));
     let clients = Sessions::follow(&cordon);
-    let mcp = mcp_router(cordon.clone(), gate.clone(), stateless, clients.clone(), sessions.child_token())
-        // Outermost: a draining server refuses before spending anything on authentication.
-        .layer(axum::middleware::from_fn_with_state(drain.clone(), track_exchanges));
+    // One middleware in front: the drain check (a draining server refuses before spending
+    // anything on authentication), then the bearer gate. Each axum layer costs a boxed future
+    // and a hand-off per request; the two were separate layers before.
+    let front = FrontDoor { drain: drain.clone(), gate: gate.clone() };
+    let mcp = mcp_service(cordon.clone(), stateless, clients.clone(), sessions.child_token())
+        .layer(axum::middleware::from_fn_with_state(front, front_door));
     let _watcher = crate::reload::watch_plugins(cordon.clone())?;
     let data_dir = cordon.data_dir().to_path_buf();
     let revocations = cordon.revocations();
@@ -357,11 +360,9 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     }
 }
 
-/// The `/mcp` route: rmcp's Streamable HTTP service (`[server]` hosts, origins and body cap;
-/// sessions with SSE, or `stateless` plain JSON), behind `gate` ([`auth::require_bearer`]).
-/// `clients` hears of catalog changes; `close` ends every session and stream when cancelled. [`serve_http`] puts the drain
-/// middleware around it; it is public so the fuzz targets (`fuzz/`) and tests can drive the real
-/// request path in-process, without a socket.
+/// The `/mcp` route behind `gate` ([`auth::require_bearer`]) alone, without the drain check
+/// [`serve_http`] puts in the same middleware ([`front_door`]): public so the fuzz targets
+/// (`fuzz/`) and tests can drive the real request path in-process, without a socket.
 pub fn mcp_router(
     cordon: Arc<Cordon>,
     gate: Arc<auth::Gate>,
@@ -369,6 +370,15 @@ pub fn mcp_router(
     clients: Arc<Sessions>,
     close: CancellationToken,
 ) -> Router {
+    mcp_service(cordon, stateless, clients, close)
+        .layer(axum::middleware::from_fn_with_state(gate, auth::require_bearer))
+}
+
+/// rmcp's Streamable HTTP service at `/mcp` (`[server]` hosts, origins and body cap; sessions
+/// with SSE, or `stateless` plain JSON), with the session cap in session mode; unauthenticated:
+/// [`mcp_router`] and [`serve_http`] put the gate in front of it. `clients` hears of catalog
+/// changes; `close` ends every session and stream when cancelled.
+fn mcp_service(cordon: Arc<Cordon>, stateless: bool, clients: Arc<Sessions>, close: CancellationToken) -> Router {
     let server = &cordon.config().server;
     let mcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server.allowed_hosts.clone())
@@ -392,7 +402,7 @@ pub fn mcp_router(
         let cap = SessionCap { manager, max: server.max_sessions };
         router = router.layer(axum::middleware::from_fn_with_state(cap, cap_sessions));
     }
-    router.layer(axum::middleware::from_fn_with_state(gate, auth::require_bearer))
+    router
 }
 
 /// `[server] max_sessions` over rmcp's session table.
@@ -421,10 +431,19 @@ async fn cap_sessions(State(cap): State<SessionCap>, request: Request, next: Nex
     next.run(request).await
 }
 
-/// Middleware on `/mcp`: while draining, new requests get 503; otherwise each POST (a JSON-RPC
-/// message, e.g. a `tools/call`) counts as an exchange until its response body has been written
-/// or dropped, so the drain waits for outcomes to reach their callers.
-async fn track_exchanges(State(drain): State<Arc<Drain>>, request: Request, next: Next) -> Response {
+/// What [`front_door`] needs: the drain, and the bearer gate.
+#[derive(Clone)]
+struct FrontDoor {
+    drain: Arc<Drain>,
+    gate: Arc<auth::Gate>,
+}
+
+/// The one middleware in front of `/mcp`: while draining, new requests get 503; otherwise each
+/// POST (a JSON-RPC message, e.g. a `tools/call`) counts as an exchange until its response body
+/// has been written or dropped, so the drain waits for outcomes to reach their callers; and in
+/// between, the request goes through the bearer gate ([`auth::require_bearer`]).
+async fn front_door(State(door): State<FrontDoor>, request: Request, next: Next) -> Response {
+    let FrontDoor { drain, gate } = door;
     // Counted before the check: a drain that starts in between then either sees this exchange
     // or this request sees the drain (both sides use sequentially consistent operations).
     let exchange = (request.method() == Method::POST).then(|| drain.exchanges.enter());
@@ -440,9 +459,9 @@ async fn track_exchanges(State(drain): State<Arc<Drain>>, request: Request, next
     let Some(exchange) = exchange else {
         // GET opens a session's standing SSE stream, which never ends on its own: it is closed
         // with the sessions after the drain, not waited for.
-        return next.run(request).await;
+        return auth::require_bearer(State(gate), request, next).await;
     };
-    let response = next.run(request).await;
+    let response = auth::require_bearer(State(gate), request, next).await;
     response.map(|body| Body::new(Tracked { body, _exchange: exchange }))
 }
 
