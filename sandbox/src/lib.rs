@@ -295,7 +295,8 @@ impl Sandbox {
             .map_err(anyhow::Error::from)
             .context("cannot link the cordon:plugin host interface")?;
         start_epoch_ticker(&engine).context("cannot start the epoch thread")?;
-        Ok(Self { engine, linker, book: Arc::default(), spares_per_plugin: pool.spares_per_plugin as usize })
+        let book = Arc::new(Book::new(pool.max_instances as usize));
+        Ok(Self { engine, linker, book, spares_per_plugin: pool.spares_per_plugin as usize })
     }
 
     /// How many spares each plugin keeps (`[pool] spares_per_plugin`).
@@ -365,7 +366,9 @@ impl Sandbox {
         let lift_budget = lift_budget(&invocation, limits);
         let describing = matches!(invocation, Invocation::Describe);
         let binding = CallBinding { label, grants, events, inputs };
-        let spare = spares.filter(|_| !describing).and_then(|spares| spares.take()).and_then(|s| s.into_parts());
+        // `describe` runs once per load: it neither takes a spare nor makes one.
+        let spares = spares.filter(|_| !describing);
+        let spare = spares.and_then(|spares| spares.take()).and_then(|s| s.into_parts());
         let (mut store, instance, deadline) = match spare {
             Some((mut store, instance, made_in)) => {
                 store.data_mut().bind(binding);
@@ -425,7 +428,7 @@ impl Sandbox {
                 reply = Err(ToolError::needs(needs));
             }
         }
-        spares::tear_down(&self.book, store, spares.filter(|_| !describing));
+        spares::tear_down(&self.book, store, spares);
         Run { reply, fuel_used, cancelled, attached }
     }
 }

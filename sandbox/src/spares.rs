@@ -17,9 +17,9 @@
 //!
 //! Spares are made lazily: a plugin gets one only after a call took an instance of it, in that
 //! call's teardown, up to `[pool] spares_per_plugin`. They hold pool slots like any instance, so
-//! `[pool] max_instances` bounds spares and calls together; a call that finds the pool full
-//! evicts every spare of every plugin ([`Book::evict`]) and tries once more, so spares never make
-//! a call `busy`. A reload retires the old plugin's spares ([`Spares::retire`]); a plugin whose
+//! `[pool] max_instances` bounds spares and calls together. Spares take at most three quarters of
+//! the pool, and a call that finds the pool full evicts every spare of every plugin
+//! ([`Book::evict`]) and tries once more, so spares never make a call `busy`. A reload retires the old plugin's spares ([`Spares::retire`]); a plugin whose
 //! spare fails to instantiate (its start function traps or runs out of fuel) gets no more.
 //!
 //! **The teardown** of a call runs as a task of its own, spawned when the guest's run ends: it
@@ -39,10 +39,12 @@ use wasmtime::component::Instance;
 use wasmtime::{Store, UpdateDeadline};
 
 /// The sandbox-wide account of spares and teardowns.
-#[derive(Default)]
 pub struct Book {
     /// Spares alive now, across plugins.
     spares: AtomicUsize,
+    /// The most spares alive at once, across plugins: three quarters of the pool, so that many
+    /// plugins' spares do not fill it and every call past that point evict them all.
+    max_spares: usize,
     /// Every plugin's spares, for eviction when the pool is full.
     all: Mutex<Vec<Weak<Spares>>>,
     /// Teardowns spawned and not finished.
@@ -50,6 +52,16 @@ pub struct Book {
 }
 
 impl Book {
+    /// The account of a pool of `max_instances` instances.
+    pub(crate) fn new(max_instances: usize) -> Book {
+        Book {
+            spares: AtomicUsize::new(0),
+            max_spares: max_instances.saturating_mul(3).div_ceil(4),
+            all: Mutex::default(),
+            teardowns: Arc::default(),
+        }
+    }
+
     /// Spares alive now, across plugins (the `spare_instances` gauge).
     pub fn spares(&self) -> usize {
         self.spares.load(Ordering::Relaxed)
@@ -180,7 +192,8 @@ impl Spares {
         loop {
             {
                 let Ok(mut ready) = self.ready.lock() else { return };
-                if ready.retired || ready.spares.len() + ready.making >= self.target {
+                let pool_has_room = self.book.spares() + ready.making < self.book.max_spares;
+                if ready.retired || ready.spares.len() + ready.making >= self.target || !pool_has_room {
                     return;
                 }
                 ready.making += 1;
@@ -312,7 +325,6 @@ const TEARDOWN_WAIT: Duration = Duration::from_millis(100);
 mod tests {
     use super::*;
     use crate::bindings::CallContext;
-    use crate::grants::credentials::Credentials;
     use crate::link::CallLink;
     use crate::{CallGrants, GuestReply, Invocation, Sandbox};
     use cordon_core::{ErrorType, PoolConfig, Principal};
@@ -342,24 +354,22 @@ mod tests {
         Limits { timeout: Duration::from_secs(10), ..Limits::default() }
     }
 
+    /// One call of `count` as alice.
+    async fn run_count(sandbox: &Sandbox, guest: crate::Guest<'_>) -> crate::Run {
+        let context = CallContext { principal: "alice".into(), call_id: "c".into(), idempotency_key: None };
+        let invocation = Invocation::Call { tool: "count".into(), arguments: "{}".into(), context };
+        let grants = CallGrants::none(Principal::new("alice"));
+        sandbox.run(guest, "counter/c".into(), grants, CallLink::default(), invocation).await
+    }
+
+    /// [`run_count`]'s answer: the guest's text, or the host's error type.
     async fn count(
         sandbox: &Sandbox,
         prepared: &Prepared,
         limits: &Limits,
         spares: Option<&Arc<Spares>>,
     ) -> Result<String, String> {
-        let grants = CallGrants {
-            grants: PluginGrants::default(),
-            credentials: Arc::new(Credentials::default()),
-            principal: Principal::new("alice"),
-            egress: Arc::default(),
-            upstream_key_base: None,
-        };
-        let context = CallContext { principal: "alice".into(), call_id: "c".into(), idempotency_key: None };
-        let invocation = Invocation::Call { tool: "count".into(), arguments: "{}".into(), context };
-        let guest = crate::Guest { prepared, limits, spares };
-        let run = sandbox.run(guest, "counter/c".into(), grants, CallLink::default(), invocation).await;
-        match run.reply {
+        match run_count(sandbox, crate::Guest { prepared, limits, spares }).await.reply {
             Ok(GuestReply::Output(Ok(output))) => Ok(output.text.unwrap_or_default()),
             Ok(_) => Err("another reply".into()),
             Err(error) => Err(error.kind.into_owned()),
@@ -439,6 +449,25 @@ mod tests {
         assert_eq!(count(&sandbox, &other, &limits, None).await.unwrap(), "1");
     }
 
+    /// Many plugins' spares together take at most three quarters of the pool, so calls past that
+    /// point still find free slots instead of evicting every spare each time: with a pool of 4,
+    /// three plugins that each want 2 spares get 3 in all.
+    #[tokio::test(flavor = "current_thread")]
+    async fn spares_of_many_plugins_leave_a_quarter_of_the_pool_free() {
+        let sandbox = Sandbox::new(&PoolConfig { max_instances: 4, ..PoolConfig::default() }).unwrap();
+        let limits = limits();
+        let mut plugins = Vec::new();
+        for name in ["a", "b", "c"] {
+            let prepared = counter(&sandbox, "");
+            let spares = Spares::new(&sandbox, prepared.clone(), limits.clone(), PluginGrants::default(), name, 2);
+            assert_eq!(count(&sandbox, &prepared, &limits, Some(&spares)).await.unwrap(), "1");
+            sandbox.book().teardowns().wait_idle().await;
+            plugins.push(spares);
+        }
+        let ready: usize = plugins.iter().map(|spares| spares.ready()).sum();
+        assert_eq!((ready, sandbox.book().spares()), (3, 3), "three quarters of a pool of 4");
+    }
+
     /// A start function runs when the spare is made, under the plugin's limits: one that traps
     /// leaves the plugin without spares (its calls report the crash as on demand), and the fuel
     /// one burns is charged to the call that takes the spare.
@@ -464,21 +493,10 @@ mod tests {
                     (br_if $l (i32.lt_u (local.get $n) (i32.const 100000))))";
         let burning = counter(&sandbox, burn);
         let spares = Spares::new(&sandbox, burning.clone(), limits.clone(), PluginGrants::default(), "burn", 1);
-        let fuel = |run: &crate::Run| run.fuel_used;
         let mut used = Vec::new();
         for _ in 0..3 {
-            let grants = CallGrants {
-                grants: PluginGrants::default(),
-                credentials: Arc::new(Credentials::default()),
-                principal: Principal::new("alice"),
-                egress: Arc::default(),
-                upstream_key_base: None,
-            };
-            let context = CallContext { principal: "alice".into(), call_id: "c".into(), idempotency_key: None };
-            let invocation = Invocation::Call { tool: "count".into(), arguments: "{}".into(), context };
             let guest = crate::Guest { prepared: &burning, limits: &limits, spares: Some(&spares) };
-            let run = sandbox.run(guest, "burn/c".into(), grants, CallLink::default(), invocation).await;
-            used.push(fuel(&run));
+            used.push(run_count(&sandbox, guest).await.fuel_used);
             sandbox.book().teardowns().wait_idle().await;
         }
         assert!(used[0] > 100_000, "on demand, the start function's fuel is the call's: {used:?}");

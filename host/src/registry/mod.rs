@@ -491,13 +491,7 @@ async fn load_plugin(
     let limits = config.limits_for(&name);
     let label: Arc<str> = format!("{name}/describe").into();
     // Describing needs nothing: it runs with no grants at all.
-    let nothing = CallGrants {
-        grants: PluginGrants::default(),
-        credentials: Arc::new(Credentials::default()),
-        principal: Principal::new("cordon"),
-        egress: Default::default(),
-        upstream_key_base: None,
-    };
+    let nothing = CallGrants::none(Principal::new("cordon"));
     let describing = cordon_sandbox::Guest { prepared: &prepared, limits: &limits, spares: None };
     let run = sandbox.run(describing, label, nothing, CallLink::default(), Invocation::Describe).await;
     let description = match run.reply {

@@ -50,6 +50,20 @@ pub struct CallGrants {
     pub upstream_key_base: Option<String>,
 }
 
+impl CallGrants {
+    /// Nothing granted (no HTTP, no directories, no settings, no credentials), for `principal`:
+    /// what `describe` runs with.
+    pub fn none(principal: Principal) -> Self {
+        CallGrants {
+            grants: PluginGrants::default(),
+            credentials: Arc::default(),
+            principal,
+            egress: Arc::default(),
+            upstream_key_base: None,
+        }
+    }
+}
+
 /// Everything one call's store holds.
 ///
 /// Two parts. The instance's own, made with the store before any call exists: the WASI context
