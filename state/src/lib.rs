@@ -35,7 +35,8 @@ use std::time::Duration;
 ///
 /// ```toml
 /// [store]
-/// url = "postgres://cordon@db.internal/cordon"   # or url_env = "CORDON_STORE_URL"
+/// url = "postgres://cordon@db.internal/cordon?sslmode=verify-full"   # or url_env = "CORDON_STORE_URL"
+/// ca_file = "/etc/cordon/db-ca.pem"   # the CA that signed the server's certificate (TLS)
 /// lease_s = 15       # a replica silent this long is presumed dead; its runs are recovered
 /// pool_size = 16     # connections per replica
 /// timeout_s = 5      # one store operation, connection included
@@ -49,6 +50,10 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// The environment variable holding the URL, so the password stays out of the file.
     pub url_env: Option<String>,
+    /// PEM certificates of the authorities the server's certificate must chain to. Setting it
+    /// turns TLS on; without it, TLS (`sslmode=require`, `verify-ca` or `verify-full` in the URL)
+    /// trusts the public web roots. Either way the host name is verified (postgres.rs says why).
+    pub ca_file: Option<PathBuf>,
     /// Seconds without a heartbeat after which a replica is presumed dead and its unfinished
     /// keyed calls may be recovered by another replica.
     pub lease_s: u64,
@@ -63,7 +68,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: None, url_env: None, lease_s: 15, pool_size: 16, timeout_s: 5, audit_index_days: 30 }
+        Self { url: None, url_env: None, ca_file: None, lease_s: 15, pool_size: 16, timeout_s: 5, audit_index_days: 30 }
     }
 }
 

@@ -19,6 +19,96 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
+/// An error and what caused it ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer"): the driver's own message leaves the cause out. Its causes carry no URL.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// How connections to the database are made.
+enum Transport {
+    /// No TLS: no `sslmode` asking for it (or `disable`, `allow`, `prefer`) and no `ca_file`.
+    Plain,
+    /// TLS with the server's certificate and host name verified.
+    Tls(Box<tokio_postgres_rustls::MakeRustlsConnect>),
+}
+
+/// Reads `sslmode` and `sslrootcert` off the URL (libpq's names) and `[store] ca_file`, and
+/// returns the URL tokio-postgres is given with the transport to use.
+///
+/// tokio-postgres knows only `disable`, `prefer` and `require`, and its `require` does not say
+/// how the certificate is checked: that is the connector's. Cordon's connector always verifies
+/// the chain *and* the host name, so `require`, `verify-ca` and `verify-full` all mean libpq's
+/// `verify-full` here: a managed database's documented `sslmode=require` then needs its CA in
+/// `ca_file` (or `sslrootcert`) unless it chains to a public root. Unverified TLS is not offered.
+fn transport(url: &str, config: &StoreConfig) -> Result<(String, Transport)> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    let (mut mode, mut root_cert) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", value)) => mode = Some(value.to_string()),
+            Some(("sslrootcert", value)) => root_cert = Some(std::path::PathBuf::from(value)),
+            _ => kept.push(pair),
+        }
+    }
+    let ca_file = match (&config.ca_file, root_cert) {
+        (Some(_), Some(_)) => bail!("[store] sets ca_file and the url sets sslrootcert; keep one"),
+        (Some(file), None) => Some(file.clone()),
+        (None, file) => file,
+    };
+    let tls = match mode.as_deref() {
+        Some("require" | "verify-ca" | "verify-full") => true,
+        Some("disable") if ca_file.is_some() => {
+            bail!("[store] url says sslmode=disable, but a CA file is set for TLS; remove one")
+        }
+        Some("disable" | "allow" | "prefer") | None => ca_file.is_some(),
+        Some(other) => bail!(
+            "[store] url: sslmode={other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+        ),
+    };
+    kept.push(if tls { "sslmode=require" } else { "sslmode=disable" });
+    let url = format!("{base}?{}", kept.join("&"));
+    if !tls {
+        return Ok((url, Transport::Plain));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &ca_file {
+        Some(file) => {
+            use rustls_pki_types::pem::PemObject;
+            let certificates = rustls_pki_types::CertificateDer::pem_file_iter(file)
+                .map_err(|e| anyhow!("[store] cannot read the CA file {}: {e}", file.display()))?;
+            for certificate in certificates {
+                let certificate = certificate
+                    .map_err(|e| anyhow!("[store] the CA file {} holds a bad certificate: {e}", file.display()))?;
+                roots
+                    .add(certificate)
+                    .with_context(|| format!("[store] a certificate in {} is not a CA", file.display()))?;
+            }
+            if roots.is_empty() {
+                bail!("[store] the CA file {} holds no certificate", file.display());
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("[store] TLS set-up")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((url, Transport::Tls(Box::new(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config)))))
+}
+
 /// Any constant both sides agree on: the advisory lock that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x636f_7264_6f6e; // "cordon"
 
@@ -151,6 +241,7 @@ impl Postgres {
         let redacted_url = super::redact_url(url);
         let timeout = Duration::from_secs(config.timeout_s);
         // The parse error never echoes the URL, so no password reaches a log through it.
+        let (url, transport) = transport(url, config)?;
         let mut pg_config: tokio_postgres::Config =
             url.parse().map_err(|e| anyhow!("[store] url {redacted_url} is not a PostgreSQL URL: {e}"))?;
         pg_config
@@ -160,7 +251,11 @@ impl Postgres {
             .keepalives_idle(Duration::from_secs(10));
         // `Fast` recycling trusts a pooled connection that looks open; one the server dropped
         // fails its next operation, which is a retryable `store_unavailable`, and is replaced.
-        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match transport {
+            Transport::Plain => Manager::from_config(pg_config, NoTls, manager_config),
+            Transport::Tls(tls) => Manager::from_config(pg_config, *tls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -203,7 +298,7 @@ impl Postgres {
 
     /// A pooled connection, within the operation timeout.
     pub async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| anyhow!("cannot reach the store {}: {e}", self.redacted_url))
+        self.pool.get().await.map_err(|e| anyhow!("cannot reach the store {}: {}", self.redacted_url, with_causes(&e)))
     }
 
     /// Runs `operation` within the operation timeout: a database that stops answering is an
@@ -314,4 +409,45 @@ fn spawn_heartbeat(pg: Weak<Postgres>) {
             tokio::time::sleep(every).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str, ca_file: Option<&str>) -> Result<(String, bool)> {
+        let config = StoreConfig { ca_file: ca_file.map(Into::into), ..StoreConfig::default() };
+        transport(url, &config).map(|(url, t)| (url, matches!(t, Transport::Tls(_))))
+    }
+
+    #[test]
+    fn sslmode_decides_tls_and_tls_always_verifies() {
+        let base = "postgres://cordon@db.example/cordon";
+        assert_eq!(mode(base, None).unwrap(), (format!("{base}?sslmode=disable"), false));
+        assert!(!mode(&format!("{base}?sslmode=prefer"), None).unwrap().1);
+        for verified in ["require", "verify-ca", "verify-full"] {
+            let (url, tls) = mode(&format!("{base}?application_name=x&sslmode={verified}"), None).unwrap();
+            assert!(tls, "{verified}");
+            assert_eq!(url, format!("{base}?application_name=x&sslmode=require"));
+        }
+        assert!(mode(&format!("{base}?sslmode=bogus"), None).is_err());
+    }
+
+    #[test]
+    fn a_ca_file_turns_tls_on_and_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let base = "postgres://cordon@db.example/cordon";
+        let e = mode(base, empty.to_str()).err().unwrap();
+        assert!(e.to_string().contains("holds no certificate"), "{e}");
+        let e = mode(&format!("{base}?sslrootcert={}", empty.display()), None).err().unwrap();
+        assert!(e.to_string().contains("holds no certificate"), "{e}");
+        let missing = dir.path().join("missing.pem");
+        assert!(mode(base, missing.to_str()).err().unwrap().to_string().contains("cannot read the CA file"));
+        let e = mode(&format!("{base}?sslmode=disable"), empty.to_str()).err().unwrap();
+        assert!(e.to_string().contains("sslmode=disable"), "{e}");
+        let e = mode(&format!("{base}?sslrootcert=/x.pem"), empty.to_str()).err().unwrap();
+        assert!(e.to_string().contains("keep one"), "{e}");
+    }
 }

@@ -383,6 +383,71 @@ async fn a_store_from_a_newer_cordon_is_refused() {
     assert_eq!(pg.query("cordon", "SELECT version FROM cordon_schema"), "99");
 }
 
+/// A CA of its own and a certificate it signed for `127.0.0.1`: (CA PEM, certificate PEM, key PEM).
+fn certificate_authority() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "cordon test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("CA key")).expect("CA");
+    let server_key = rcgen::KeyPair::generate().expect("server key");
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&server_key, &ca)
+        .expect("server certificate");
+    (ca.pem(), server.pem(), server_key.serialize_pem())
+}
+
+/// TLS to PostgreSQL, `sslmode=verify-full` semantics: the server accepts TCP connections only
+/// over TLS, with a certificate from a CA of the test's own. With that CA in `[store] ca_file`
+/// a replica starts and its keyed call acts once; with another CA, or with the public roots,
+/// it refuses to start and says the certificate is not trusted; without TLS the server turns it
+/// away. `sslrootcert` in the URL works like `ca_file`.
+#[tokio::test]
+async fn the_store_is_reached_over_verified_tls_and_a_wrong_ca_is_refused() {
+    let (ca, cert, key) = certificate_authority();
+    let (other_ca, _, _) = certificate_authority();
+    let pg = Postgres::start_with_tls(&cert, &key);
+    let url = pg.database("cordon");
+    let api = PaymentsApi::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let (ca_file, other_file) = (files.path().join("ca.pem"), files.path().join("other.pem"));
+    std::fs::write(&ca_file, &ca).unwrap();
+    std::fs::write(&other_file, &other_ca).unwrap();
+
+    let env = replica_env(&api, &format!("{url}?sslmode=verify-full"), &format!("ca_file = \"{}\"", ca_file.display()));
+    let server = env.spawn_http(&["--stateless"]).await;
+    let request = call_request(1, "payments_charge", charge("acct_tls", 700, "order-tls"));
+    let body = guard("a call over a TLS store", try_post(&server.url, &request)).await.expect("an answer");
+    charged_once(&api, "acct_tls", &body);
+    assert_eq!(pg.query("cordon", "SELECT state FROM cordon_idempotency WHERE key = 'order-tls'"), "completed");
+    // The connections really are TLS: the server counts them as such.
+    let tls_backends =
+        pg.query("cordon", "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'cordon'");
+    assert_ne!(tls_backends, "0", "cordon's connections are not over TLS");
+    server.stop().await;
+
+    let refused = |out: &std::process::Output| {
+        assert_ne!(out.status.code(), Some(0), "{}", describe(out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Another CA, and the public roots: not trusted.
+    let env =
+        replica_env(&api, &format!("{url}?sslmode=verify-full"), &format!("ca_file = \"{}\"", other_file.display()));
+    let err = refused(&env.run(&["tools"]).await);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let env = replica_env(&api, &format!("{url}?sslmode=require"), "");
+    let err = refused(&env.run(&["tools"]).await);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // No TLS: the server refuses the connection.
+    let env = replica_env(&api, &url, "");
+    let err = refused(&env.run(&["tools"]).await);
+    assert!(err.contains("no encryption") || err.contains("pg_hba.conf"), "{err}");
+    // The CA named in the URL, libpq's way.
+    let env = replica_env(&api, &format!("{url}?sslmode=verify-full&sslrootcert={}", ca_file.display()), "");
+    let out = env.run(&["tools"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
 /// A rate limit is divided among the live replicas: 30 per hour with three replicas is a bucket
 /// of 10 on each (`ratelimit` module docs), so a balancer spreading calls evenly gets about the
 /// configured rate from the cluster.

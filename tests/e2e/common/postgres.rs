@@ -94,13 +94,42 @@ impl Postgres {
         pg
     }
 
+    /// Creates a cluster that accepts TCP connections only over TLS, with this certificate and
+    /// key (PEM), and starts it.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        let mut pg = Postgres::start();
+        pg.crash();
+        let data = pg.data();
+        std::fs::write(data.join("server.crt"), cert_pem).expect("write server.crt");
+        std::fs::write(data.join("server.key"), key_pem).expect("write server.key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        if let Some((uid, gid)) = pg.user {
+            for file in ["server.crt", "server.key"] {
+                std::os::unix::fs::chown(data.join(file), Some(uid), Some(gid)).expect("chown the TLS files");
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("conf");
+        use std::io::Write;
+        writeln!(conf, "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'").expect("write conf");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        pg.resume();
+        pg
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
-        cmd.current_dir(self.dir.path()).env_remove("PGDATA");
+        // HOME is the cluster's directory: libpq looks for client certificates under
+        // $HOME/.postgresql, and root's home is closed to the `postgres` user.
+        cmd.current_dir(self.dir.path()).env_remove("PGDATA").env("HOME", self.dir.path());
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid);
         }
