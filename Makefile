@@ -43,7 +43,7 @@ C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugin
 ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
 WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
 
-.PHONY: run test postgres bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz fuzz-smoke
+.PHONY: run test postgres registry bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz fuzz-smoke
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -138,7 +138,7 @@ PROFILE ?= dev
 run: plugins
 	$(CARGO) run --profile $(PROFILE) -p cordon --bin cordon -- serve --plugins plugins/dist --allow-unauthenticated
 
-test: plugins conformance-plugins build postgres $(PYVENV)/.installed
+test: plugins conformance-plugins build postgres registry $(PYVENV)/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON) plugins/python-sdk/test_cordon.py
 	$(CARGO) test --workspace
 	# The idempotency and task suites again, against PostgreSQL instead of SQLite (tests/e2e/common/postgres.rs).
@@ -155,6 +155,16 @@ postgres:
 		echo "installing PostgreSQL from Debian's packages"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
+
+# An OCI registry for the distribution tests (tests/e2e/oci.rs start their own, in a temporary
+# directory, on loopback): Debian's docker-registry (the CNCF distribution server), installed when
+# missing. Nothing is started here.
+registry:
+	@if [ -x /usr/bin/docker-registry ] || [ -n "$$CORDON_REGISTRY_BIN" ]; then :; else \
+		echo "installing docker-registry from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-registry; \
 	fi
 
 # Benchmarks (release build): one table, and bench/results.json. See BENCHMARKS.md.

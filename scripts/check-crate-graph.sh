@@ -4,7 +4,7 @@
 #   cordon-core     serde, serde_json and tokio's sync primitives only (with the crates they are built from)
 #   cordon-state    no wasmtime, no MCP or HTTP server
 #   cordon-sandbox  no MCP, no HTTP server framework, no database
-#   cordon-host     no MCP (the protocol is the `cordon` crate's)
+#   cordon-host     no MCP (the protocol is the `cordon` crate's), no registry client (`cordon pull` is the CLI's)
 set -eu
 CARGO=${CARGO:-cargo}
 
@@ -35,6 +35,8 @@ refuse cordon-sandbox "MCP, an HTTP server framework or a database" \
     "$(deps cordon-sandbox | grep -E '^(rmcp|axum|tower-http|cordon-state|cordon-host|rusqlite|tokio-postgres|deadpool)' || true)"
 
 refuse cordon-host "MCP (rmcp) or the cordon crate" "$(deps cordon-host | grep -E '^(rmcp|cordon)$' || true)"
+
+refuse cordon-host "a registry client (oci-client, reqwest)" "$(deps cordon-host | grep -E '^(oci-client|reqwest)$' || true)"
 
 [ "$status" -eq 0 ] && echo "crate graph: core, state, sandbox and host keep their arrows"
 exit "$status"

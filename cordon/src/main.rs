@@ -114,6 +114,52 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Fetch a plugin published as an OCI artifact, verify it (digest pins, and a signature
+    /// with --key or [plugins.NAME] signed_by), and install it into the plugins folder, where a
+    /// running server picks it up.
+    Pull {
+        /// oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST, or a plugin name whose
+        /// [plugins.NAME] source says where.
+        reference: String,
+        /// Install as NAME.wasm [default: the repository's last path segment].
+        #[arg(long)]
+        name: Option<String>,
+        /// Require a cosign-compatible signature by this PEM public key [default: [plugins.NAME]
+        /// signed_by].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Refuse a component larger than this many MiB.
+        #[arg(long, default_value_t = cordon::distribution::DEFAULT_MAX_PULL_MB)]
+        max_mb: u64,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Publish a component as an OCI artifact (the wasm layout wkg and Wassette read); prints
+    /// its manifest digest.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// oci://REGISTRY/REPOSITORY:TAG
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Sign a published artifact with a local key, stored in the registry the way cosign stores
+    /// its signatures (`cosign verify --key … --insecure-ignore-tlog` accepts it).
+    Sign {
+        /// oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST
+        reference: String,
+        /// The PKCS#8 PEM private key (ECDSA P-256), e.g. from `cordon key new`.
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Signing keys for `cordon sign`.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Bearer tokens for HTTP callers.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -211,6 +257,47 @@ enum TokenCommand {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Write a new ECDSA P-256 key pair: PREFIX.key (private, mode 0600) and PREFIX.pub.
+    New {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "cordon")]
+        out: PathBuf,
+    },
+}
+
+/// How to reach a registry.
+#[derive(Args)]
+struct RegistryArgs {
+    /// Registry user [default: the Docker config file's entry for the registry, else anonymous].
+    #[arg(long, env = "CORDON_REGISTRY_USERNAME", requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the registry password from stdin (with --username).
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Plain HTTP instead of HTTPS; only to a loopback registry.
+    #[arg(long)]
+    plain_http: bool,
+}
+
+impl RegistryArgs {
+    fn flags(&self) -> Result<cordon::distribution::RegistryFlags> {
+        let password = if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+            Some(line.trim_end_matches(['\r', '\n']).to_string())
+        } else {
+            None
+        };
+        Ok(cordon::distribution::RegistryFlags {
+            username: self.username.clone(),
+            password,
+            plain_http: self.plain_http,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -346,6 +433,33 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let filter = cordon_host::audit::ErrorsFilter { tool: tool.as_deref(), scope: scope.as_deref() };
             let report = cordon_host::audit::errors_report(&path, since, &filter).map_err(runtime)?;
             print_json(&serde_json::to_value(&report).unwrap_or_default());
+            Ok(0)
+        }
+        Command::Pull { reference, name, key, max_mb, registry, common } => {
+            let (config, paths) = resolve(&common).map_err(usage)?;
+            let request = cordon::distribution::PullRequest { reference, name, key, max_mb };
+            let flags = registry.flags().map_err(usage)?;
+            let pulled = cordon::distribution::pull(&config, &paths.plugins, request, &flags).await.map_err(runtime)?;
+            print_json(&pulled);
+            Ok(0)
+        }
+        Command::Push { file, reference, registry } => {
+            let flags = registry.flags().map_err(usage)?;
+            print_json(&cordon::distribution::push(&file, &reference, &flags).await.map_err(runtime)?);
+            Ok(0)
+        }
+        Command::Sign { reference, key, registry } => {
+            let flags = registry.flags().map_err(usage)?;
+            print_json(&cordon::distribution::sign(&reference, &key, &flags).await.map_err(runtime)?);
+            Ok(0)
+        }
+        Command::Key(KeyCommand::New { out }) => {
+            let (private, public) = cordon::distribution::new_key(&out).map_err(runtime)?;
+            eprintln!(
+                "wrote {} (keep it secret) and {} (for [plugins.NAME] signed_by and cordon pull --key)",
+                private.display(),
+                public.display()
+            );
             Ok(0)
         }
         Command::Token(TokenCommand::Hash { token }) => {

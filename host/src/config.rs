@@ -178,6 +178,14 @@ impl Default for ServerConfig {
 pub struct PluginConfig {
     /// Pins the component: a file whose SHA-256 (hex) differs is refused.
     pub sha256: Option<String>,
+    /// Where `cordon pull NAME` fetches the plugin from: `oci://REGISTRY/REPOSITORY:TAG`, or
+    /// `…@sha256:DIGEST` to pin the manifest. `cordon pull` refuses any other repository, and
+    /// with `signed_by` the signature must name this repository (and this digest, if given).
+    pub source: Option<String>,
+    /// A PEM public key (ECDSA P-256, as cosign makes): the plugin must carry a cosign-compatible
+    /// signature by this key, which only `cordon pull` writes (`NAME.wasm.sig`); it is checked at
+    /// every load, so a file that reaches the folder another way is refused.
+    pub signed_by: Option<PathBuf>,
     /// `[plugins.NAME.limits]`: this plugin's limits; unset keys fall back to `[defaults]`.
     #[serde(default)]
     pub limits: LimitsOverride,
@@ -326,6 +334,9 @@ impl Config {
                 if !prefix.is_empty() && !crate::registry::is_valid_tool_name(prefix) {
                     bail!("[plugins.{name}] prefix {prefix:?} must be empty or of [a-zA-Z0-9_-]");
                 }
+            }
+            if let Some(source) = &plugin.source {
+                cordon_oci::signature::split_source(source).with_context(|| format!("[plugins.{name}] source"))?;
             }
             if let Some(pin) = &plugin.sha256 {
                 if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {

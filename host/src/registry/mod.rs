@@ -439,17 +439,22 @@ fn spawn_compile(
     digest: String,
     compiles: Arc<tokio::sync::Semaphore>,
 ) -> tokio::task::JoinHandle<Result<Compiled>> {
-    let pin = names::plugin_name(path).map(|name| (cx.config.plugin(&name).sha256.clone(), name));
+    let pins = names::plugin_name(path).map(|name| (cx.config.plugin(&name).clone(), name));
+    let path = path.to_path_buf();
     let (engine, cache) = (cx.sandbox.engine().clone(), cx.cache.clone());
     tokio::spawn(async move {
-        let (pin, name) = pin?;
-        if let Some(pin) = &pin {
+        let (plugin, name) = pins?;
+        if let Some(pin) = &plugin.sha256 {
             if !pin.eq_ignore_ascii_case(&digest) {
                 bail!(
                     "digest mismatch: the file is sha256:{digest}, but [plugins.{name}] sha256 pins sha256:{}",
                     pin.to_ascii_lowercase()
                 );
             }
+        }
+        if let Some(key) = &plugin.signed_by {
+            check_signature(&path, &digest, key, plugin.source.as_deref())
+                .with_context(|| format!("[plugins.{name}] signed_by"))?;
         }
         let _permit = compiles.acquire_owned().await.map_err(|e| anyhow!("compile queue closed: {e}"))?;
         // Compiling takes from milliseconds to many seconds (a Python component): off the async
@@ -472,6 +477,17 @@ fn spawn_compile(
         .context("not a valid component")?;
         Ok(Compiled { digest, component, compile_cache })
     })
+}
+
+/// The signature bundle beside `path` proves, with the public key in `key_file`, that this file
+/// is the one a signed artifact holds (from `source`'s repository, when configured).
+fn check_signature(path: &Path, digest: &str, key_file: &Path, source: Option<&str>) -> Result<()> {
+    // The key's path stays out of the reason: refusals are shown to clients of `cordon tools`.
+    let key = std::fs::read(key_file).map_err(|e| anyhow!("cannot read the public key: {e}"))?;
+    let key = cordon_oci::signature::PublicKey::from_pem(&key)?;
+    let bundle = cordon_oci::signature::Bundle::read_for(path)?;
+    bundle.verify(&key, digest, source)?;
+    Ok(())
 }
 
 async fn load_plugin(

@@ -8,6 +8,7 @@
 
 pub mod payments;
 pub mod postgres;
+pub mod registry;
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RunningService, Service, ServiceError};
