@@ -10,8 +10,10 @@
 #![warn(missing_docs)]
 
 pub mod connections;
+pub mod distribution;
 pub mod inputs;
 pub mod inspect;
+pub mod legacy_sse;
 pub mod mcp;
 pub mod reload;
 pub mod scaffold;

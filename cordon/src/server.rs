@@ -242,8 +242,15 @@ pub async fn serve_http(cordon: Arc<Cordon>, plan: HttpPlan) -> Result<()> {
     // anything on authentication), then the bearer gate. Each axum layer costs a boxed future
     // and a hand-off per request; the two were separate layers before.
     let front = FrontDoor { drain: drain.clone(), gate: gate.clone() };
-    let mcp = mcp_service(cordon.clone(), stateless, clients.clone(), sessions.child_token())
-        .layer(axum::middleware::from_fn_with_state(front, front_door));
+    let mut mcp = mcp_service(cordon.clone(), stateless, clients.clone(), sessions.child_token())
+        .layer(axum::middleware::from_fn_with_state(front.clone(), front_door));
+    if !stateless {
+        // The 2024-11-05 transport for older clients, through the same front door; a session of
+        // it is one connection, so it is not offered without sessions (behind a balancer).
+        let legacy = crate::legacy_sse::LegacySse::router(cordon.clone(), clients.clone(), sessions.child_token())
+            .layer(axum::middleware::from_fn_with_state(front, front_door));
+        mcp = mcp.merge(legacy);
+    }
     let _watcher = crate::reload::watch_plugins(cordon.clone())?;
     let data_dir = cordon.data_dir().to_path_buf();
     let revocations = cordon.revocations();
@@ -457,9 +464,16 @@ async fn front_door(State(door): State<FrontDoor>, request: Request, next: Next)
             .into_response();
     }
     let Some(exchange) = exchange else {
+        let ends_session = request.method() == Method::DELETE;
         // GET opens a session's standing SSE stream, which never ends on its own: it is closed
         // with the sessions after the drain, not waited for.
-        return auth::require_bearer(State(gate), request, next).await;
+        let mut response = auth::require_bearer(State(gate), request, next).await;
+        // rmcp answers a session's DELETE with 202; the session is gone by then, and clients
+        // (the official Python SDK among them) take only 200 or 204 as a clean close.
+        if ends_session && response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+        }
+        return response;
     };
     let response = auth::require_bearer(State(gate), request, next).await;
     response.map(|body| Body::new(Tracked { body, _exchange: exchange }))

@@ -100,6 +100,27 @@ async fn session_mode_requires_initialize() {
     let body = json_rpc_body(&content_type, &response.text().await.unwrap());
     assert_eq!(body["id"], 1);
     assert_eq!(body["result"]["serverInfo"]["name"], "cordon");
+
+    // DELETE ends the session with 204 (clients take 200 or 204 as a clean close; rmcp says 202),
+    // and the session is gone after it.
+    let session = response_session(&server, &[]).await;
+    let delete = reqwest::Client::new()
+        .delete(&server.url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 204, "{:?}", delete.text().await);
+    let after = post(&server.url, &request.to_string(), &[("mcp-session-id", session.as_str())]).await;
+    assert_eq!(after.status(), 404, "a deleted session must be gone");
+}
+
+/// Opens a session with `initialize` and returns its id.
+async fn response_session(server: &HttpServer, headers: &[(&str, &str)]) -> String {
+    let response = post(&server.url, &initialize_request().to_string(), headers).await;
+    assert_eq!(response.status(), 200);
+    response.headers()["mcp-session-id"].to_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -430,4 +451,124 @@ async fn sessions_are_bounded() {
     })
     .await;
     assert_echo(&second, "the second session still serves").await;
+}
+
+/// One legacy SSE stream (`GET /sse`), read event by event.
+struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseStream {
+    async fn open(url: &str, headers: &[(&str, &str)]) -> SseStream {
+        let response = get(url, headers).await;
+        assert_eq!(response.status(), 200, "GET /sse");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        SseStream { response, buffer: String::new() }
+    }
+
+    /// The next event with a name: (event, data). Keep-alive comments are skipped.
+    async fn next_event(&mut self) -> (String, String) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        event = name.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if !event.is_empty() {
+                    return (event, data);
+                }
+                continue;
+            }
+            let chunk = guard("an SSE event", self.response.chunk()).await.expect("read the stream");
+            let chunk = chunk.expect("the stream ended");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next `message` event, as JSON.
+    async fn next_message(&mut self) -> Value {
+        let (event, data) = self.next_event().await;
+        assert_eq!(event, "message", "{data}");
+        serde_json::from_str(&data).unwrap_or_else(|e| panic!("not JSON ({e}): {data}"))
+    }
+}
+
+/// The 2024-11-05 HTTP+SSE transport, under the rules of `/mcp`: a bearer token on every
+/// request, the `Host` and `Origin` checks, the body cap; a session takes POSTs only from the
+/// principal that opened it; malformed JSON is a JSON-RPC parse error with 400; replies come on
+/// the stream.
+#[tokio::test]
+async fn the_legacy_sse_transport_serves_calls_under_the_mcp_rules() {
+    let config = format!("[server]\nmax_request_bytes = 65536\n\n{}", tokens(&["alice", "bob"]));
+    let env = Env::demo().config(&config);
+    let server = env.spawn_http_with(&[], &[]).await;
+    let sse = format!("{}/sse", server.base);
+    let alice = format!("Bearer {}", token("alice"));
+    let bob = format!("Bearer {}", token("bob"));
+    let as_alice = [("authorization", alice.as_str())];
+
+    assert_eq!(get(&sse, &[]).await.status(), 401, "no token");
+    assert_eq!(get(&sse, &[as_alice[0], ("host", "evil.example")]).await.status(), 403, "a rebinding Host");
+    assert_eq!(get(&sse, &[as_alice[0], ("origin", "http://evil.example")]).await.status(), 403, "a foreign Origin");
+
+    let mut stream = SseStream::open(&sse, &as_alice).await;
+    let (event, endpoint) = stream.next_event().await;
+    assert_eq!(event, "endpoint");
+    assert!(endpoint.starts_with("/messages?sessionId="), "{endpoint}");
+    let messages = format!("{}{endpoint}", server.base);
+
+    let accepted = post(&messages, &initialize_request().to_string(), &as_alice).await;
+    assert_eq!(accepted.status(), 202);
+    let reply = stream.next_message().await;
+    assert_eq!(reply["id"], 1);
+    assert_eq!(reply["result"]["serverInfo"]["name"], "cordon");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(&messages, &initialized.to_string(), &as_alice).await.status(), 202);
+    let call = call_request(2, "demo_echo", json!({"text": "over the old transport"}));
+    assert_eq!(post(&messages, &call.to_string(), &as_alice).await.status(), 202);
+    let reply = stream.next_message().await;
+    assert_eq!(reply["id"], 2);
+    assert_eq!(reply["result"]["structuredContent"]["text"], "over the old transport", "{reply}");
+
+    // Bad input, each a clear answer that changes nothing.
+    let malformed = post(&messages, "{not json", &as_alice).await;
+    assert_eq!(malformed.status(), 400);
+    let error: Value = malformed.json().await.unwrap();
+    assert_eq!(error["error"]["code"], -32700, "{error}");
+    let not_rpc = post(&messages, &json!({"hello": "world"}).to_string(), &as_alice).await;
+    assert_eq!(not_rpc.status(), 400);
+    let huge = format!("{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(70_000));
+    assert_eq!(post(&messages, &huge, &as_alice).await.status(), 413);
+    // Another principal, an unknown session, no token.
+    let as_bob = [("authorization", bob.as_str())];
+    assert_eq!(post(&messages, &call.to_string(), &as_bob).await.status(), 404, "bob on alice's session");
+    let unknown = format!("{}/messages?sessionId=0123456789abcdef", server.base);
+    assert_eq!(post(&unknown, &call.to_string(), &as_alice).await.status(), 404);
+    assert_eq!(post(&messages, &call.to_string(), &[]).await.status(), 401);
+
+    // The session still works after all of that.
+    let call = call_request(4, "demo_add", json!({"a": 2, "b": 40}));
+    assert_eq!(post(&messages, &call.to_string(), &as_alice).await.status(), 202);
+    let reply = stream.next_message().await;
+    assert_eq!(reply["id"], 4);
+    assert_eq!(reply["result"]["structuredContent"]["sum"].as_f64(), Some(42.0), "{reply}");
+
+    // Closing the stream ends the session.
+    drop(stream);
+    let mut gone = false;
+    for _ in 0..100 {
+        if post(&messages, &call.to_string(), &as_alice).await.status() == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the session outlived its stream");
 }

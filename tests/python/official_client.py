@@ -1,15 +1,18 @@
 """The official Python MCP client (PyPI `mcp`) against the real `cordon` binary.
 
 Proves interoperability beyond our own rmcp-based tests: over Streamable HTTP (session mode and
-stateless mode), over HTTPS with a self-signed certificate, and over stdio, list the demo tools,
+stateless mode), over HTTPS with a self-signed certificate, over the legacy HTTP+SSE transport,
+and over stdio, list the demo tools,
 call demo_echo and demo_add, and see a typed error. Run by `make test` as
 `python official_client.py CORDON_BIN PLUGINS_DIR`.
 """
 
 import asyncio
 import datetime
+import hashlib
 import ipaddress
 import json
+import logging
 import os
 import re
 import ssl
@@ -25,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mcp import ClientSession, StdioServerParameters
+from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -66,15 +70,31 @@ def start_http(*extra: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("cordon exited before listening")
 
 
+class Warnings(logging.Handler):
+    """Collects the client's own warnings ("Session termination failed: 202" was one)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 async def over_http(*extra: str) -> None:
     proc, url = start_http(*extra)
+    warnings = Warnings()
+    logging.getLogger("mcp").addHandler(warnings)
     try:
         async with streamable_http_client(url) as (read, write):
             async with ClientSession(read, write) as session:
                 await exercise(session)
     finally:
+        logging.getLogger("mcp").removeHandler(warnings)
         proc.terminate()
         proc.wait(timeout=10)
+    # Closing the client ends the session (DELETE): it must see a clean close.
+    assert not warnings.messages, warnings.messages
 
 
 def self_signed_certificate() -> tuple[str, str]:
@@ -132,6 +152,39 @@ async def over_https() -> None:
         proc.wait(timeout=10)
 
 
+async def over_legacy_sse() -> None:
+    """The 2024-11-05 HTTP+SSE transport (`GET /sse`, `POST /messages`), as older clients use it,
+    behind a bearer token like every HTTP route."""
+    token = "legacy-sse-token-" + os.urandom(8).hex()
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    config = os.path.join(tempfile.mkdtemp(prefix="cordon-py-sse-"), "cordon.toml")
+    with open(config, "w") as f:
+        f.write(f'[[auth.tokens]]\nprincipal = "legacy"\nsha256 = "{digest}"\n')
+    proc = subprocess.Popen(
+        [CORDON, "serve", "--plugins", PLUGINS, "--data", DATA, "--listen", "127.0.0.1:0", "--config", config],
+        stderr=subprocess.PIPE, text=True,
+    )
+    url = None
+    for line in proc.stderr:
+        match = re.search(r"url=(https?://\S+)/mcp", line)
+        if match:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            url = match.group(1)
+            break
+    try:
+        assert url, "cordon exited before listening"
+        # Without the token the stream is refused, as /mcp is.
+        async with httpx2.AsyncClient() as http:
+            refused = await http.get(f"{url}/sse")
+            assert refused.status_code == 401, refused.status_code
+        async with sse_client(f"{url}/sse", headers={"Authorization": f"Bearer {token}"}) as (read, write):
+            async with ClientSession(read, write) as session:
+                await exercise(session)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 async def over_stdio() -> None:
     params = StdioServerParameters(
         command=CORDON, args=["serve", "--stdio", "--plugins", PLUGINS, "--data", DATA],
@@ -147,6 +200,7 @@ async def main() -> None:
         ("http session", over_http()),
         ("http stateless", over_http("--stateless")),
         ("https (self-signed certificate)", over_https()),
+        ("the legacy HTTP+SSE transport", over_legacy_sse()),
         ("stdio", over_stdio()),
     ]:
         try:
