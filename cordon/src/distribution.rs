@@ -96,15 +96,8 @@ pub async fn pull(config: &Config, plugins: &Path, request: PullRequest, flags: 
             }
         }
     }
-    let file_digest = hex_digest(&pulled.bytes);
-    if let Some(pin) = &plugin.sha256 {
-        if !pin.eq_ignore_ascii_case(&file_digest) {
-            bail!(
-                "{target} holds sha256:{file_digest}, but [plugins.{name}] sha256 pins sha256:{}: nothing installed",
-                pin.to_ascii_lowercase()
-            );
-        }
-    }
+    let file_digest = signature::sha256_hex(&pulled.bytes);
+    plugin.check_sha256(&name, &file_digest).with_context(|| format!("{target}: nothing installed"))?;
     cordon_sandbox::wrap::kind(&pulled.bytes).with_context(|| format!("{target} is not a wasm component or module"))?;
     if let (Some(bundle), Some(key)) = (&pulled.bundle, &key) {
         // The check the host makes at every load, made once more on what is about to be written.
@@ -133,7 +126,7 @@ pub async fn push(file: &Path, reference: &str, flags: &RegistryFlags) -> Result
         "pushed": target.to_string(),
         "source": target.at_digest(&manifest_digest).to_string(),
         "manifest_digest": manifest_digest,
-        "sha256": hex_digest(&bytes),
+        "sha256": signature::sha256_hex(&bytes),
     }))
 }
 
@@ -178,9 +171,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn hex_digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }

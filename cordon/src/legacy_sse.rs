@@ -146,11 +146,11 @@ async fn message(State(state): State<Arc<LegacySse>>, Query(query): Query<Sessio
     if let Some(refused) = host_or_origin_refusal(request.headers(), &state.cordon) {
         return refused;
     }
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let Some(caller) = parts.extensions.get::<Caller>().cloned() else {
         return refuse(StatusCode::INTERNAL_SERVER_ERROR, "request is not authenticated");
     };
-    let inbox = {
+    let mut inbox = {
         let sessions = state.sessions();
         match sessions.get(&query.session_id) {
             Some(session) if session.principal == caller.principal => session.inbox.clone(),
@@ -158,25 +158,22 @@ async fn message(State(state): State<Arc<LegacySse>>, Query(query): Query<Sessio
             _ => return refuse(StatusCode::NOT_FOUND, "no such session"),
         }
     };
+    // The gate in front has read the body already, within `max_request_bytes`, checked it is
+    // JSON (-32700 otherwise) and held it against the token's tool scope; what is left to check
+    // is that it is a JSON-RPC message.
     let limit = state.cordon.config().server.max_request_bytes;
-    let bytes = match axum::body::to_bytes(Body::new(body), limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than [server] max_request_bytes")
-        }
+    let Ok(bytes) = axum::body::to_bytes(Body::new(body), limit).await else {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than [server] max_request_bytes");
     };
-    let mut message: ClientJsonRpcMessage = match serde_json::from_slice(&bytes) {
-        Ok(message) => message,
-        Err(e) => {
-            let code = if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() { -32600 } else { -32700 };
-            let error = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": format!("{e}")}});
-            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], error.to_string())
-                .into_response();
-        }
+    let Ok(mut message) = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) else {
+        return cordon_host::auth::jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: the body is JSON but not a JSON-RPC 2.0 request, notification or response",
+        );
     };
-    // What the tool path reads from an HTTP request (the caller, `Idempotency-Key`) travels with
-    // the message, as rmcp's own HTTP transport does it.
-    parts.extensions.insert(caller);
+    // What the tool path reads from an HTTP request (the caller the gate attached,
+    // `Idempotency-Key`) travels with the message, as rmcp's own HTTP transport does it.
     match &mut message {
         ClientJsonRpcMessage::Request(request) => {
             request.request.extensions_mut().insert(parts);
@@ -186,9 +183,7 @@ async fn message(State(state): State<Arc<LegacySse>>, Query(query): Query<Sessio
         }
         _ => {}
     }
-    let mut inbox = inbox;
-    use futures::SinkExt as _;
-    match inbox.send(message).await {
+    match futures::SinkExt::send(&mut inbox, message).await {
         Ok(()) => (StatusCode::ACCEPTED, "Accepted").into_response(),
         Err(_) => refuse(StatusCode::NOT_FOUND, "no such session"),
     }

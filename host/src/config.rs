@@ -209,6 +209,20 @@ pub struct PluginConfig {
     pub tools: BTreeMap<String, ToolOverride>,
 }
 
+impl PluginConfig {
+    /// Refuses a file of plugin `name` whose SHA-256 (`digest`, hex) is not the `sha256` pin.
+    /// The loader checks it before compiling; `cordon pull` before installing.
+    pub fn check_sha256(&self, name: &str, digest: &str) -> Result<()> {
+        match &self.sha256 {
+            Some(pin) if !pin.eq_ignore_ascii_case(digest) => bail!(
+                "digest mismatch: the file is sha256:{digest}, but [plugins.{name}] sha256 pins sha256:{}",
+                pin.to_ascii_lowercase()
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `[plugins.NAME.tools.TOOL]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -114,8 +114,7 @@ pub struct Access {
 
 impl Access {
     /// Credentials for `registry`: `username`/`password` when given, else the Docker config file
-    /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, credential helpers included),
-    /// else anonymous.
+    /// ([`docker_config_auth`]), else anonymous.
     pub fn for_registry(
         registry: &str,
         username: Option<String>,
@@ -127,16 +126,31 @@ impl Access {
             (Some(_), None) | (None, Some(_)) => {
                 bail!("a registry username needs a password, and a password a username")
             }
-            (None, None) => match docker_credential::get_credential(registry) {
-                Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
-                    RegistryAuth::Basic(user, password)
-                }
-                Ok(docker_credential::DockerCredential::IdentityToken(token)) => RegistryAuth::Bearer(token),
-                // No config file, or no entry for this registry: anonymous, as docker does.
-                Err(_) => RegistryAuth::Anonymous,
-            },
+            (None, None) => docker_config_auth(registry)?,
         };
         Ok(Self { auth, plain_http })
+    }
+}
+
+/// The Docker config file's credentials for `registry` (`$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`, credential helpers included). No file, or no entry for the registry,
+/// is anonymous, as docker does; a file that cannot be read or a helper that fails is an error,
+/// since going on anonymously would hide why the registry then refuses.
+fn docker_config_auth(registry: &str) -> Result<RegistryAuth> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".docker")));
+    let Some(file) = dir.map(|dir| dir.join("config.json")).filter(|file| file.exists()) else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    let opened = std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    match docker_credential::get_credential_from_reader(std::io::BufReader::new(opened), registry) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+            Ok(RegistryAuth::Basic(user, password))
+        }
+        Ok(docker_credential::DockerCredential::IdentityToken(token)) => Ok(RegistryAuth::Bearer(token)),
+        Err(docker_credential::CredentialRetrievalError::NoCredentialConfigured) => Ok(RegistryAuth::Anonymous),
+        Err(e) => bail!("{}: the credentials for {registry}: {e}", file.display()),
     }
 }
 
@@ -197,15 +211,22 @@ impl Registry {
     /// The raw manifest at `target` and its digest (checked against the target's digest, if it
     /// names one).
     async fn manifest(&self, target: &Target) -> Result<(Vec<u8>, String)> {
-        let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(&target.reference, &self.auth, &[OCI_IMAGE_MEDIA_TYPE])
-            .await
-            .map_err(|e| registry_error(target, "fetch the manifest", e))?;
+        self.manifest_if_any(target).await?.with_context(|| format!("{target}: cannot fetch the manifest: not found"))
+    }
+
+    /// [`Registry::manifest`], or `None` when the registry says there is none. Any other failure
+    /// (refused credentials, a network error) is an error, never taken for "none".
+    async fn manifest_if_any(&self, target: &Target) -> Result<Option<(Vec<u8>, String)>> {
+        let (bytes, digest) =
+            match self.client.pull_manifest_raw(&target.reference, &self.auth, &[OCI_IMAGE_MEDIA_TYPE]).await {
+                Ok(found) => found,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(registry_error(target, "fetch the manifest", e)),
+            };
         if signature::digest_of(&bytes) != digest {
             bail!("{target}: the registry's manifest digest {digest} is not the digest of what it sent");
         }
-        Ok((bytes.to_vec(), digest))
+        Ok(Some((bytes.to_vec(), digest)))
     }
 
     /// A blob of at most `limit` bytes, checked against its digest. The bound stops the download
@@ -256,14 +277,13 @@ impl Registry {
         manifest_digest: &str,
     ) -> Result<Bundle> {
         let signatures = Target { reference: target.signature_tag(manifest_digest) };
-        let (signature_manifest, _) = self
-            .manifest(&signatures)
-            .await
-            .map_err(|e| anyhow!("{target} has no signature for {manifest_digest} (looked for {signatures}): {e:#}"))?;
+        let Some((signature_manifest, _)) = self.manifest_if_any(&signatures).await? else {
+            bail!("{target} has no signature for {manifest_digest} (looked for {signatures})");
+        };
         let parsed: OciImageManifest = serde_json::from_slice(&signature_manifest)
             .with_context(|| format!("{signatures}: not a signature manifest"))?;
         let mut tried = Vec::new();
-        for layer in parsed.layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE) {
+        for layer in signature_layers(&parsed)? {
             let Some(signature_b64) = layer.annotations.as_ref().and_then(|a| a.get(SIGNATURE_ANNOTATION)) else {
                 continue;
             };
@@ -301,10 +321,12 @@ impl Registry {
         let signatures_target = Target { reference: signatures.clone() };
 
         let mut layers: Vec<ImageLayer> = Vec::new();
-        if let Ok((existing, _)) = self.manifest(&signatures_target).await {
+        // Only a registry that says "none" means there are none: taking a failed fetch for that
+        // would replace the other signers' signatures with this one alone.
+        if let Some((existing, _)) = self.manifest_if_any(&signatures_target).await? {
             let parsed: OciImageManifest =
                 serde_json::from_slice(&existing).context("the existing signature manifest")?;
-            for layer in parsed.layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE) {
+            for layer in signature_layers(&parsed)? {
                 let data = self
                     .blob(
                         &signatures_target,
@@ -326,6 +348,32 @@ impl Registry {
             .await
             .map_err(|e| registry_error(target, "push the signature", e))?;
         Ok(manifest_digest)
+    }
+}
+
+/// Signatures kept for one manifest, at most: a signature manifest listing thousands of layers
+/// would otherwise make a pull fetch (and check) each of them.
+const MAX_SIGNATURES: usize = 64;
+
+/// The simple-signing layers of a signature manifest, refused past [`MAX_SIGNATURES`].
+fn signature_layers(manifest: &OciImageManifest) -> Result<Vec<&oci_client::manifest::OciDescriptor>> {
+    let layers: Vec<_> = manifest.layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE).collect();
+    if layers.len() > MAX_SIGNATURES {
+        bail!("the signature manifest lists {} signatures, more than {MAX_SIGNATURES}", layers.len());
+    }
+    Ok(layers)
+}
+
+/// Whether the registry answered that the manifest or repository does not exist (404).
+fn is_not_found(error: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
+    match error {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown))
+        }
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        _ => false,
     }
 }
 
@@ -360,7 +408,6 @@ fn registry_error(target: &Target, doing: &str, error: OciDistributionError) -> 
         OciDistributionError::AuthenticationFailure(_) | OciDistributionError::UnauthorizedError { .. } => {
             "the registry refused the credentials (docker login, or --username with --password-stdin)".to_string()
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => "not found".to_string(),
         other => other.to_string(),
     };
     anyhow!("{target}: cannot {doing}: {detail}")
@@ -413,6 +460,19 @@ mod tests {
         assert!(Target::parse("oci://acme/weather:1.0").is_err());
         assert!(Target::parse("ghcr.io/acme/weather:1.0").is_err());
         assert!(Target::parse("oci://ghcr.io/Acme/weather:1.0").is_err());
+    }
+
+    #[test]
+    fn a_signature_manifest_with_too_many_signatures_is_refused() {
+        let layer = oci_client::manifest::OciDescriptor {
+            media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
+            ..Default::default()
+        };
+        let mut manifest = OciImageManifest { layers: vec![layer; MAX_SIGNATURES], ..Default::default() };
+        assert_eq!(signature_layers(&manifest).unwrap().len(), MAX_SIGNATURES);
+        manifest.layers.push(manifest.layers[0].clone());
+        let e = signature_layers(&manifest).unwrap_err();
+        assert!(e.to_string().contains("more than"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,8 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// A wasm artifact's manifest is well under a kilobyte.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+/// A bundle holds a manifest and a payload (base64) and a signature.
+const MAX_BUNDLE_BYTES: u64 = 4 * MAX_MANIFEST_BYTES as u64;
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -215,9 +217,14 @@ pub fn verify(key: &PublicKey, payload: &[u8], signature_b64: &str) -> Result<Si
     })
 }
 
-/// `sha256:<hex>` of `bytes`.
+/// The SHA-256 of `bytes` in lower-case hex (the form of `[plugins.X] sha256` pins).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `sha256:<hex>` of `bytes` (an OCI digest).
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    format!("sha256:{}", sha256_hex(bytes))
 }
 
 #[derive(Deserialize)]
@@ -277,15 +284,19 @@ impl Bundle {
     pub fn read_for(wasm: &Path) -> Result<Self> {
         let path = Self::path_for(wasm);
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = match std::fs::read(&path) {
-            Ok(text) => text,
+        let opened = match std::fs::File::open(&path) {
+            Ok(opened) => opened,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 bail!("no signature: {file} is missing (install the plugin with `cordon pull`, which verifies and writes it)")
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {file}")),
         };
-        if text.len() > 4 * MAX_MANIFEST_BYTES {
-            bail!("{file} is too large to be a signature bundle");
+        // Read no more than a bundle can be, whatever sits under that name.
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(opened, MAX_BUNDLE_BYTES + 1), &mut text)
+            .with_context(|| format!("cannot read {file}"))?;
+        if text.len() as u64 > MAX_BUNDLE_BYTES {
+            bail!("{file} is larger than {MAX_BUNDLE_BYTES} bytes: not a signature bundle");
         }
         serde_json::from_slice(&text).with_context(|| format!("{file} is not a signature bundle"))
     }
@@ -437,6 +448,17 @@ mod tests {
         // One byte of the payload changed: refused.
         let other = payload("registry-testing.svc.lan/busybox", &digest.replacen('f', "e", 1));
         assert!(verify(&key, &other, cosign_signature).is_err());
+    }
+
+    #[test]
+    fn a_bundle_file_is_read_only_up_to_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("demo.wasm");
+        let e = Bundle::read_for(&wasm).unwrap_err();
+        assert!(e.to_string().contains("no signature"), "{e}");
+        std::fs::write(Bundle::path_for(&wasm), vec![b' '; MAX_BUNDLE_BYTES as usize + 1]).unwrap();
+        let e = Bundle::read_for(&wasm).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
     }
 
     #[test]

@@ -544,6 +544,8 @@ async fn the_legacy_sse_transport_serves_calls_under_the_mcp_rules() {
     assert_eq!(error["error"]["code"], -32700, "{error}");
     let not_rpc = post(&messages, &json!({"hello": "world"}).to_string(), &as_alice).await;
     assert_eq!(not_rpc.status(), 400);
+    let error: Value = not_rpc.json().await.unwrap();
+    assert_eq!(error["error"]["code"], -32600, "{error}");
     let huge = format!("{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(70_000));
     assert_eq!(post(&messages, &huge, &as_alice).await.status(), 413);
     // Another principal, an unknown session, no token.

@@ -23,6 +23,13 @@ async fn cordon(env: &Env, args: &[&str]) -> Output {
     guard("cordon to exit", cmd.output()).await.expect("run cordon")
 }
 
+/// An environment whose commands read the Docker config folder of the test's own.
+fn oci_env() -> Env {
+    let env = Env::new();
+    let docker = env.path().join("docker");
+    env.var("DOCKER_CONFIG", docker.to_str().unwrap())
+}
+
 /// `cordon pull <args> --plain-http` into `env`'s plugins folder.
 async fn pull(env: &Env, args: &[&str]) -> Output {
     let mut all = vec!["pull"];
@@ -60,8 +67,9 @@ async fn key_pair(env: &Env, prefix: &str) -> (PathBuf, PathBuf) {
     (env.path().join(format!("{prefix}.key")), env.path().join(format!("{prefix}.pub")))
 }
 
-/// `component` with a custom section appended: still the same valid component, another digest.
-fn variant(component: &[u8], tag: &str) -> PathBuf {
+/// `component` with a custom section appended: still the same valid component, another digest;
+/// written into `env`'s directory.
+fn variant(env: &Env, component: &[u8], tag: &str) -> PathBuf {
     let name = b"cordon-test";
     let mut section = vec![name.len() as u8];
     section.extend_from_slice(name);
@@ -70,9 +78,7 @@ fn variant(component: &[u8], tag: &str) -> PathBuf {
     bytes.push(0);
     bytes.push(section.len() as u8);
     bytes.extend_from_slice(&section);
-    let dir = std::env::temp_dir().join(format!("cordon-oci-variant-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{tag}.wasm"));
+    let path = env.path().join(format!("{tag}.wasm"));
     std::fs::write(&path, bytes).unwrap();
     path
 }
@@ -89,7 +95,7 @@ fn folder(env: &Env) -> Vec<String> {
 #[tokio::test]
 async fn a_pushed_plugin_is_pulled_by_tag_and_by_digest_and_served_live() {
     let registry = Registry::start().await;
-    let env = Env::new();
+    let env = oci_env();
     let demo = std::fs::read(demo_wasm()).unwrap();
     let tag = format!("oci://{}/tools/demo:1.0", registry.host);
     let pushed = push(&env, &demo_wasm(), &tag).await;
@@ -116,6 +122,20 @@ async fn a_pushed_plugin_is_pulled_by_tag_and_by_digest_and_served_live() {
     }
     assert!(served, "the pulled plugin was not served; log:\n{}", server.log.text());
     assert_echo(&client, "pulled from a registry").await;
+
+    // Credentials from the Docker config file: a helper that cannot run is an error, not a
+    // silent anonymous pull; an entry for the registry is used (this registry takes any).
+    let docker = env.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let config = serde_json::json!({"credHelpers": {registry.host.as_str(): "cordon-test-missing-helper"}});
+    std::fs::write(docker.join("config.json"), config.to_string()).unwrap();
+    refused(&pull(&env, &[&tag, "--name", "with_helper"]).await, &["credentials for", "config.json"]);
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"user:password");
+    let config = serde_json::json!({"auths": {registry.host.as_str(): {"auth": auth}}});
+    std::fs::write(docker.join("config.json"), config.to_string()).unwrap();
+    json_of(&pull(&env, &[&tag, "--name", "with_login"]).await);
+    std::fs::remove_file(env.plugins_dir().join("with_login.wasm")).unwrap();
+    std::fs::remove_file(docker.join("config.json")).unwrap();
 
     // By digest, under another name: the same bytes.
     let by_digest = format!("oci://{}/tools/demo@{manifest_digest}", registry.host);
@@ -144,7 +164,7 @@ async fn a_pushed_plugin_is_pulled_by_tag_and_by_digest_and_served_live() {
 #[tokio::test]
 async fn signed_pulls_verify_and_a_wrong_key_a_moved_tag_or_a_tampered_blob_are_refused() {
     let registry = Registry::start().await;
-    let env = Env::new();
+    let env = oci_env();
     let (signer_key, signer_pub) = key_pair(&env, "signer").await;
     let (other_key, other_pub) = key_pair(&env, "other").await;
     let (signer_pub, other_pub) = (signer_pub.to_str().unwrap(), other_pub.to_str().unwrap());
@@ -167,18 +187,18 @@ async fn signed_pulls_verify_and_a_wrong_key_a_moved_tag_or_a_tampered_blob_are_
     json_of(&pull(&env, &[&tag, "--key", signer_pub, "--name", "demo_again"]).await);
 
     // An artifact nobody signed.
-    let unsigned = variant(&demo, "unsigned");
+    let unsigned = variant(&env, &demo, "unsigned");
     let unsigned_tag = format!("oci://{}/tools/unsigned:1.0", registry.host);
     push(&env, &unsigned, &unsigned_tag).await;
     refused(&pull(&env, &[&unsigned_tag, "--key", signer_pub]).await, &["has no signature"]);
 
     // The tag moved to another artifact: the signature of the old one does not cover it.
-    let moved = variant(&demo, "moved");
+    let moved = variant(&env, &demo, "moved");
     push(&env, &moved, &tag).await;
     refused(&pull(&env, &[&tag, "--key", signer_pub, "--name", "moved"]).await, &["no signature"]);
 
     // A tampered blob: signed, then its bytes changed in the registry's storage.
-    let tampered = variant(&demo, "tampered");
+    let tampered = variant(&env, &demo, "tampered");
     let tampered_tag = format!("oci://{}/tools/tampered:1.0", registry.host);
     let pushed = push(&env, &tampered, &tampered_tag).await;
     sign(&env, &tampered_tag, &signer_key).await;
@@ -207,7 +227,7 @@ async fn signed_pulls_verify_and_a_wrong_key_a_moved_tag_or_a_tampered_blob_are_
 #[tokio::test]
 async fn a_plugin_that_must_be_signed_loads_only_with_its_signature_from_its_source() {
     let registry = Registry::start().await;
-    let env = Env::new();
+    let env = oci_env();
     let (signer_key, signer_pub) = key_pair(&env, "signer").await;
     let tag = format!("oci://{}/tools/demo:1.0", registry.host);
     push(&env, &demo_wasm(), &tag).await;
@@ -233,7 +253,7 @@ async fn a_plugin_that_must_be_signed_loads_only_with_its_signature_from_its_sou
     assert!(tools["tools"].as_array().unwrap().iter().any(|t| t["name"] == "demo_echo"), "{tools:#}");
 
     // Another file under the pulled signature: refused.
-    let swapped = variant(&std::fs::read(demo_wasm()).unwrap(), "swapped");
+    let swapped = variant(&env, &std::fs::read(demo_wasm()).unwrap(), "swapped");
     std::fs::copy(&swapped, env.plugins_dir().join("demo.wasm")).unwrap();
     let reason = refusal(&env.tools().await, "demo.wasm");
     assert!(reason.contains("wasm layer"), "{reason}");
@@ -241,7 +261,7 @@ async fn a_plugin_that_must_be_signed_loads_only_with_its_signature_from_its_sou
     // The same component, signed by the same key, from another repository: refused at pull
     // (the source pins the repository) and at load (a bundle from there names another one).
     refused(&pull(&env, &[&elsewhere, "--name", "demo"]).await, &["source pins"]);
-    let loose = Env::new().config("");
+    let loose = oci_env().config("");
     json_of(&pull(&loose, &[&elsewhere, "--key", signer_pub.to_str().unwrap()]).await);
     for file in ["demo.wasm", "demo.wasm.sig"] {
         std::fs::copy(loose.plugins_dir().join(file), env.plugins_dir().join(file)).unwrap();

@@ -574,7 +574,7 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// A JSON-RPC error response with no id (the request's could not be read), as `status`.
-fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
+pub fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } });
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

@@ -444,14 +444,7 @@ fn spawn_compile(
     let (engine, cache) = (cx.sandbox.engine().clone(), cx.cache.clone());
     tokio::spawn(async move {
         let (plugin, name) = pins?;
-        if let Some(pin) = &plugin.sha256 {
-            if !pin.eq_ignore_ascii_case(&digest) {
-                bail!(
-                    "digest mismatch: the file is sha256:{digest}, but [plugins.{name}] sha256 pins sha256:{}",
-                    pin.to_ascii_lowercase()
-                );
-            }
-        }
+        plugin.check_sha256(&name, &digest)?;
         if let Some(key) = &plugin.signed_by {
             check_signature(&path, &digest, key, plugin.source.as_deref())
                 .with_context(|| format!("[plugins.{name}] signed_by"))?;
