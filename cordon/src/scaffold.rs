@@ -1,8 +1,8 @@
-//! `cordon new NAME --lang rust|python|js`: a working plugin project that builds with one
+//! `cordon new NAME --lang rust|python|js|c|zig`: a working plugin project that builds with one
 //! command (`make`) into `NAME.wasm`, ready for the plugins folder.
 //!
-//! Every file a project needs is embedded in the binary — the WIT contract, the Python and
-//! JavaScript helpers, the WASI interfaces componentize-py generates bindings from — so a project
+//! Every file a project needs is embedded in the binary — the WIT contract, the Python,
+//! JavaScript and C helpers, the WASI interfaces componentize-py generates bindings from — so a project
 //! made anywhere builds without this repository. The Rust template uses `wit-bindgen` directly
 //! (the SDK in `plugin-sdk/` is not published to a registry).
 
@@ -18,6 +18,10 @@ pub enum Lang {
     Python,
     /// JavaScript with componentize-js (npm).
     Js,
+    /// C on the C helper (clang with wasi-libc): a preview-1 core module the host wraps.
+    C,
+    /// Zig on the C helper (PyPI `ziglang`): a preview-1 core module the host wraps.
+    Zig,
 }
 
 const PLUGIN_WIT: &str = include_str!("../../wit/plugin.wit");
@@ -54,6 +58,26 @@ const JS: &[(&str, &str)] = &[
     (".gitignore", "/node_modules\n*.wasm\n"),
 ];
 
+const C_HEADER: &str = include_str!("../../plugins/c-sdk/cordon.h");
+const C_HELPER: &str = include_str!("../../plugins/c-sdk/cordon.c");
+
+const C: &[(&str, &str)] = &[
+    ("app.c", include_str!("../templates/c/app.c")),
+    ("Makefile", include_str!("../templates/c/Makefile")),
+    ("cordon.h", C_HEADER),
+    ("cordon.c", C_HELPER),
+    (".gitignore", "*.wasm\n"),
+];
+
+const ZIG: &[(&str, &str)] = &[
+    ("app.zig", include_str!("../templates/zig/app.zig")),
+    ("Makefile", include_str!("../templates/zig/Makefile")),
+    ("cordon.zig", include_str!("../../plugins/c-sdk/cordon.zig")),
+    ("cordon.h", C_HEADER),
+    ("cordon.c", C_HELPER),
+    (".gitignore", "/.venv\n/.zig-cache\n*.wasm\n"),
+];
+
 /// Writes a new project for plugin `name` into `dir` (which must not exist, or be empty).
 /// Returns the files written.
 pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
@@ -67,6 +91,8 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
         Lang::Js => JS,
+        Lang::C => C,
+        Lang::Zig => ZIG,
     };
     let crate_name = name.replace('-', "_");
     let mut written = Vec::new();
@@ -101,5 +127,13 @@ mod tests {
         let py = dir.path().join("py");
         create("py", Lang::Python, &py).unwrap();
         assert!(py.join("wit/deps/http.wit").exists() && py.join("cordon.py").exists());
+        let zig = dir.path().join("zig");
+        create("zig-hello", Lang::Zig, &zig).unwrap();
+        let make = std::fs::read_to_string(zig.join("Makefile")).unwrap();
+        assert!(make.contains("zig-hello.wasm:"), "{make}");
+        assert!(["cordon.zig", "cordon.h", "cordon.c", "app.zig"].iter().all(|f| zig.join(f).exists()));
+        let c = dir.path().join("c");
+        create("c-hello", Lang::C, &c).unwrap();
+        assert!(std::fs::read_to_string(c.join("app.c")).unwrap().contains("c-hello_hello"));
     }
 }

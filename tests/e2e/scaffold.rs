@@ -1,7 +1,7 @@
 //! `cordon new`: a scaffolded project builds with one command and its tool is served. Each
 //! language's project is made in a temp dir by the real binary, built with `make` (the Rust one
-//! shares the guests' target dir, the Python and JavaScript ones the toolchains `make plugins`
-//! installed under `target/lang/`, so nothing downloads here), loaded into `cordon`, and called:
+//! shares the guests' target dir, the Python, JavaScript and Zig ones the toolchains `make plugins`
+//! installed under `target/lang/`, the C one the clang it installed, so nothing downloads here), loaded into `cordon`, and called:
 //! the greeting, and the typed `empty_name` error.
 
 mod common;
@@ -82,4 +82,26 @@ async fn a_new_javascript_plugin_builds_and_serves() {
     std::fs::write(project.join("node_modules/.installed"), "").ok();
     make(&project, &[]).await;
     serve_and_greet("jsgreeter", &project.join("jsgreeter.wasm")).await;
+}
+
+#[tokio::test]
+async fn a_new_c_plugin_builds_and_serves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("cgreeter");
+    cordon_new("cgreeter", "c", &project).await;
+    // clang with wasi-libc, as `make plugins` installed it for the C examples.
+    make(&project, &[]).await;
+    serve_and_greet("cgreeter", &project.join("cgreeter.wasm")).await;
+}
+
+#[tokio::test]
+async fn a_new_zig_plugin_builds_and_serves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("ziggreeter");
+    cordon_new("ziggreeter", "zig", &project).await;
+    // The Zig `make plugins` installed stands in for the project's own `.venv`.
+    std::os::unix::fs::symlink(lang_tool("zigvenv"), project.join(".venv")).expect("link the venv");
+    std::fs::write(project.join(".venv/.installed"), "").ok();
+    make(&project, &[]).await;
+    serve_and_greet("ziggreeter", &project.join("ziggreeter.wasm")).await;
 }
