@@ -43,7 +43,7 @@ C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugin
 ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
 WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
 
-.PHONY: run test postgres registry bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz fuzz-smoke
+.PHONY: run test postgres registry deb deb-check bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz fuzz-smoke
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -145,6 +145,7 @@ test: plugins conformance-plugins build postgres registry $(PYVENV)/.installed
 	CORDON_E2E_STORE=postgres $(CARGO) test -p cordon-e2e --test idempotency --test tasks
 	$(PYVENV)/bin/python tests/python/official_client.py target/debug/cordon plugins/dist
 	@$(MAKE) --no-print-directory conformance
+	@$(MAKE) --no-print-directory deb-check
 	# The benchmark harness runs end to end with tiny counts (it measures nothing here).
 	target/debug/cordon-bench run --smoke --cordon target/debug/cordon --plugin plugins/dist/demo.wasm --out target/bench-smoke.json
 
@@ -166,6 +167,18 @@ registry:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-registry; \
 	fi
+
+# The Debian package (scripts/build-deb.sh: dpkg-deb alone, no debhelper): the release binary, the
+# hardened unit, a default /etc/cordon/cordon.toml and the `cordon` user → target/deb/*.deb.
+# `sudo dpkg -i target/deb/cordon_*.deb`, then see /etc/cordon/cordon.toml.
+deb:
+	$(CARGO) build --release --locked -p cordon
+	scripts/build-deb.sh target/release/cordon target/deb
+
+# What `make test` checks of the package without a second build: the debug binary packaged the
+# same way, unpacked into a throwaway root, its layout and unit checked (systemd-analyze verify).
+deb-check: build
+	scripts/check-deb.sh "$$(scripts/build-deb.sh target/debug/cordon target/deb-check gzip)"
 
 # Benchmarks (release build): one table, and bench/results.json. See BENCHMARKS.md.
 bench: plugins
