@@ -364,6 +364,20 @@ fn signature_layers(manifest: &OciImageManifest) -> Result<Vec<&oci_client::mani
     Ok(layers)
 }
 
+/// Whether the registry turned the request down for want of (valid) credentials, in any of the
+/// shapes `oci-client` reports it: its own auth errors, a 401/403, an `UNAUTHORIZED`/`DENIED`.
+fn is_refused_login(error: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
+    match error {
+        OciDistributionError::AuthenticationFailure(_) | OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+        }
+        _ => false,
+    }
+}
+
 /// Whether the registry answered that the manifest or repository does not exist (404).
 fn is_not_found(error: &OciDistributionError) -> bool {
     use oci_client::errors::OciErrorCode;
@@ -404,11 +418,10 @@ fn empty_image_config(layers: &[ImageLayer]) -> Config {
 
 /// A registry failure with what was being done, without the credentials.
 fn registry_error(target: &Target, doing: &str, error: OciDistributionError) -> anyhow::Error {
-    let detail = match &error {
-        OciDistributionError::AuthenticationFailure(_) | OciDistributionError::UnauthorizedError { .. } => {
-            "the registry refused the credentials (docker login, or --username with --password-stdin)".to_string()
-        }
-        other => other.to_string(),
+    let detail = if is_refused_login(&error) {
+        "the registry refused the credentials (docker login, or --username with --password-stdin)".to_string()
+    } else {
+        error.to_string()
     };
     anyhow!("{target}: cannot {doing}: {detail}")
 }

@@ -30,6 +30,24 @@ fn oci_env() -> Env {
     env.var("DOCKER_CONFIG", docker.to_str().unwrap())
 }
 
+/// [`cordon`] with `input` on stdin (for `--password-stdin`).
+async fn cordon_with_input(env: &Env, args: &[&str], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(cordon_bin());
+    cmd.args(args)
+        .current_dir(env.path())
+        .env("DOCKER_CONFIG", env.path().join("docker"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("run cordon");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write stdin");
+    drop(stdin);
+    guard("cordon to exit", child.wait_with_output()).await.expect("wait for cordon")
+}
+
 /// `cordon pull <args> --plain-http` into `env`'s plugins folder.
 async fn pull(env: &Env, args: &[&str]) -> Output {
     let mut all = vec!["pull"];
@@ -275,4 +293,43 @@ fn refusal(tools: &Value, file: &str) -> String {
     let errors = tools["errors"].as_array().unwrap();
     let error = errors.iter().find(|e| e["file"] == file).unwrap_or_else(|| panic!("{file} not refused: {tools:#}"));
     error["error"].as_str().unwrap().to_string()
+}
+
+/// A registry that needs a login: without one, and with a wrong password, push and pull are
+/// refused with a message that says so; `--username` with `--password-stdin`, and the Docker
+/// config file's entry for the registry, are each enough.
+#[tokio::test]
+async fn a_registry_login_comes_from_the_flags_or_the_docker_config() {
+    let registry = Registry::start_with_login("ci", "s3cret-pass").await;
+    let env = oci_env();
+    let demo = demo_wasm();
+    let tag = format!("oci://{}/tools/demo:1.0", registry.host);
+    let file = demo.to_str().unwrap();
+
+    let anonymous = cordon(&env, &["push", file, &tag, "--plain-http"]).await;
+    refused(&anonymous, &["refused the credentials"]);
+    let wrong = cordon_with_input(
+        &env,
+        &["push", file, &tag, "--plain-http", "--username", "ci", "--password-stdin"],
+        "nope\n",
+    )
+    .await;
+    refused(&wrong, &["refused the credentials"]);
+    assert!(!String::from_utf8_lossy(&wrong.stderr).contains("nope"), "the password reached the output");
+    let pushed = cordon_with_input(
+        &env,
+        &["push", file, &tag, "--plain-http", "--username", "ci", "--password-stdin"],
+        "s3cret-pass\n",
+    )
+    .await;
+    json_of(&pushed);
+
+    refused(&pull(&env, &[&tag]).await, &["refused the credentials"]);
+    let docker = env.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"ci:s3cret-pass");
+    let config = serde_json::json!({"auths": {registry.host.as_str(): {"auth": auth}}});
+    std::fs::write(docker.join("config.json"), config.to_string()).unwrap();
+    json_of(&pull(&env, &[&tag]).await);
+    assert_eq!(std::fs::read(env.plugins_dir().join("demo.wasm")).unwrap(), std::fs::read(&demo).unwrap());
 }

@@ -38,6 +38,15 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits until it answers `GET /v2/`.
     pub async fn start() -> Registry {
+        Self::start_with(None).await
+    }
+
+    /// Starts a registry that takes only `user` with `password` (htpasswd, HTTP Basic).
+    pub async fn start_with_login(user: &str, password: &str) -> Registry {
+        Self::start_with(Some((user, password))).await
+    }
+
+    async fn start_with(login: Option<(&str, &str)>) -> Registry {
         super::install_crypto_provider();
         let dir = tempfile::Builder::new().prefix("cordon-registry-").tempdir().expect("temp dir");
         let port = free_port();
@@ -47,6 +56,13 @@ impl Registry {
              rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.path().join("storage").display()
         );
+        let mut config = config;
+        if let Some((user, password)) = login {
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: cordon-test\n    path: {}\n", htpasswd.display()));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write the registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
@@ -61,7 +77,8 @@ impl Registry {
         let url = format!("http://{}/v2/", registry.host);
         for _ in 0..200 {
             if let Ok(response) = reqwest::get(&url).await {
-                if response.status().is_success() {
+                // 401 is a registry that needs a login, up and answering.
+                if response.status().is_success() || response.status() == 401 {
                     return registry;
                 }
             }
