@@ -43,6 +43,9 @@ C_PLUGINS    := $(patsubst plugins/%/app.c,plugins/dist/%.wasm,$(wildcard plugin
 ZIG_PLUGINS  := $(patsubst plugins/%/app.zig,plugins/dist/%.wasm,$(wildcard plugins/zig-*/app.zig))
 WASI_CFLAGS  := --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Wl,--strip-debug
 
+# Plugins in Go (plugins/go-*/ on plugins/go-sdk, Go from PyPI): their rules and why, in plugins/go.mk.
+include plugins/go.mk
+
 .PHONY: run test postgres registry deb deb-check bench soak conformance conformance-plugins plugins lang-plugins c-plugins zig-plugins toolchain build lint fmt clean fuzz fuzz-smoke
 
 toolchain:
@@ -60,7 +63,7 @@ ifneq ($(LANG_PLUGINS),0)
 	@$(MAKE) --no-print-directory lang-plugins
 endif
 
-lang-plugins: $(PY_PLUGINS) $(JS_PLUGINS) c-plugins zig-plugins
+lang-plugins: $(PY_PLUGINS) $(JS_PLUGINS) c-plugins zig-plugins go-plugins
 	@:
 
 # clang with wasi-libc present? Else install it (apt-get, as root or with sudo), else skip.

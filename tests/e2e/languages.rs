@@ -1,10 +1,11 @@
-//! The same plugin in five languages, end to end: `rust-weather` (the Rust SDK),
+//! The same plugin in six languages, end to end: `rust-weather` (the Rust SDK),
 //! `python-weather` (componentize-py), `js-weather` (componentize-js), `c-weather` (C on the
-//! C helper, a preview-1 core module the host wraps) and `zig-weather` (Zig on the same helper)
+//! C helper, a preview-1 core module the host wraps), `zig-weather` (Zig on the same helper) and
+//! `go-weather` (Go's wasip1 target on the Go helper, also a core module the host wraps)
 //! implement the same two tools. One scenario runs against each in the real `cordon`: they list
 //! the same schemas and annotations, answer a call, report the same typed error, and make an
 //! outbound HTTP GET through a grant to a local upstream, which is refused when not granted.
-//! Passing it for all five is what "behaves identically under Cordon" means here.
+//! Passing it for all six is what "behaves identically under Cordon" means here.
 //!
 //! `make plugins` builds them all into `plugins/dist/`. The Python component is large and slow to
 //! compile, so each language gets one data directory (its compile cache) for all its servers.
@@ -187,4 +188,9 @@ async fn a_c_plugin_calls_errs_and_reaches_out_only_where_granted() {
 #[tokio::test]
 async fn a_zig_plugin_calls_errs_and_reaches_out_only_where_granted() {
     exercise("zig-weather").await;
+}
+
+#[tokio::test]
+async fn a_go_plugin_calls_errs_and_reaches_out_only_where_granted() {
+    exercise("go-weather").await;
 }

@@ -1,0 +1,3 @@
+module cordon
+
+go 1.24
