@@ -650,3 +650,43 @@ impl ShutdownSignals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_host::app::Paths;
+    use cordon_host::config::Config;
+
+    async fn empty_host(dir: &std::path::Path) -> Arc<Cordon> {
+        let paths = Paths { plugins: dir.join("plugins"), data: dir.join("data"), config_file: None };
+        std::fs::create_dir_all(&paths.plugins).expect("plugins dir");
+        std::fs::create_dir_all(&paths.data).expect("data dir");
+        Cordon::start(Config::parse("").expect("the default config"), paths).await.expect("start a host")
+    }
+
+    /// A call whose reply has left still has its teardown to run (its guest's output to the
+    /// log, its store dropped): SIGTERM's drain waits for it within the bound, and says it
+    /// abandoned work when the bound passes first.
+    #[tokio::test]
+    async fn a_drain_waits_for_the_teardowns_of_answered_calls() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cordon = empty_host(dir.path()).await;
+        let mut signals = ShutdownSignals::listen();
+
+        let teardown = cordon.teardowns().enter();
+        let draining = tokio::spawn({
+            let cordon = cordon.clone();
+            async move { drain_with(&cordon, Duration::from_secs(60), None, &mut signals).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!draining.is_finished(), "the drain ended with a teardown still running");
+        drop(teardown);
+        let drained = tokio::time::timeout(Duration::from_secs(10), draining).await;
+        assert!(matches!(drained, Ok(Ok(true))), "the drain did not end when the teardown did: {drained:?}");
+
+        let mut signals = ShutdownSignals::listen();
+        let _stuck = cordon.teardowns().enter();
+        let drained = drain_with(&cordon, Duration::from_millis(200), None, &mut signals).await;
+        assert!(!drained, "a teardown past the bound is reported as abandoned work");
+    }
+}

@@ -90,7 +90,7 @@ impl Postgres {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        pg.resume();
+        pg.launch(true);
         pg
     }
 
@@ -138,24 +138,57 @@ impl Postgres {
 
     /// Starts the server (again, after [`Postgres::crash`]) on the same port and data.
     pub fn resume(&mut self) {
+        self.launch(false);
+    }
+
+    /// Starts `postgres` and waits until it accepts connections. Its log goes to
+    /// `postgres.log` in the cluster's directory, so a server that exits says why. A free port
+    /// can be taken by another test between [`free_port`] and the server's bind; when
+    /// `may_move` (the first start: nobody holds the URL yet) the server moves to another one.
+    fn launch(&mut self, may_move: bool) {
         let socket_dir = self.dir.path().display().to_string();
-        let child = self
-            .command("postgres")
-            .args(["-D", &self.data().display().to_string(), "-p", &self.port.to_string(), "-k", &socket_dir])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
-        self.child = Some(child);
-        for _ in 0..600 {
-            let ready = self.command("pg_isready").args(["-h", "127.0.0.1", "-p", &self.port.to_string()]).output();
-            if ready.is_ok_and(|o| o.status.success()) {
-                return;
+        let log_path = self.dir.path().join("postgres.log");
+        for attempt in 1..=5 {
+            let log = std::fs::File::create(&log_path).expect("create postgres.log");
+            let child = self
+                .command("postgres")
+                .args(["-D", &self.data().display().to_string(), "-p", &self.port.to_string(), "-k", &socket_dir])
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=off"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start postgres");
+            self.child = Some(child);
+            // Generous: CI runs many test binaries at once on two cores.
+            for _ in 0..1200 {
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    self.child = None;
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    let port_taken = log.contains("could not bind") || log.contains("Address already in use");
+                    if port_taken && attempt < 5 {
+                        if may_move {
+                            self.port = free_port();
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                        break;
+                    }
+                    panic!("PostgreSQL exited ({status}) on port {}; its log:\n{log}", self.port);
+                }
+                // Asked over the Unix socket in this cluster's own directory, so the answer is
+                // this server's and never another test's on a reused port; the server exits
+                // when it cannot bind its TCP port, so ready here means listening there too.
+                let ready = self.command("pg_isready").args(["-h", &socket_dir, "-p", &self.port.to_string()]).output();
+                if ready.is_ok_and(|o| o.status.success()) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if self.child.is_some() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("PostgreSQL did not accept connections on port {} within 120 s; its log:\n{log}", self.port);
+            }
         }
-        panic!("PostgreSQL did not accept connections on port {} within 60 s", self.port);
+        panic!("PostgreSQL could not bind a port in 5 tries");
     }
 
     /// Stops the server at once, as a crash or a lost network would: every connection drops.
