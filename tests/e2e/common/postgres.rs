@@ -143,52 +143,66 @@ impl Postgres {
 
     /// Starts `postgres` and waits until it accepts connections. Its log goes to
     /// `postgres.log` in the cluster's directory, so a server that exits says why. A free port
-    /// can be taken by another test between [`free_port`] and the server's bind; when
-    /// `may_move` (the first start: nobody holds the URL yet) the server moves to another one.
+    /// can be taken by another test between [`free_port`] and the server's bind; then the start
+    /// is tried again, on another port when `may_move` (the first start: nobody holds the URL
+    /// yet), else on the same one.
     fn launch(&mut self, may_move: bool) {
-        let socket_dir = self.dir.path().display().to_string();
+        const TRIES: u32 = 5;
         let log_path = self.dir.path().join("postgres.log");
-        for attempt in 1..=5 {
+        for attempt in 1..=TRIES {
             let log = std::fs::File::create(&log_path).expect("create postgres.log");
             let child = self
                 .command("postgres")
-                .args(["-D", &self.data().display().to_string(), "-p", &self.port.to_string(), "-k", &socket_dir])
+                .args(["-D", &self.data().display().to_string(), "-p", &self.port.to_string()])
+                .args(["-k", &self.dir.path().display().to_string()])
                 .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=off"])
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .expect("start postgres");
             self.child = Some(child);
-            // Generous: CI runs many test binaries at once on two cores.
-            for _ in 0..1200 {
-                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                    self.child = None;
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    let port_taken = log.contains("could not bind") || log.contains("Address already in use");
-                    if port_taken && attempt < 5 {
-                        if may_move {
-                            self.port = free_port();
-                        }
-                        std::thread::sleep(Duration::from_millis(200));
-                        break;
+            let exited = match self.wait_until_ready() {
+                Ok(()) => return,
+                Err(exited) => exited,
+            };
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let port_taken = log.contains("could not bind") || log.contains("Address already in use");
+            match exited {
+                Some(_) if port_taken && attempt < TRIES => {
+                    if may_move {
+                        self.port = free_port();
                     }
-                    panic!("PostgreSQL exited ({status}) on port {}; its log:\n{log}", self.port);
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                // Asked over the Unix socket in this cluster's own directory, so the answer is
-                // this server's and never another test's on a reused port; the server exits
-                // when it cannot bind its TCP port, so ready here means listening there too.
-                let ready = self.command("pg_isready").args(["-h", &socket_dir, "-p", &self.port.to_string()]).output();
-                if ready.is_ok_and(|o| o.status.success()) {
-                    return;
+                Some(status) => panic!("PostgreSQL exited ({status}) on port {}; its log:\n{log}", self.port),
+                None => {
+                    panic!("PostgreSQL did not accept connections on port {} within 120 s; its log:\n{log}", self.port)
                 }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if self.child.is_some() {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                panic!("PostgreSQL did not accept connections on port {} within 120 s; its log:\n{log}", self.port);
             }
         }
-        panic!("PostgreSQL could not bind a port in 5 tries");
+        unreachable!("the last try either returns or panics");
+    }
+
+    /// Waits (generously: CI runs many test binaries at once on two cores) until the server
+    /// answers; `Err(Some(status))` when it exited first, `Err(None)` when it is still not
+    /// answering after 120 s.
+    fn wait_until_ready(&mut self) -> Result<(), Option<std::process::ExitStatus>> {
+        let socket_dir = self.dir.path().display().to_string();
+        for _ in 0..1200 {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(Some(status));
+            }
+            // Asked over the Unix socket in this cluster's own directory, so the answer is this
+            // server's and never another test's on a reused port; the server binds its TCP port
+            // before its socket and exits when it cannot, so ready here means listening there.
+            let ready = self.command("pg_isready").args(["-h", &socket_dir, "-p", &self.port.to_string()]).output();
+            if ready.is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(None)
     }
 
     /// Stops the server at once, as a crash or a lost network would: every connection drops.
